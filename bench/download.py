@@ -50,12 +50,12 @@ class RemoteFile:
 def sha256_file(path: str | os.PathLike, progress: bool = False) -> str:
     """sha256 of a file, streamed in 4 MiB chunks.
 
-    The digest is memoised in a `<file>.sha256.json` sidecar keyed by size and mtime, so multi-GB checkpoints
-    are hashed once rather than on every run.
+    The digest is memoised in the cache (keyed by absolute path, size and mtime), so multi-GB checkpoints and
+    sample batches are hashed once rather than on every run, without writing beside the user's files.
     """
-    path = Path(path)
+    path = Path(path).resolve()
     stat = path.stat()
-    sidecar = path.with_name(path.name + ".sha256.json")
+    sidecar = cache_dir() / "sha256" / (hashlib.sha1(str(path).encode()).hexdigest() + ".json")
     key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if sidecar.exists():
         try:
@@ -73,6 +73,7 @@ def sha256_file(path: str | os.PathLike, progress: bool = False) -> str:
             bar.update(len(chunk))
     value = digest.hexdigest()
     try:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
         sidecar.write_text(json.dumps({"key": key, "sha256": value}))
     except OSError:
         pass  # read-only location: the memo is only an optimisation
