@@ -1,0 +1,403 @@
+"""Training data for LlamaGen: image folders, the official crops, VQ code extraction, and the code dataset.
+
+The GPT never sees pixels: every training image is encoded once by the tokenizer into a grid of code indices
+(`extract_codes`), several augmented views per image, and the GPT trains on those codes (`CodeDataset`).
+
+Views per image (LlamaGen `extract_codes_c2i.py`):
+  * default: ADM center crop at `image_size`, and its horizontal flip -> 2 views;
+  * `ten_crop`: ADM center crop at int(image_size * crop_range) (crop_range 1.1: 281 px for 256), then
+    torchvision's TenCrop(image_size): corners tl, tr, bl, br, center, then the same five of the mirrored
+    image -> 10 views. Each epoch a sample uses one view, drawn uniformly.
+
+Code dataset layout (a folder; written by one or many ranks, readable while training with mmap):
+    codes.npy   [N, views, tokens]  uint16 (int32 for codebooks over 65536 entries), row-major token grid
+    labels.npy  [N]                 int64 class index (sorted class-folder order, as torchvision ImageFolder)
+    meta.json   image_size, views, tokens, ten_crop, crop_range, codebook_size, classes; written last, so a
+                folder without it is an unfinished extraction and is refused.
+
+Randomness (crop offsets, flips, view choice) is drawn from a generator seeded by (seed, epoch, index), never
+from global state, so a resumed run and DataLoader workers see exactly the data an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import click
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from bench.atomic import write_json
+from bench.batches import center_crop_arr
+from bench.errors import BenchError
+
+#: torchvision ImageFolder's extensions (matched case-insensitively).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Image folders and crops
+
+
+def list_image_folder(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, list[str]]:
+    """(files, labels, classes) of an ImageNet-style folder, ordered like torchvision's ImageFolder.
+
+    Classes are the sorted subfolder names (label = position); files are walked recursively and sorted, so
+    labels match those of the official pipeline and of every released checkpoint.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"{root}: not a directory. Expected an ImageNet-style folder: one subfolder per class.")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise BenchError(f"{root}: no class subfolders. Expected root/<class name>/<image files>.")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        for dirpath, _, filenames in sorted(os.walk(root / name, followlinks=True)):
+            for fname in sorted(filenames):
+                if fname.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(Path(dirpath) / fname)
+                    labels.append(label)
+    if not files:
+        raise BenchError(f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its {len(classes)} class folders")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def load_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise BenchError(f"{path}: not a readable image ({err})") from None
+
+
+def random_crop_arr(image: Image.Image, image_size: int, rng: np.random.Generator,
+                    min_crop_frac: float = 0.8, max_crop_frac: float = 1.0) -> np.ndarray:
+    """ADM's random-resized crop (tokenizer training): short side resized to a random size in
+    [ceil(S / max_frac), ceil(S / min_frac)] (BOX halvings, then BICUBIC), then a random S x S window."""
+    smaller = int(rng.integers(math.ceil(image_size / max_crop_frac), math.ceil(image_size / min_crop_frac) + 1))
+    while min(*image.size) >= 2 * smaller:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = smaller / min(*image.size)
+    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+    arr = np.asarray(image)
+    top = int(rng.integers(arr.shape[0] - image_size + 1))
+    left = int(rng.integers(arr.shape[1] - image_size + 1))
+    return arr[top : top + image_size, left : left + image_size]
+
+
+def five_crop(arr: np.ndarray, size: int) -> list[np.ndarray]:
+    """torchvision five_crop on an HWC array: top-left, top-right, bottom-left, bottom-right, center.
+
+    The center offset is int(round((H - size) / 2)) with Python's round-half-to-even, as torchvision does
+    (281 -> 256: offset 12, not 13).
+    """
+    h, w = arr.shape[:2]
+    if size > h or size > w:
+        raise BenchError(f"crop size {size} is larger than the image ({h}x{w})")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return [arr[:size, :size], arr[:size, w - size :], arr[h - size :, :size], arr[h - size :, w - size :],
+            arr[top : top + size, left : left + size]]
+
+
+def ten_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """torchvision TenCrop: the five crops, then the five crops of the horizontally mirrored image. [10, S, S, C]"""
+    return np.stack(five_crop(arr, size) + five_crop(arr[:, ::-1], size))
+
+
+def image_views(image: Image.Image, image_size: int, use_ten_crop: bool, crop_range: float = 1.1) -> np.ndarray:
+    """The augmented views the official extraction encodes for one image: uint8 [2 or 10, S, S, 3]."""
+    if use_ten_crop:
+        return ten_crop(center_crop_arr(image, int(image_size * crop_range)), image_size)
+    center = center_crop_arr(image, image_size)
+    return np.stack([center, center[:, ::-1]])
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1] (ToTensor then Normalize(0.5, 0.5), as upstream)."""
+    return (images.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The private random stream of one sample in one epoch (independent of workers, ranks and resumes)."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class ImageFolderDataset(Dataset):
+    """Tokenizer training images: random ADM crop + random horizontal flip, uint8 [S, S, 3] and the label."""
+
+    def __init__(self, root: str | os.PathLike, image_size: int, seed: int = 0):
+        self.files, self.labels, self.classes = list_image_folder(root)
+        self.image_size = image_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        rng = sample_rng(self.seed, self.epoch, index)
+        arr = random_crop_arr(load_rgb(self.files[index]), self.image_size, rng)
+        if rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        return np.ascontiguousarray(arr), int(self.labels[index])
+
+
+class ResumableSampler(Sampler[int]):
+    """Per-epoch shuffled indices for one rank, able to start mid-epoch.
+
+    Epoch e uses torch.randperm(N) seeded with seed + e, cut to whole global batches; rank r takes positions
+    r, r + W, r + 2W, ... (like DistributedSampler), so the union of the ranks' k-th batches is exactly the k-th
+    global batch of a single-process run. `set_epoch(e, skip_batches=k)` resumes after k global batches.
+    """
+
+    def __init__(self, num_samples: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        if global_batch % world_size:
+            raise BenchError(f"global batch size {global_batch} is not divisible by the {world_size} processes")
+        if num_samples < global_batch:
+            raise BenchError(f"the dataset has {num_samples} samples, fewer than one global batch ({global_batch})")
+        self.num_samples, self.global_batch = num_samples, global_batch
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.epoch, self.skip = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def _rank_indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(self.num_samples, generator=g)[: self.batches_per_epoch * self.global_batch]
+        start = self.skip * self.global_batch
+        return perm[start + self.rank :: self.world_size].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._rank_indices())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip) * (self.global_batch // self.world_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Code extraction
+
+
+class _ViewsDataset(Dataset):
+    def __init__(self, files: list[Path], indices: list[int], image_size: int, use_ten_crop: bool,
+                 crop_range: float):
+        self.files, self.indices = files, indices
+        self.image_size, self.use_ten_crop, self.crop_range = image_size, use_ten_crop, crop_range
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        index = self.indices[i]
+        views = image_views(load_rgb(self.files[index]), self.image_size, self.use_ten_crop, self.crop_range)
+        return np.ascontiguousarray(views), index
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str | os.PathLike,
+                  out_dir: str | os.PathLike, image_size: int, codebook_size: int, use_ten_crop: bool = False,
+                  crop_range: float = 1.1, batch_size: int = 32, num_workers: int = 4,
+                  device: str | torch.device = "cpu") -> Path:
+    """Encode every image of `data_dir` (all its views) with `encode` and write a code dataset to `out_dir`.
+
+    `encode` maps float [B, 3, S, S] in [-1, 1] to integer codes [B, h, w] (or [B, tokens]). Under torchrun each
+    rank encodes images rank, rank + W, ... into the shared `codes.npy`; rank 0 finishes the folder.
+    """
+    rank, world = _dist_info()
+    files, labels, classes = list_image_folder(data_dir)
+    out = Path(out_dir)
+    n_views = 10 if use_ten_crop else 2
+    codes_path = out / "codes.npy"
+    dtype = np.uint16 if codebook_size <= 65536 else np.int32
+
+    # The token count comes from encoding one view (the tokenizer decides the grid).
+    probe = image_views(load_rgb(files[0]), image_size, use_ten_crop, crop_range)[:1]
+    with torch.no_grad():
+        n_tokens = int(encode(to_model_range(torch.from_numpy(probe).to(device))).reshape(1, -1).shape[1])
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "meta.json").unlink(missing_ok=True)  # the folder is incomplete until meta.json is rewritten
+        np.lib.format.open_memmap(codes_path, mode="w+", dtype=dtype, shape=(len(files), n_views, n_tokens))
+    _barrier()
+    codes = np.lib.format.open_memmap(codes_path, mode="r+")
+
+    dataset = _ViewsDataset(files, list(range(rank, len(files), world)), image_size, use_ten_crop, crop_range)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False)
+    with torch.no_grad():
+        for views, index in tqdm(loader, desc=f"extract codes (rank {rank})", disable=rank != 0):
+            b = views.shape[0]
+            flat = to_model_range(views.flatten(0, 1).to(device))
+            got = encode(flat).reshape(b, n_views, -1)
+            if got.shape[-1] != n_tokens:
+                raise BenchError(f"the tokenizer returned {got.shape[-1]} tokens per view, expected {n_tokens}")
+            if int(got.min()) < 0 or int(got.max()) >= codebook_size:
+                raise BenchError(f"codes outside [0, {codebook_size}): is --codebook-size right?")
+            codes[index.numpy()] = got.cpu().numpy().astype(dtype)
+    codes.flush()
+    del codes
+    _barrier()
+
+    if rank == 0:
+        with open(out / "labels.npy.tmp", "wb") as f:
+            np.save(f, labels)
+        os.replace(out / "labels.npy.tmp", out / "labels.npy")
+        write_json(out / "meta.json", {
+            "num_images": len(files), "views": n_views, "tokens": n_tokens, "image_size": image_size,
+            "ten_crop": use_ten_crop, "crop_range": crop_range if use_ten_crop else 1.0,
+            "codebook_size": codebook_size, "classes": classes,
+        })
+    _barrier()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Code dataset
+
+
+class CodeDataset(Dataset):
+    """(codes LongTensor [tokens], label) pairs from an extracted folder; one random view per sample and epoch."""
+
+    def __init__(self, path: str | os.PathLike, seed: int = 0):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise BenchError(f"{self.path}: not a finished code dataset (no meta.json). Run the code extraction "
+                             "first (bench llamagen extract-codes), and let it finish.")
+        self.meta = json.loads(meta_path.read_text())
+        self.codes = np.load(self.path / "codes.npy", mmap_mode="r")
+        self.labels = np.load(self.path / "labels.npy")
+        expected = (self.meta["num_images"], self.meta["views"], self.meta["tokens"])
+        if self.codes.shape != expected or self.labels.shape != (expected[0],):
+            raise BenchError(f"{self.path}: codes.npy has shape {self.codes.shape} and labels.npy "
+                             f"{self.labels.shape}; meta.json promises {expected} and ({expected[0]},)")
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def tokens(self) -> int:
+        return int(self.meta["tokens"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        view = int(sample_rng(self.seed, self.epoch, index).integers(self.codes.shape[1]))
+        return torch.from_numpy(self.codes[index, view].astype(np.int64)), int(self.labels[index])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading a tokenizer checkpoint and the command line
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """torch.load(weights_only=True) of a training checkpoint; upstream ones also pickle an argparse Namespace."""
+    path = Path(path)
+    if not path.exists():
+        raise BenchError(f"{path}: no such checkpoint")
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling errors come in many types
+            raise BenchError(f"{path}: not a loadable checkpoint ({err})") from None
+    if not isinstance(ckpt, dict):
+        raise BenchError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
+    return ckpt
+
+
+def load_vq(path: str | os.PathLike, vq_model: str = "VQ-16", weights: str = "model", **config_overrides):
+    """A VQModel from a checkpoint: ours (config stored inside) or upstream's ({"model": state_dict})."""
+    from generators.llamagen.vq import VQConfig, VQModel, vq_config
+
+    ckpt = load_checkpoint(path)
+    if weights not in ckpt:
+        raise BenchError(f"{path}: no {weights!r} weights in this checkpoint (keys: {', '.join(ckpt)})")
+    config = VQConfig(**ckpt["vq_config"]) if "vq_config" in ckpt else vq_config(vq_model, **config_overrides)
+    model = VQModel(config)
+    try:
+        model.load_state_dict(ckpt[weights])
+    except RuntimeError as err:
+        raise BenchError(f"{path}: the weights do not fit a {vq_model} tokenizer with {config_overrides or 'default'}"
+                         f" settings ({str(err).splitlines()[0]})") from None
+    return model.eval()
+
+
+@click.command("extract-codes", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder to write codes.npy, labels.npy and meta.json into.")
+@click.option("--vq-ckpt", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Tokenizer checkpoint: one written by `train-vq`, or upstream's vq_ds16_c2i.pt.")
+@click.option("--vq-model", default="VQ-16", show_default=True, type=click.Choice(["VQ-16", "VQ-8"]),
+              help="Architecture, for upstream checkpoints (ours record it).")
+@click.option("--codebook-size", default=16384, show_default=True, help="For upstream checkpoints.")
+@click.option("--codebook-embed-dim", default=8, show_default=True, help="For upstream checkpoints.")
+@click.option("--weights", default="model", show_default=True, type=click.Choice(["model", "ema"]),
+              help="Which weights of the checkpoint to encode with.")
+@click.option("--image-size", default=256, show_default=True, help="Crop size fed to the tokenizer.")
+@click.option("--ten-crop", is_flag=True,
+              help="10 views per image (4 corners + center of a crop_range-larger center crop, and mirrors) "
+                   "instead of 2 (center crop and its mirror). LlamaGen's 384px models use this.")
+@click.option("--crop-range", default=1.1, show_default=True, help="With --ten-crop: center crop to S*crop_range first.")
+@click.option("--batch-size", default=32, show_default=True, help="Images per batch (each brings all its views).")
+@click.option("--num-workers", default=4, show_default=True, help="Image decoding processes.")
+@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+def extract_codes_command(data_dir: str, out_dir: str, vq_ckpt: str, vq_model: str, codebook_size: int,
+                          codebook_embed_dim: int, weights: str, image_size: int, ten_crop: bool, crop_range: float,
+                          batch_size: int, num_workers: int, device: str) -> None:
+    """Encode an ImageNet-style folder (DATA_DIR/<class>/<images>) into the code dataset the GPT trains on.
+
+    \b
+    Single process:  bench llamagen extract-codes /data/imagenet/train -o codes256 --vq-ckpt vq_ds16_c2i.pt
+    Several GPUs:    torchrun --nproc_per_node 8 -m bench.cli llamagen extract-codes ... (ranks share the output)
+    Then:            bench llamagen train-gpt codes256 ...
+    """
+    if "RANK" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            device = f"cuda:{torch.cuda.current_device()}"
+    model = load_vq(vq_ckpt, vq_model, weights, codebook_size=codebook_size,
+                    codebook_embed_dim=codebook_embed_dim).to(device)
+    out = extract_codes(lambda x: model.encode_to_codes(x), data_dir, out_dir, image_size,
+                        model.config.codebook_size, ten_crop, crop_range, batch_size, num_workers, device)
+    if _dist_info()[0] == 0:
+        click.echo(f"wrote {out}")
+    if dist.is_initialized():
+        dist.destroy_process_group()

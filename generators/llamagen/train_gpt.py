@@ -1,0 +1,469 @@
+"""Train LlamaGen's class-conditional GPT on extracted VQ codes (next-token cross-entropy).
+
+Recipe (LlamaGen `autoregressive/train/train_c2i.py`): AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on
+matrices and embeddings only (not on norm gains), grad-norm clipping at 1.0, bf16 autocast, class labels
+replaced by the null class with probability 0.1 (what classifier-free guidance needs at sampling time),
+dropout 0.1 on the input embeddings ("token dropout": element-wise on [class token, image tokens], inside the
+model) and on the residual / FFN branches, optional EMA. Gradient accumulation is real here (upstream parses
+the flag but ignores it), and checkpoints resume mid-epoch to the exact next step.
+
+Parallelism: one process, or `torchrun` with DDP (default) or FSDP (`--parallel fsdp`: each transformer block
+is its own shard unit, params in the autocast dtype, gradients reduced in float32) for the big models.
+
+The first half of this file is the training machinery shared with train_vq.py: process setup, precision,
+EMA, RNG state and atomic, resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from bench.atomic import atomic_path
+from bench.errors import BenchError
+from generators.llamagen.codes import CodeDataset, ResumableSampler, load_checkpoint
+
+# ================================================================================================================
+# Shared training machinery
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str | None = None) -> DistEnv:
+    """Join the torchrun process group if launched by torchrun (NCCL on GPUs, gloo on CPU); else one process."""
+    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device(device or "cpu")
+    return DistEnv(rank, world, dev)
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def mean_over_ranks(value: float, env: DistEnv) -> float:
+    if not env.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return t.item() / env.world_size
+
+
+PRECISIONS = {"none": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(env: DistEnv, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass; weights and optimizer state stay float32."""
+    if PRECISIONS[precision] == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(env.device.type, dtype=PRECISIONS[precision])
+
+
+def grad_scaler(env: DistEnv, precision: str) -> torch.amp.GradScaler:
+    """fp16 needs loss scaling (its exponent range underflows small gradients); bf16 and fp32 do not."""
+    return torch.amp.GradScaler(env.device.type, enabled=precision == "fp16")
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, over parameters (buffers are not averaged, as upstream)."""
+    model_params = dict(model.named_parameters())
+    for name, p in ema.named_parameters():
+        p.mul_(decay).add_(model_params[name].detach(), alpha=1 - decay)
+
+
+def seed_everything(seed: int, env: DistEnv) -> None:
+    """Rank-dependent seed, as upstream (seed * world + rank): dropout masks differ across ranks."""
+    torch.manual_seed(seed * env.world_size + env.rank)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch RNG streams dropout and label dropout draw from (data randomness is seeded per sample)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+CKPT_DIR_RE = re.compile(r"^(\d{7,})$")
+
+
+def checkpoint_dir(results_dir: Path, step: int) -> Path:
+    return results_dir / "checkpoints" / f"{step:07d}"
+
+
+def latest_checkpoint(results_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder (a folder is renamed into place only once every rank wrote)."""
+    root = results_dir / "checkpoints"
+    if not root.is_dir():
+        return None
+    steps = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and CKPT_DIR_RE.match(p.name))
+    return checkpoint_dir(results_dir, steps[-1]) if steps else None
+
+
+def write_checkpoint(results_dir: Path, step: int, env: DistEnv, shared: dict[str, Any] | None,
+                     per_rank: dict[str, Any]) -> Path:
+    """Write `<results>/checkpoints/<step>/`: model.pt from rank 0 (`shared`), rank{r}.pt from every rank.
+
+    Files go to a hidden temporary folder first; rank 0 renames it after all ranks are done, so a crash leaves
+    either no checkpoint for this step or a complete one.
+    """
+    final = checkpoint_dir(results_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if env.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier(env)
+    if env.is_main and shared is not None:
+        save_torch(shared, tmp / "model.pt")
+    save_torch(per_rank, tmp / f"rank{env.rank}.pt")
+    barrier(env)
+    if env.is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    barrier(env)
+    return final
+
+
+def read_checkpoint(path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model.pt, this rank's rank{r}.pt) of a checkpoint folder."""
+    per_rank = path / f"rank{env.rank}.pt"
+    if not per_rank.exists():
+        raise BenchError(f"{path}: no {per_rank.name}. Resume with the same number of processes the run was "
+                         "started with (RNG streams and sharded optimizer states are per rank).")
+    return load_checkpoint(path / "model.pt"), load_checkpoint(per_rank)
+
+
+def resolve_resume(resume: str | None, results_dir: Path) -> Path | None:
+    """--resume auto: newest checkpoint of this run if any; --resume PATH: that folder; None: fresh start."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(results_dir)
+    path = Path(resume)
+    if not (path / "model.pt").exists():
+        raise BenchError(f"{path}: not a checkpoint folder (expected model.pt and rank*.pt inside)")
+    return path
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW decaying only >= 2-D tensors (linear weights, embeddings), not norm gains or biases (upstream)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = torch.cuda.is_available() and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def make_loader(dataset, sampler: ResumableSampler, micro_batch: int, num_workers: int) -> DataLoader:
+    # A private generator: creating a loader iterator must not consume the global RNG (exact resume).
+    return DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=True, generator=torch.Generator())
+
+
+def epoch_batches(dataset, sampler: ResumableSampler, loader_args: tuple[int, int], start_step: int
+                  ) -> Iterator[Any]:
+    """Micro-batches from optimizer step `start_step` on, forever: epoch = step // steps per epoch."""
+    epoch, skip = divmod(start_step, sampler.batches_per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip)
+        yield from make_loader(dataset, sampler, *loader_args)
+        epoch, skip = epoch + 1, 0
+
+
+# ================================================================================================================
+# GPT training
+
+
+@dataclass
+class GPTTrainConfig:
+    code_path: str
+    results_dir: str
+    gpt_model: str = "GPT-B"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. tiny dims for tests
+    class_dropout_p: float = 0.1
+    token_dropout_p: float = 0.1
+    dropout_p: float = 0.1  # residual and FFN dropout (forced to 0 when drop_path_rate > 0, as upstream)
+    drop_path_rate: float = 0.0
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    global_batch_size: int = 256
+    grad_accum: int = 1
+    max_steps: int = 0  # 0: run `epochs` epochs
+    epochs: int = 300
+    mixed_precision: str = "bf16"
+    ema: bool = False
+    ema_decay: float = 0.9999
+    parallel: str = "ddp"  # ddp | fsdp
+    compile: bool = False
+    seed: int = 0
+    num_workers: int = 4
+    log_every: int = 100
+    ckpt_every: int = 5000
+    resume: str | None = None  # None, "auto" or a checkpoint folder
+    device: str | None = None
+
+
+def drop_labels(labels: torch.Tensor, p: float, null_class: int) -> torch.Tensor:
+    """Replace each label by the null class with probability p (classifier-free guidance training)."""
+    if p <= 0:
+        return labels
+    drop = torch.rand(labels.shape[0], device=labels.device) < p
+    return torch.where(drop, torch.full_like(labels, null_class), labels)
+
+
+def next_token_loss(model: nn.Module, codes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of every image token given the class token and the tokens before it."""
+    logits = model(labels, codes)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1))
+
+
+def build_gpt(cfg: GPTTrainConfig, vocab_size: int, block_size: int, num_classes: int):
+    from generators.llamagen.gpt import GPT, GPT_CONFIGS, GPTConfig
+
+    if cfg.gpt_model not in GPT_CONFIGS:
+        raise BenchError(f"unknown GPT model {cfg.gpt_model!r}; known: {', '.join(GPT_CONFIGS)}")
+    dropout = 0.0 if cfg.drop_path_rate > 0 else cfg.dropout_p
+    config = GPTConfig(**{**GPT_CONFIGS[cfg.gpt_model],
+        "vocab_size": vocab_size, "block_size": block_size, "num_classes": num_classes,
+        "token_dropout_p": cfg.token_dropout_p, "resid_dropout_p": dropout, "ffn_dropout_p": dropout,
+        "drop_path_rate": cfg.drop_path_rate, **cfg.model_overrides})
+    return GPT(config)
+
+
+def _wrap_fsdp(model: nn.Module, precision: str) -> nn.Module:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=PRECISIONS[precision], reduce_dtype=torch.float32)
+    for block in model.layers:  # one shard unit per transformer block: gathers one block at a time
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
+def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, env: DistEnv, fsdp: bool):
+    """Unsharded model state (rank 0) and the optimizer state this rank must save."""
+    if not fsdp:
+        return model.state_dict(), (optimizer.state_dict() if optimizer is not None and env.is_main else None)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return full, (optimizer.state_dict() if optimizer is not None else None)  # sharded, one file per rank
+
+
+def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
+    """Run the training; returns {"step", "loss" (mean of the last logging window), "checkpoint"}."""
+    if cfg.parallel not in ("ddp", "fsdp"):
+        raise BenchError(f"--parallel must be ddp or fsdp, got {cfg.parallel!r}")
+    if cfg.mixed_precision not in PRECISIONS:
+        raise BenchError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {cfg.mixed_precision!r}")
+    env = setup_distributed(cfg.device)
+    fsdp = cfg.parallel == "fsdp" and env.distributed
+    if fsdp and cfg.ema:
+        raise BenchError("--ema is not supported with --parallel fsdp (the EMA copy would not be sharded)")
+    per_rank = cfg.global_batch_size // env.world_size
+    if cfg.global_batch_size % env.world_size or per_rank % cfg.grad_accum:
+        raise BenchError(f"global batch {cfg.global_batch_size} must split evenly over {env.world_size} processes "
+                         f"x {cfg.grad_accum} accumulation steps")
+    micro = per_rank // cfg.grad_accum
+    results = Path(cfg.results_dir)
+    seed_everything(cfg.seed, env)
+
+    dataset = CodeDataset(cfg.code_path, seed=cfg.seed)
+    model = build_gpt(cfg, int(dataset.meta["codebook_size"]), dataset.tokens, dataset.num_classes)
+    null_class = model.config.num_classes
+    sampler = ResumableSampler(len(dataset), cfg.global_batch_size, env.rank, env.world_size, cfg.seed)
+    total_steps = cfg.max_steps or cfg.epochs * sampler.batches_per_epoch
+
+    resume = resolve_resume(cfg.resume, results)
+    shared = own = None
+    if resume is not None:
+        shared, own = read_checkpoint(resume, env)
+        model.load_state_dict(shared["model"])
+    ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema else None
+    if ema is not None and shared is not None and "ema" in shared:
+        ema.load_state_dict(shared["ema"])
+    model.to(env.device)
+    if ema is not None:
+        ema.to(env.device)
+    if fsdp:
+        model = _wrap_fsdp(model, cfg.mixed_precision)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
+    scaler = grad_scaler(env, cfg.mixed_precision)
+    step = 0
+    if resume is not None:
+        optimizer.load_state_dict(own["optimizer"] if fsdp else shared["optimizer"])
+        scaler.load_state_dict(shared["scaler"])
+        set_rng_state(own["rng"])
+        step = int(shared["steps"])
+    ddp = DDP(model) if env.distributed and not fsdp else None
+    train_model = ddp if ddp is not None else model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    train_model.train()
+
+    if env.is_main:
+        results.mkdir(parents=True, exist_ok=True)
+        n_params = sum(p.numel() for p in model.parameters())
+        tqdm.write(f"GPT {cfg.gpt_model}: {n_params:,} parameters; {len(dataset):,} images x {dataset.meta['views']} "
+                   f"views; {sampler.batches_per_epoch} steps/epoch; starting at step {step} of {total_steps}")
+    batches = epoch_batches(dataset, sampler, (micro, cfg.num_workers), step)
+    running, seen, last_loss, ckpt = 0.0, 0, float("nan"), None
+    bar = tqdm(total=total_steps, initial=step, desc="train gpt", disable=not env.is_main)
+    while step < total_steps:
+        step_loss = 0.0
+        for micro_step in range(cfg.grad_accum):
+            codes, labels = next(batches)
+            codes = codes.to(env.device, non_blocking=True)
+            labels = drop_labels(labels.to(env.device, non_blocking=True), cfg.class_dropout_p, null_class)
+            sync = micro_step == cfg.grad_accum - 1
+            no_sync = ddp.no_sync() if ddp is not None and not sync else contextlib.nullcontext()
+            if fsdp:
+                model.set_requires_gradient_sync(sync)
+            with no_sync:
+                with autocast(env, cfg.mixed_precision):
+                    loss = next_token_loss(train_model, codes, labels) / cfg.grad_accum
+                scaler.scale(loss).backward()
+            step_loss += loss.item()
+        if cfg.max_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            update_ema(ema, model, cfg.ema_decay)
+        step += 1
+        running, seen = running + step_loss, seen + 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == total_steps:
+            last_loss = mean_over_ranks(running / seen, env)
+            running, seen = 0.0, 0
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            if env.is_main:
+                with open(results / "log.jsonl", "a") as f:
+                    f.write(json.dumps({"step": step, "loss": last_loss}) + "\n")
+        if step % cfg.ckpt_every == 0 or step == total_steps:
+            model_state, opt_state = _full_state(model, optimizer, env, fsdp)
+            shared_out = {"model": model_state, "steps": step, "scaler": scaler.state_dict(),
+                          "gpt_config": asdict(model.config), "train_config": asdict(cfg)}
+            if not fsdp:
+                shared_out["optimizer"] = opt_state
+            if ema is not None:
+                shared_out["ema"] = ema.state_dict()
+            rank_out = {"rng": rng_state()}
+            if fsdp:
+                rank_out["optimizer"] = opt_state
+            ckpt = write_checkpoint(results, step, env, shared_out if env.is_main else None, rank_out)
+    bar.close()
+    return {"step": step, "loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
+
+
+# ================================================================================================================
+# Command line
+
+
+@click.command("train-gpt", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("code_path", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--results-dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: checkpoints/<step>/ (model.pt, rank*.pt) and log.jsonl.")
+@click.option("--gpt-model", default="GPT-B", help="GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-XXXL, GPT-1B/3B/7B.")
+@click.option("--global-batch-size", default=256, help="Images per optimizer step, summed over processes.")
+@click.option("--grad-accum", default=1, help="Split each process's share into this many sequential micro-batches.")
+@click.option("--epochs", default=300, help="Epochs to train (LlamaGen: 300 at 256px).")
+@click.option("--max-steps", default=0, help="Stop after this many optimizer steps instead (0: use --epochs).")
+@click.option("--lr", default=1e-4)
+@click.option("--weight-decay", default=0.05, help="On weight matrices and embeddings only.")
+@click.option("--beta1", default=0.9)
+@click.option("--beta2", default=0.95)
+@click.option("--max-grad-norm", default=1.0, help="Clip the global gradient norm (0: off).")
+@click.option("--class-dropout", "class_dropout_p", default=0.1, help="P(label -> null class), enables CFG.")
+@click.option("--token-dropout", "token_dropout_p", default=0.1, help="Dropout on the input embeddings.")
+@click.option("--dropout", "dropout_p", default=0.1, help="Residual and FFN dropout.")
+@click.option("--drop-path-rate", default=0.0, help="Stochastic depth (turns --dropout off, as upstream).")
+@click.option("--mixed-precision", default="bf16", type=click.Choice(["none", "bf16", "fp16"]),
+              help="Autocast dtype; fp16 adds loss scaling.")
+@click.option("--ema/--no-ema", default=False, help="Keep an exponential moving average of the weights.")
+@click.option("--ema-decay", default=0.9999)
+@click.option("--parallel", default="ddp", type=click.Choice(["ddp", "fsdp"]),
+              help="Under torchrun: DDP replicates the model; FSDP shards it per transformer block (XXL and up).")
+@click.option("--compile/--no-compile", default=False, help="torch.compile the model (faster on GPUs).")
+@click.option("--seed", default=0)
+@click.option("--num-workers", default=4, help="DataLoader processes per rank.")
+@click.option("--log-every", default=100)
+@click.option("--ckpt-every", default=5000)
+@click.option("--resume", default=None, help="'auto' (newest checkpoint in --results-dir) or a checkpoint folder.")
+def train_gpt_command(code_path: str, results_dir: str, **options) -> None:
+    """Train a class-conditional LlamaGen GPT on a code dataset made by `extract-codes`.
+
+    \b
+    One GPU:    bench llamagen train-gpt codes256 -o runs/gpt-b
+    8 GPUs:     torchrun --nproc_per_node 8 -m bench.cli llamagen train-gpt codes256 -o runs/gpt-b
+    Big models: ... --gpt-model GPT-XXL --parallel fsdp
+    Resume:     ... --resume auto   (same process count; continues at the exact next step)
+
+    The tokenizer's codebook size, the token grid and the class count come from the code dataset. Sample from
+    the result with the LlamaGen plugin using checkpoints/<step>/model.pt.
+    """
+    result = train_gpt(GPTTrainConfig(code_path=code_path, results_dir=results_dir, **options))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if result["checkpoint"]:
+        click.echo(f"step {result['step']}: loss {result['loss']:.4f}; checkpoint {result['checkpoint']}")
