@@ -1,0 +1,95 @@
+"""The feature extractor others call: uint8 NHWC images -> ADM's pool / spatial / logits features.
+
+Both backends produce the same dict: `pool` [N, 2048] (pool_3), `spatial` [N, 2023] (the first 7 channels of
+`mixed_6/conv`, flattened in NHWC order as ADM does), and `logits` [N, 1008] (pool_3 @ softmax/weights, no bias)
+when the weights carry the softmax layer.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.errors import BenchError
+from bench.inception.network import CONFIG, InceptionV3
+from bench.inception.weights import InceptionWeights, logits_unavailable_reason
+
+
+def check_images(images) -> np.ndarray:
+    """Accept a uint8 [N, H, W, 3] numpy array (or CPU torch tensor); anything else is a BenchError."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray):
+        raise BenchError(f"images: expected a numpy uint8 array [N, H, W, 3], found {type(images).__name__}")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3], default=0) < 1:
+        raise BenchError(f"images: expected uint8 [N, H, W, 3] (RGB, channels last), found {images.dtype} "
+                         f"{list(images.shape)}")
+    return images
+
+
+class TorchInception:
+    """The PyTorch network with batch norm folded, channels_last, under inference_mode."""
+
+    def __init__(self, weights: InceptionWeights, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.net = InceptionV3().load_canonical(weights.tensors).eval().to(self.device)
+        self.net = self.net.to(memory_format=torch.channels_last)
+        softmax = weights.tensors.get("softmax.weight")
+        self.softmax = None if softmax is None else softmax.to(self.device)
+
+    @torch.inference_mode()
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        # NHWC uint8 -> NCHW float32 view whose memory is already channels_last.
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
+        pool, spatial = self.net(x)
+        out = {"pool": pool, "spatial": spatial[..., :CONFIG.spatial_channels].reshape(len(x), -1)}
+        if self.softmax is not None:
+            out["logits"] = pool @ self.softmax
+        return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+class InceptionExtractor:
+    """`extract(images)` in chunks of `batch_size`; `has_logits`, `logits_unavailable_reason`, `provenance`."""
+
+    def __init__(self, weights: InceptionWeights, backend: str = "torch", device: str = "cpu", batch_size: int = 50):
+        if backend == "torch":
+            self.runner = TorchInception(weights, device)
+        elif backend == "tf":
+            from bench.inception.tf_backend import TFInception
+
+            self.runner = TFInception(weights)
+        else:
+            raise BenchError(f"backend: expected 'torch' or 'tf', found {backend!r}")
+        if batch_size < 1:
+            raise BenchError(f"batch_size: expected a positive integer, found {batch_size}")
+        self.batch_size = batch_size
+        self.backend = backend
+        self.has_logits = weights.has_logits
+        self.logits_unavailable_reason = logits_unavailable_reason(weights)
+        self.provenance = {**weights.provenance, "backend": backend, "device": str(device),
+                           "torch": torch.__version__, "tensorflow": _tf_version(backend),
+                           "python": platform.python_version()}
+        if backend == "tf":
+            self.provenance["tf_graph"] = ("imported " + str(weights.graph_path) if weights.graph_path
+                                           else "written from the canonical weights (tf_backend.build_graph_def)")
+
+    def extract(self, images) -> dict[str, np.ndarray]:
+        images = check_images(images)
+        starts = range(0, len(images), self.batch_size)
+        parts = [self.runner.run(images[i:i + self.batch_size])
+                 for i in tqdm(starts, desc="inception", leave=False, disable=len(starts) < 8)]
+        keys = ["pool", "spatial"] + (["logits"] if self.has_logits else [])
+        widths = {"pool": CONFIG.pool_dim, "spatial": 17 * 17 * CONFIG.spatial_channels, "logits": CONFIG.num_classes}
+        return {k: np.concatenate([p[k] for p in parts]).astype(np.float32, copy=False) if parts
+                else np.zeros((0, widths[k]), np.float32) for k in keys}
+
+
+def _tf_version(backend: str) -> str | None:
+    if backend != "tf":
+        return None
+    import tensorflow as tf
+
+    return tf.__version__
