@@ -11,17 +11,25 @@ Plugins register factories under the `bench.generators` entry-point group, one e
 
 A factory is called as `factory(ckpt=None, device="cpu", **overrides)` and returns a `Generator`.
 Overrides are the CLI's sampling settings (cfg_scale, top_k, top_p, temperature, steps, precision,
-compile, ...); a factory rejects ones it does not understand with a `BenchError`.
+compile, ...); a factory rejects ones it does not understand with a `BenchError` (`check_overrides` helps).
+
+Weights: the harness resolves `required_files()` itself (explicit `--ckpt` for the first file, then the
+cache, then a download; offline, one message lists every missing file) and hands the paths to `load()`.
+So a factory should be cheap -- build the object, touch no weights -- and `bench generators` can describe
+a preset without any download. A factory may carry a `PresetInfo` (see `describe`) for that listing.
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from bench.download import RemoteFile
 from bench.errors import BenchError
@@ -42,11 +50,20 @@ class Generator(abc.ABC):
 
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
-        """The full resolved configuration (model, checkpoint, every sampling setting), JSON-serialisable."""
+        """The full resolved configuration (model, checkpoint, every sampling setting), JSON-serialisable.
+
+        It keys resumable runs, so it must not contain the device (rank 1 on cuda:1 runs the same config).
+        """
 
     @abc.abstractmethod
     def required_files(self) -> list[RemoteFile]:
-        """Every file the generator needs, with pinned sha256 and source."""
+        """Every file the generator needs, with pinned sha256 and source; the main checkpoint first."""
+
+    def load(self, files: dict[str, Path]) -> None:
+        """Load weights from resolved, checksum-verified files (keyed by `RemoteFile.filename`).
+
+        The default does nothing, for generators that need no files or load them in their factory.
+        """
 
     @abc.abstractmethod
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
@@ -55,9 +72,62 @@ class Generator(abc.ABC):
         `seeds[i]` alone must determine the randomness of image i (see the module docstring).
         """
 
+    def to_eval_size(self, images: np.ndarray) -> np.ndarray:
+        """Resize uint8 [B, image_size, image_size, 3] images to `eval_size` the way the preset's paper did.
+
+        The default is PIL bicubic on the uint8 images (how ADM-style reference batches are resized). A
+        preset whose official script resizes differently overrides this -- or `sample_for_eval`, when the
+        official resize happens before quantisation (LlamaGen: `F.interpolate(x, mode="bicubic")` on the
+        decoder's float [-1, 1] output, then `clamp(127.5 * x + 128, 0, 255).to(uint8)`).
+        """
+        if images.shape[1] == self.eval_size and images.shape[2] == self.eval_size:
+            return images
+        size = (self.eval_size, self.eval_size)
+        return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BICUBIC)) for im in images])
+
+    def sample_for_eval(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
+        """The images that are scored: uint8 [B, eval_size, eval_size, 3]."""
+        return self.to_eval_size(self.sample(labels, seeds))
+
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """Tokenizers only: encode and decode uint8 [B, H, W, 3] images, returning the same shape."""
         raise BenchError(f"generator {self.name!r} is not a tokenizer: it cannot reconstruct images")
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """What `bench generators` shows for a preset without building it: the model and the paper's settings."""
+
+    model: str
+    image_size: int
+    eval_size: int
+    paper_settings: dict[str, Any] = field(default_factory=dict)
+    paper: str = ""
+
+
+def describe(info: PresetInfo) -> Callable[[Callable[..., Generator]], Callable[..., Generator]]:
+    """Decorator attaching a `PresetInfo` to a factory: `@describe(PresetInfo(...))`."""
+
+    def attach(factory: Callable[..., Generator]) -> Callable[..., Generator]:
+        factory.preset_info = info
+        return factory
+
+    return attach
+
+
+def preset_info(factory: Callable[..., Generator]) -> dict[str, Any] | None:
+    """The factory's `PresetInfo` as a dict, or None where the plugin attached none."""
+    info = getattr(factory, "preset_info", None)
+    return asdict(info) if isinstance(info, PresetInfo) else None
+
+
+def check_overrides(preset: str, overrides: dict[str, Any], accepted: set[str]) -> None:
+    """Reject sampling settings a preset does not take, naming the ones it does (for factories)."""
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        takes = ", ".join("--" + k.replace("_", "-") for k in sorted(accepted)) or "none"
+        raise BenchError(f"generator {preset!r} does not take {flags}; it takes: {takes}")
 
 
 def available_generators() -> dict[str, Any]:

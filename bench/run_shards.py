@@ -1,0 +1,98 @@
+"""A run's folder: its manifest (what the shards were made with) and one set of files per finished shard.
+
+    runs/<run-id>/manifest.json               the fingerprinted configuration every shard was made with
+    runs/<run-id>/shards/00000000-00001000.features.npz   Inception features of samples [0, 1000)
+    runs/<run-id>/shards/00000000-00001000.images.npy     the images themselves (only with --save-npz)
+
+Each file is written atomically, so a killed run leaves only complete shards; restarting the same command
+skips them. A run folder refuses to be reused by a different configuration rather than mixing shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.atomic import atomic_path, write_json
+from bench.errors import BenchError
+
+Shard = tuple[int, int]
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of a configuration."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+class RunFolder:
+    """The on-disk state of one run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.shards_dir = self.path / "shards"
+
+    # -- manifest -------------------------------------------------------------------------------------
+    def claim(self, config: dict[str, Any]) -> bool:
+        """Record `config` as this folder's, or check it matches the recorded one; True if it was recorded.
+
+        A mismatch is refused with the settings that differ: shards made under another configuration
+        would silently change the metrics.
+        """
+        manifest = self.path / "manifest.json"
+        if manifest.exists():
+            recorded = json.loads(manifest.read_text())
+            if recorded.get("fingerprint") != fingerprint(config):
+                old, new = _flatten(recorded.get("config", {})), _flatten(config)
+                diffs = [f"  {k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}"
+                         for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+                raise BenchError(
+                    f"{self.path} holds shards of a different configuration:\n" + "\n".join(diffs) +
+                    "\nRefusing to mix them. Use another --run-id, or delete the folder to start over."
+                )
+            return False
+        write_json(manifest, {"fingerprint": fingerprint(config), "config": config})
+        return True
+
+    # -- shards ---------------------------------------------------------------------------------------
+    def shard_file(self, shard: Shard, kind: str) -> Path:
+        suffix = {"features": "features.npz", "images": "images.npy"}[kind]
+        return self.shards_dir / f"{shard[0]:08d}-{shard[1]:08d}.{suffix}"
+
+    def is_done(self, shard: Shard, kinds: tuple[str, ...]) -> bool:
+        return all(self.shard_file(shard, kind).exists() for kind in kinds)
+
+    def write_features(self, shard: Shard, arrays: dict[str, np.ndarray]) -> None:
+        with atomic_path(self.shard_file(shard, "features")) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    def write_images(self, shard: Shard, images: np.ndarray) -> None:
+        with atomic_path(self.shard_file(shard, "images")) as tmp, open(tmp, "wb") as f:
+            np.save(f, images, allow_pickle=False)
+
+    def read_features(self, shard: Shard) -> dict[str, np.ndarray]:
+        with np.load(self.shard_file(shard, "features"), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        if not np.array_equal(arrays["index"], np.arange(*shard)):
+            raise BenchError(f"{self.shard_file(shard, 'features')}: holds other samples than {shard}; delete it")
+        return arrays
+
+    def read_images(self, shard: Shard) -> np.ndarray:
+        return np.load(self.shard_file(shard, "images"), mmap_mode="r", allow_pickle=False)
+
+    def concat_features(self, shards: list[Shard]) -> dict[str, np.ndarray]:
+        """Every shard's arrays concatenated in sample-index order."""
+        parts = [self.read_features(s) for s in shards]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,309 @@
+"""`bench run`: streaming sample-and-score, provenance, resume, outputs and every user-facing fault."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import bench.run
+from bench.batches import NpzImages
+from bench.cli import _Group
+from bench.download import RemoteFile
+from bench.errors import BenchError, ChecksumError, MissingFilesError
+from bench.run import RunSettings, run, run_command, sample_size_warnings
+from bench.run_plan import SamplingPlan
+from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy, toy_factory, toy_scorer, write_ref  # noqa: F401
+
+
+def settings(tmp_path: Path, ref: Path, **kw) -> RunSettings:
+    base = dict(generator="toy", num_samples=40, batch_size=7, shard_size=16, ref=str(ref),
+                runs_dir=str(tmp_path / "runs"), run_id="r", seed=3)
+    base.update(kw)
+    return RunSettings(**base)
+
+
+def go(s: RunSettings, **kw):
+    return run(s, extractor=ProjectionExtractor(), scorer=toy_scorer, **kw)
+
+
+def direct_images(n: int, seed: int = 3, labels: str = "random", **overrides) -> tuple[np.ndarray, np.ndarray]:
+    """The run's eval-size images computed straight from the plan, the toy and PIL, in one batch."""
+    plan = SamplingPlan(n, 10, seed, labels)
+    idx = np.arange(n)
+    full = toy_factory(**overrides).sample(torch.from_numpy(plan.labels(idx)), torch.from_numpy(plan.seeds(idx)))
+    small = np.stack([np.asarray(Image.fromarray(im).resize((8, 8), Image.BICUBIC)) for im in full])
+    return small, plan.labels(idx)
+
+
+def cli(args: list[str]):
+    group = _Group()
+    group.add_command(run_command)
+    return CliRunner().invoke(group, ["run", *args])
+
+
+def test_metrics_equal_an_independent_computation(toy, tmp_path):
+    result = go(settings(tmp_path, toy))
+    images, _ = direct_images(40)
+    ex = ProjectionExtractor()
+    expected = toy_scorer(type("R", (), {"path": toy})(), ex)(ex.extract(images))
+    assert result["metrics"]["n"] == 40
+    assert result["metrics"]["fid"] == pytest.approx(expected["fid"], rel=1e-9)
+    assert result["metrics"]["is"] == pytest.approx(expected["is"], rel=1e-9)
+    on_disk = json.loads((tmp_path / "runs" / "r" / "result.json").read_text())
+    assert on_disk["metrics"] == result["metrics"]
+
+
+def test_result_records_provenance(toy, tmp_path):
+    result = go(settings(tmp_path, toy, overrides={"temperature": 0.5}))
+    assert result["config"]["generator_config"]["temperature"] == 0.5
+    assert "device" not in result["config"]["generator_config"]  # rank-specific: must not key the shards
+    assert result["reference"]["sha256"] == hashlib.sha256(toy.read_bytes()).hexdigest()
+    assert result["reference"]["resolution"] == 8
+    assert result["seed"] == 3 and result["num_samples"] == 40 and result["labels"] == "random"
+    assert {"python", "torch", "numpy", "bench"} <= set(result["versions"])
+    assert result["images_generated"] == 40 and result["images_resumed"] == 0
+    assert result["images_per_s"] > 0 and result["wall_time_s"] > 0
+    assert result["device"].startswith("cpu")
+    assert result["config"]["extractor"] == ProjectionExtractor.provenance
+
+
+def test_shards_hold_features_in_index_order_whatever_the_batch_size(toy, tmp_path):
+    go(settings(tmp_path, toy, batch_size=5))
+    shards = sorted((tmp_path / "runs" / "r" / "shards").glob("*.features.npz"))
+    assert [p.name.split(".")[0] for p in shards] == ["00000000-00000016", "00000016-00000032", "00000032-00000040"]
+    images, labels = direct_images(40)
+    pool = np.concatenate([np.load(p)["pool"] for p in shards])
+    np.testing.assert_allclose(pool, ProjectionExtractor().extract(images)["pool"], rtol=1e-12)
+    np.testing.assert_array_equal(np.concatenate([np.load(p)["label"] for p in shards]), labels)
+
+
+def test_interrupted_run_resumes_to_identical_metrics(toy, tmp_path):
+    whole = go(settings(tmp_path, toy, run_id="whole"))
+    finished = []
+
+    def interrupt_after_two(shard):
+        finished.append(shard)
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt, match="2 of 3 shards are finished"):
+        go(settings(tmp_path, toy, run_id="cut"), on_shard_done=interrupt_after_two)
+    assert len(list((tmp_path / "runs" / "cut" / "shards").glob("*.features.npz"))) == 2
+    resumed = go(settings(tmp_path, toy, run_id="cut"))
+    assert resumed["images_generated"] == 8 and resumed["images_resumed"] == 32
+    assert resumed["metrics"] == whole["metrics"]
+
+
+def test_changed_config_refuses_to_reuse_shards(toy, tmp_path):
+    go(settings(tmp_path, toy))
+    with pytest.raises(BenchError, match=r"generator_config.temperature: 1.0 -> 0.7"):
+        go(settings(tmp_path, toy, overrides={"temperature": 0.7}))
+    with pytest.raises(BenchError, match=r"batch_size: 7 -> 8"):
+        go(settings(tmp_path, toy, batch_size=8))
+
+
+def test_default_run_id_follows_the_config(toy, tmp_path):
+    a = go(settings(tmp_path, toy, run_id=None))
+    b = go(settings(tmp_path, toy, run_id=None, seed=4))
+    again = go(settings(tmp_path, toy, run_id=None))
+    assert a["run_id"].startswith("toy-") and a["run_id"] != b["run_id"]
+    assert again["run_id"] == a["run_id"] and again["images_generated"] == 0
+
+
+def test_labels_modes_reach_the_generator(toy, tmp_path):
+    go(settings(tmp_path, toy, labels="balanced", num_samples=30, shard_size=30))
+    labels = np.load(tmp_path / "runs" / "r" / "shards" / "00000000-00000030.features.npz")["label"]
+    assert np.bincount(labels, minlength=10).tolist() == [3] * 10
+
+
+def test_save_npz_writes_the_adm_batch_in_index_order(toy, tmp_path):
+    result = go(settings(tmp_path, toy, save_npz=True))
+    npz_path = Path(result["outputs"]["npz"])
+    images, labels = direct_images(40)
+    with np.load(npz_path) as npz:
+        np.testing.assert_array_equal(npz["arr_0"], images)
+        np.testing.assert_array_equal(npz["arr_1"], labels)
+    assert NpzImages(npz_path).shape == (40, 8, 8, 3)
+    assert not list((tmp_path / "runs" / "r" / "shards").glob("*.images.npy"))  # folded into the npz
+
+
+def test_save_npz_survives_an_interruption(toy, tmp_path):
+    def interrupt_first(shard):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        go(settings(tmp_path, toy, save_npz=True), on_shard_done=interrupt_first)
+    assert len(list((tmp_path / "runs" / "r" / "shards").glob("*.images.npy"))) == 1
+    result = go(settings(tmp_path, toy, save_npz=True))
+    with np.load(result["outputs"]["npz"]) as npz:
+        np.testing.assert_array_equal(npz["arr_0"], direct_images(40)[0])
+
+
+def test_save_npz_after_a_run_without_images_regenerates_them(toy, tmp_path):
+    go(settings(tmp_path, toy))
+    result = go(settings(tmp_path, toy, save_npz=True))
+    assert result["images_generated"] == 40
+    with np.load(result["outputs"]["npz"]) as npz:
+        np.testing.assert_array_equal(npz["arr_0"], direct_images(40)[0])
+
+
+def test_save_grid_tiles_the_first_samples_at_full_resolution(toy, tmp_path):
+    result = go(settings(tmp_path, toy, num_samples=10, save_grid=True))
+    grid = np.asarray(Image.open(result["outputs"]["grid"]))
+    assert grid.shape == (3 * 16, 4 * 16, 3)  # 10 samples: 4 columns, 3 rows
+    plan = SamplingPlan(10, 10, 3)
+    idx = np.arange(10)
+    full = toy_factory().sample(torch.from_numpy(plan.labels(idx)), torch.from_numpy(plan.seeds(idx)))
+    np.testing.assert_array_equal(grid[16:32, 0:16], full[4])
+    assert not grid[32:, 32:].any()  # the two unused cells stay black
+
+
+def test_out_of_memory_says_so_and_keeps_finished_shards(toy, tmp_path):
+    ToyGenerator.oom_after_calls = 3  # batches of 7 in shards of 16: 3 batches finish shard 0
+    with pytest.raises(BenchError, match=r"out of memory on cpu with a batch of 7.*smaller --batch-size, e\.g\. 3"):
+        go(settings(tmp_path, toy))
+    assert [p.name for p in (tmp_path / "runs" / "r" / "shards").glob("*.features.npz")] == [
+        "00000000-00000016.features.npz"]
+    ToyGenerator.oom_type = torch.cuda.OutOfMemoryError
+    with pytest.raises(BenchError, match="out of memory"):
+        go(settings(tmp_path, toy, run_id="b"))
+
+
+def test_other_runtime_errors_are_not_disguised_as_oom(toy, tmp_path, monkeypatch):
+    def broken(self, labels, seeds):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(ToyGenerator, "sample", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        go(settings(tmp_path, toy))
+
+
+def test_wrong_images_from_a_generator_are_reported(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(ToyGenerator, "sample_for_eval", lambda self, labels, seeds: np.zeros((len(labels), 8, 8, 3)))
+    with pytest.raises(BenchError, match=r"returned \(dtype\('float64'\).*uint8 \(7, 8, 8, 3\)"):
+        go(settings(tmp_path, toy))
+
+
+def test_reference_at_another_resolution_is_refused_unless_forced(toy, tmp_path):
+    ref16 = write_ref(tmp_path / "ref16.npz", size=16)
+    with pytest.raises(BenchError, match=r"holds 16x16 images but the generator is scored at 8x8"):
+        go(settings(tmp_path, ref16))
+    assert not (tmp_path / "runs" / "r").exists()  # refused before any sampling
+
+
+def test_forced_resolution_mismatch_is_recorded(toy, tmp_path, monkeypatch):
+    ref16 = write_ref(tmp_path / "ref16.npz", size=16)
+    result = run(settings(tmp_path, ref16, force=True), extractor=ProjectionExtractor(),
+                 scorer=lambda ref, ex: (lambda f: {"n": len(f["pool"])}))
+    assert any("16x16" in w and "--force" in w for w in result["warnings"])
+
+
+def test_sample_size_warnings_name_the_unreliable_metrics():
+    warnings = " | ".join(sample_size_warnings(3, {"pool": 2048, "spatial": 2023}))
+    assert "FID is unreliable" in warnings and "sFID is unreliable" in warnings
+    assert "Inception Score is unreliable" in warnings and "Precision/Recall are undefined" in warnings
+    assert sample_size_warnings(50_000, {"pool": 2048, "spatial": 2023}) == []
+    assert not any("FID is unreliable" in w for w in sample_size_warnings(2049, {"pool": 2048, "spatial": 2023}))
+    assert any(w.startswith("FID") for w in sample_size_warnings(2048, {"pool": 2048}))
+
+
+def test_small_runs_warn_in_the_result(toy, tmp_path):
+    result = go(settings(tmp_path, toy, num_samples=5))
+    assert any(w.startswith("FID is unreliable") for w in result["warnings"])  # 5 samples, 6-d pool
+
+
+# -- weights --------------------------------------------------------------------------------------------------
+def toy_checkpoint(path: Path, offset: float) -> tuple[Path, str]:
+    torch.save({"offset": torch.tensor(offset)}, path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_checkpoint_is_verified_loaded_and_recorded(toy, tmp_path):
+    ckpt, digest = toy_checkpoint(tmp_path / "toy.pt", 40.0)
+    ToyGenerator.files = [RemoteFile("toy.pt", digest, url="http://127.0.0.1:9/toy.pt")]
+    result = go(settings(tmp_path, toy, ckpt=str(ckpt)))
+    assert result["checkpoint_sha256"] == {"toy.pt": digest}
+    assert result["config"]["generator_config"]["offset"] == 40.0
+    ToyGenerator.files = []
+    plain = go(settings(tmp_path, toy, run_id="plain"))
+    assert result["metrics"]["fid"] != plain["metrics"]["fid"]
+
+
+def test_checksum_mismatch_is_refused(toy, tmp_path):
+    ckpt, _ = toy_checkpoint(tmp_path / "toy.pt", 40.0)
+    ToyGenerator.files = [RemoteFile("toy.pt", "0" * 64, url="http://127.0.0.1:9/toy.pt")]
+    with pytest.raises(ChecksumError, match="expected 0{64}\n  found    [0-9a-f]{64}"):
+        go(settings(tmp_path, toy, ckpt=str(ckpt)))
+
+
+def test_missing_weights_offline_list_file_source_and_destination(toy, tmp_path):
+    ToyGenerator.files = [RemoteFile("toy.pt", None, url="http://127.0.0.1:9/toy.pt"),
+                          RemoteFile("toy_vq.pt", None, hf_repo="someone/toy", hf_filename="vq.pt")]
+    res = cli(["--generator", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--offline"])
+    assert res.exit_code == 2
+    assert "toy.pt\n      from: http://127.0.0.1:9/toy.pt" in res.output
+    assert "toy_vq.pt\n      from: https://huggingface.co/someone/toy/resolve/main/vq.pt" in res.output
+    assert "put it at:" in res.output and "Traceback" not in res.output
+
+
+def test_ckpt_for_a_generator_without_files_is_refused(toy, tmp_path):
+    with pytest.raises(BenchError, match="needs no checkpoint"):
+        go(settings(tmp_path, toy, ckpt=str(toy)))
+
+
+# -- command line ---------------------------------------------------------------------------------------------
+def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(s):
+        seen["settings"] = s
+        return {"run_id": "x", "metrics": {"fid": 1.0}}
+
+    monkeypatch.setattr(bench.run, "run", fake_run)
+    res = cli(["-g", "toy", "--temperature", "0.5", "--precision", "bf16", "--no-compile", "--num-samples", "8",
+               "--labels", "balanced", "--seed", "9", "--batch-size", "4", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    s = seen["settings"]
+    assert s.overrides == {"temperature": 0.5, "precision": "bf16", "compile": False}
+    assert (s.num_samples, s.labels, s.seed, s.batch_size, s.device) == (8, "balanced", 9, 4, "cpu")
+    assert "fid: 1.0" in res.output
+
+
+def test_cli_rejects_settings_the_generator_does_not_take(toy, tmp_path):
+    res = cli(["-g", "toy", "--top-k", "5", "--steps", "3", "--ref", str(toy), "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "generator 'toy' does not take --steps, --top-k; it takes: --cfg-scale, --precision, --temperature" in res.output
+
+
+def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
+    class EP:
+        def __init__(self, name):
+            self.name = name
+
+    monkeypatch.setattr("bench.generator.entry_points", lambda group: [EP("dit-xl-2"), EP("llamagen-xl")])
+    res = cli(["-g", "nope", "--runs-dir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown generator 'nope'. Known generators: dit-xl-2, llamagen-xl" in res.output
+
+
+def test_cli_end_to_end_and_ctrl_c(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.run, "default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr(bench.run, "_adm", toy_scorer)
+    args = ["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "c",
+            "--num-samples", "20", "--shard-size", "10", "--batch-size", "10"]
+    ToyGenerator.oom_after_calls = 1
+    ToyGenerator.oom_type = KeyboardInterrupt  # Ctrl-C during the second shard
+    res = cli(args)
+    assert res.exit_code == 130
+    assert "Interrupted: 1 of 2 shards are finished and kept" in res.output
+    ToyGenerator.oom_after_calls = None
+    res = cli(args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "runs" / "c" / "result.json").read_text())["images_resumed"] == 10
