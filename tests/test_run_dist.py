@@ -1,0 +1,77 @@
+"""`torchrun --nproc_per_node=2 bench run ...` on CPU (gloo) gives exactly the single-process run.
+
+The test launches this file under torchrun; run as a script it is the worker (toy generator, stand-in
+extractor and scorer). `--separate-folders` gives each rank its own run folder, as on nodes without a shared
+filesystem, so rank 0 must receive rank 1's shards over the process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:  # the fixture, when collected by pytest
+    from test_run_helpers import toy  # noqa: F401
+except ImportError:  # the torchrun worker puts tests/ on sys.path itself
+    pass
+
+HERE = Path(__file__).resolve().parent
+
+
+def worker(runs_dir: str, ref: str, separate: bool) -> None:
+    sys.path.insert(0, str(HERE))
+    import bench.run
+    from test_run_helpers import ProjectionExtractor, toy_factory, toy_scorer
+
+    bench.run.load_generator_factory = lambda name: toy_factory
+    rank = int(os.environ["RANK"])
+    folder = f"{runs_dir}/node{rank}" if separate else runs_dir
+    bench.run.run(dist_settings(folder, ref), extractor=ProjectionExtractor(), scorer=toy_scorer)
+
+
+def dist_settings(runs_dir: str, ref: str):
+    from bench.run import RunSettings
+
+    # 5 shards over 2 ranks: rank 0 takes shards 0, 2, 4 and rank 1 shards 1, 3
+    return RunSettings(generator="toy", num_samples=45, batch_size=4, shard_size=10, ref=ref, runs_dir=runs_dir,
+                       run_id="d", seed=11, labels="balanced", save_npz=True, device="cpu")
+
+
+def torchrun(runs_dir: Path, ref: Path, separate: bool) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", __file__,
+           str(runs_dir), str(ref)] + (["--separate-folders"] if separate else [])
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared-folder", "separate-folders"])
+def test_two_processes_equal_one(toy, tmp_path, separate):
+    from bench.run import run
+    from test_run_helpers import ProjectionExtractor, toy_scorer
+
+    single = run(dist_settings(str(tmp_path / "single"), str(toy)), extractor=ProjectionExtractor(),
+                 scorer=toy_scorer)
+    proc = torchrun(tmp_path / "multi", toy, separate)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    main = tmp_path / "multi" / ("node0" if separate else "") / "d"
+    multi = json.loads((main / "result.json").read_text())
+    assert multi["world_size"] == 2 and multi["images_generated"] == 45
+    assert multi["metrics"] == single["metrics"]
+    assert multi["fingerprint"] == single["fingerprint"]
+    with np.load(main / "samples.npz") as a, np.load(tmp_path / "single" / "d" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+        np.testing.assert_array_equal(a["arr_1"], b["arr_1"])
+    if separate:  # rank 1 produced only its own shards; rank 0 received them
+        rank1 = sorted(p.name for p in (tmp_path / "multi" / "node1" / "d" / "shards").glob("*.features.npz"))
+        assert rank1 == ["00000010-00000020.features.npz", "00000030-00000040.features.npz"]
+        assert not (tmp_path / "multi" / "node1" / "d" / "result.json").exists()
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], sys.argv[2], "--separate-folders" in sys.argv)
