@@ -153,7 +153,7 @@ class ImageFolderDataset(Dataset):
         arr = random_crop_arr(load_rgb(self.files[index]), self.image_size, rng)
         if rng.random() < 0.5:
             arr = arr[:, ::-1]
-        return np.ascontiguousarray(arr), int(self.labels[index])
+        return np.array(arr), int(self.labels[index])  # a writable, contiguous copy
 
 
 class ResumableSampler(Sampler[int]):

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.download import RemoteFile, resolve
+from bench.download import RemoteFile, resolve, resolve_all
 from bench.errors import BenchError
 
 #: LPIPS v0.1 linear heads for VGG (taming-transformers' copy; md5 d507d7349b931f0638a25a48a722f98a).
@@ -177,8 +177,7 @@ def load_lpips(heads_path: str | Path | None = None, vgg_path: str | Path | None
         vgg_file = resolve(VGG16_WEIGHTS, vgg_path, allow_download=allow_download)
     else:
         try:
-            heads_file = resolve(LPIPS_HEADS, allow_download=allow_download)
-            vgg_file = resolve(VGG16_WEIGHTS, allow_download=allow_download)
+            heads_file, vgg_file = resolve_all([LPIPS_HEADS, VGG16_WEIGHTS], allow_download=allow_download)
         except BenchError as err:
             warnings.warn(
                 "LPIPS weights are not available, so the tokenizer trains WITHOUT the perceptual loss "

@@ -324,10 +324,11 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
                          f"x {cfg.grad_accum} accumulation steps")
     micro = per_rank // cfg.grad_accum
     results = Path(cfg.results_dir)
-    seed_everything(cfg.seed, env)
 
     dataset = CodeDataset(cfg.code_path, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (FSDP shards them without a broadcast)
     model = build_gpt(cfg, int(dataset.meta["codebook_size"]), dataset.tokens, dataset.num_classes)
+    seed_everything(cfg.seed, env)
     null_class = model.config.num_classes
     sampler = ResumableSampler(len(dataset), cfg.global_batch_size, env.rank, env.world_size, cfg.seed)
     total_steps = cfg.max_steps or cfg.epochs * sampler.batches_per_epoch
