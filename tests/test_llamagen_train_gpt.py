@@ -1,0 +1,178 @@
+"""LlamaGen GPT training on CPU with a tiny model: the loss goes down, resuming is exact, gradient accumulation
+and 2-process DDP (gloo) equal the plain single-process step, class and token dropout follow upstream."""
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+
+from bench.errors import BenchError
+from generators.llamagen.codes import load_checkpoint
+from generators.llamagen.gpt import GPT, GPTConfig
+from generators.llamagen.train_gpt import GPTTrainConfig, build_gpt, drop_labels, train_gpt, train_gpt_command
+
+TINY = dict(dim=32, n_layer=2, n_head=2, multiple_of=16)
+VOCAB, TOKENS, CLASSES = 32, 16, 4
+
+
+def make_codes(path, n=16, views=2):
+    """A code dataset whose sequences are a deterministic function of the label (learnable in a few steps)."""
+    path.mkdir(parents=True)
+    labels = np.arange(n) % CLASSES
+    codes = np.zeros((n, views, TOKENS), np.uint16)
+    for i in range(n):
+        for v in range(views):
+            codes[i, v] = (labels[i] * 5 + np.arange(TOKENS) * (1 + v)) % VOCAB
+    np.save(path / "codes.npy", codes)
+    np.save(path / "labels.npy", labels.astype(np.int64))
+    (path / "meta.json").write_text(json.dumps({
+        "num_images": n, "views": views, "tokens": TOKENS, "image_size": 64, "ten_crop": False, "crop_range": 1.0,
+        "codebook_size": VOCAB, "classes": [f"c{i}" for i in range(CLASSES)]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def codes(tmp_path_factory):
+    return make_codes(tmp_path_factory.mktemp("gpt") / "codes")
+
+
+def config(codes, results, **kw):
+    base = dict(code_path=str(codes), results_dir=str(results), model_overrides=TINY, global_batch_size=8,
+                num_workers=0, mixed_precision="none", log_every=1, ckpt_every=1000, lr=3e-3)
+    return GPTTrainConfig(**{**base, **kw})
+
+
+def final_model(result):
+    return load_checkpoint(os.path.join(result["checkpoint"], "model.pt"))
+
+
+def read_log(results):
+    return [json.loads(line) for line in open(os.path.join(results, "log.jsonl"))]
+
+
+def test_training_reduces_loss_and_writes_a_loadable_checkpoint(codes, tmp_path):
+    result = train_gpt(config(codes, tmp_path / "run", max_steps=25, log_every=5, lr=1e-2))
+    losses = [r["loss"] for r in read_log(tmp_path / "run")]
+    assert losses[0] > 3.0  # zero-initialised head: uniform over 32 codes, ln 32 = 3.47
+    assert losses[-1] < 0.6 * losses[0]
+    ckpt = final_model(result)
+    assert ckpt["steps"] == 25
+    model = GPT(GPTConfig(**ckpt["gpt_config"]))
+    model.load_state_dict(ckpt["model"])  # upstream layout {"model": state_dict}: the sampler loads it as is
+    assert model.config.num_classes == CLASSES and model.config.vocab_size == VOCAB
+
+
+def test_resume_continues_exactly(codes, tmp_path):
+    # dropout, class dropout and EMA on, 2 accumulation micro-batches: every random stream must resume exactly
+    kw = dict(ema=True, ema_decay=0.9, grad_accum=2, ckpt_every=3)
+    straight = train_gpt(config(codes, tmp_path / "a", max_steps=6, **kw))
+    train_gpt(config(codes, tmp_path / "b", max_steps=3, **kw))
+    resumed = train_gpt(config(codes, tmp_path / "b", max_steps=6, resume="auto", **kw))
+    assert resumed["step"] == 6
+    a, b = final_model(straight), final_model(resumed)
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"
+    assert read_log(tmp_path / "a")[3:] == read_log(tmp_path / "b")[3:]
+
+
+def test_gradient_accumulation_equals_the_full_batch(codes, tmp_path):
+    no_dropout = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0, max_steps=3)
+    full = final_model(train_gpt(config(codes, tmp_path / "full", **no_dropout)))
+    accum = final_model(train_gpt(config(codes, tmp_path / "accum", grad_accum=4, **no_dropout)))
+    for name, tensor in full["model"].items():
+        torch.testing.assert_close(accum["model"][name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_class_dropout_rate_and_null_class():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 1000, (200_000,))
+    dropped = drop_labels(labels, 0.1, null_class=1000)
+    is_null = dropped == 1000
+    rate = is_null.float().mean().item()
+    assert abs(rate - 0.1) < 4 * (0.1 * 0.9 / labels.numel()) ** 0.5  # 4 sigma of the binomial
+    assert torch.equal(dropped[~is_null], labels[~is_null])
+    assert torch.equal(drop_labels(labels, 0.0, 1000), labels)
+
+
+def test_token_dropout_is_elementwise_embedding_dropout_including_the_class_token(codes):
+    cfg = config(codes, "unused", token_dropout_p=0.25, dropout_p=0.0)
+    model = build_gpt(cfg, VOCAB, TOKENS, CLASSES)
+    assert model.config.token_dropout_p == 0.25 and model.config.resid_dropout_p == 0.0
+    seen = {}
+    model.tok_dropout.register_forward_hook(lambda m, inp, out: seen.update(inp=inp[0], out=out))
+    labels, tokens = torch.tensor([1, 2]), torch.randint(0, VOCAB, (2, TOKENS))
+    model.train()
+    torch.manual_seed(0)
+    model(labels, tokens)
+    x, y = seen["inp"], seen["out"]
+    assert x.shape == (2, TOKENS, 32)  # [class token, tokens[:-1]]: the class embedding is dropped out too
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)  # inverted dropout scaling
+    frac = 1 - kept.float().mean().item()
+    assert 0.18 < frac < 0.32
+    assert (~kept[:, 0]).any()  # some class-token features are dropped
+    model.eval()
+    model(labels, tokens)
+    assert torch.equal(seen["out"], seen["inp"])
+
+
+def test_drop_path_turns_off_dropout_like_upstream(codes):
+    model = build_gpt(config(codes, "unused", drop_path_rate=0.1), VOCAB, TOKENS, CLASSES)
+    assert model.config.resid_dropout_p == 0.0 and model.config.ffn_dropout_p == 0.0
+
+
+def test_bad_settings_are_clear_errors(codes, tmp_path):
+    with pytest.raises(BenchError, match="split evenly"):
+        train_gpt(config(codes, tmp_path / "x", global_batch_size=8, grad_accum=3, max_steps=1))
+    with pytest.raises(BenchError, match="unknown GPT model"):
+        train_gpt(config(codes, tmp_path / "x", gpt_model="GPT-Z", max_steps=1))
+    with pytest.raises(BenchError, match="not a checkpoint folder"):
+        train_gpt(config(codes, tmp_path / "x", resume=str(tmp_path), max_steps=1))
+
+
+def test_cli_help_and_run(codes, tmp_path):
+    runner = CliRunner()
+    help_text = runner.invoke(train_gpt_command, ["--help"]).output
+    assert "torchrun" in help_text and "--class-dropout" in help_text and "--resume" in help_text
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DDP with the gloo backend, 2 processes on CPU
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: GPTTrainConfig) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    try:
+        train_gpt(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_single_process(codes, tmp_path):
+    no_dropout = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0, max_steps=3)
+    single = final_model(train_gpt(config(codes, tmp_path / "single", **no_dropout)))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config(codes, tmp_path / "ddp", **no_dropout)), nprocs=2)
+    ddp_dir = tmp_path / "ddp" / "checkpoints" / "0000003"
+    assert sorted(p.name for p in ddp_dir.iterdir()) == ["model.pt", "rank0.pt", "rank1.pt"]
+    ddp = load_checkpoint(ddp_dir / "model.pt")
+    for name, tensor in single["model"].items():
+        torch.testing.assert_close(ddp["model"][name], tensor, rtol=1e-4, atol=1e-6)
+    single_log, ddp_log = read_log(tmp_path / "single"), read_log(tmp_path / "ddp")
+    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-5)
