@@ -1,0 +1,186 @@
+"""Improved precision and recall (Kynkäänniemi et al., 2019) exactly as ADM's evaluator computes them.
+
+Each feature set spans a manifold: the union of balls around its points whose radius is the distance to the
+k-th nearest neighbour, counting the point itself as neighbour 0 (ADM: `np.partition(d, kth=[0..k])[:, k]`
+over a row that includes the self-distance; k = 3). Precision is the fraction of samples inside the reference
+manifold (within the radius of ANY reference point), recall the fraction of references inside the sample
+manifold. Comparisons are `distance <= radius`.
+
+ADM's `DistanceBlock` computes squared distances in float16 with TensorFlow ops, which the default mode
+reproduces bit for bit on the CPU kernels TF uses:
+  - features are cast float32 -> float16 (round to nearest even);
+  - ||u||^2 = reduce_sum(square(u)): the squares are rounded to float16, and the sum is accumulated in
+    float16 in the order of Eigen's vectorised tree reduction (see `_tf_half_row_sums`);
+  - u.v^T is a float16 matmul that TF accumulates in float32 and rounds once; here a float32 matmul of the
+    float16 values (exact products) rounded to float16; the accumulation order differs, so about 1 entry in
+    10^4 lands 1 float16 ulp away;
+  - D = maximum(norm_u - 2 * uv + norm_v, 0) with every op rounded to float16 (including overflow to inf);
+  - if any entry of a (row block x column block) is not finite, the whole block is recomputed in float32.
+Block partitions (`batch_size`, ADM's 10000) are the same as ADM's so that this fallback decision matches.
+
+float16 squared distances of Inception features (norms^2 ~ 10^2..10^3) carry absolute errors of ~0.1..1,
+so precision/recall move by ~1e-3 against `exact=True`, which computes float64 distances; the exact mode is
+for studying that effect, the default is for numbers comparable with published ADM results.
+Memory is bounded by a few (batch_size x batch_size) blocks; N x N distances are never formed.
+"""
+
+import contextlib
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.errors import BenchError
+from bench.metrics._checks import check_features, check_same_dim
+
+# Eigen::half reductions in TF's CPU kernels (Eigen built for AVX): 8-lane packets, 4 packet accumulators,
+# and a recursive halving ("tree") split for rows longer than 200 packets (Eigen's LeafSize<half>).
+_LANES = 8
+_UNROLL = 4
+_LEAF_ELEMENTS = _LANES * 200
+
+DistanceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _half_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """One Eigen::half addition: add in float32, round to float16."""
+    return (a.float() + b.float()).half()
+
+
+def _packet_sum(acc: torch.Tensor) -> torch.Tensor:
+    """Eigen's predux of an 8-lane half packet: widen to float, add lanes (l+4), then (l+2), then (l+1)."""
+    a = acc.float()
+    b = a[:, :4] + a[:, 4:]
+    c = b[:, :2] + b[:, 2:]
+    return (c[:, 0] + c[:, 1]).half()
+
+
+def _leaf_sum(x: torch.Tensor) -> torch.Tensor:
+    """Eigen's vectorised inner-dimension sum of <= 1600 halves: 4 packet accumulators over 32-element steps,
+    combined ((a0+a1)+a2)+a3, then leftover whole packets, a lane sum in float, and leftover scalars."""
+    rows, n = x.shape
+    whole = n // _LANES * _LANES
+    unrolled = n // (_LANES * _UNROLL) * (_LANES * _UNROLL)
+    acc = torch.zeros(rows, _UNROLL, _LANES, dtype=torch.float16, device=x.device)
+    steps = x[:, :unrolled].reshape(rows, -1, _UNROLL, _LANES)
+    for j in range(steps.shape[1]):
+        acc = _half_add(acc, steps[:, j])
+    packet = _half_add(_half_add(_half_add(acc[:, 0], acc[:, 1]), acc[:, 2]), acc[:, 3])
+    for j in range(unrolled, whole, _LANES):
+        packet = _half_add(packet, x[:, j : j + _LANES])
+    scalar = torch.zeros(rows, dtype=torch.float16, device=x.device)
+    for j in range(whole, n):
+        scalar = _half_add(scalar, x[:, j])
+    return _half_add(scalar, _packet_sum(packet))
+
+
+def _tree_sum(x: torch.Tensor, phase: int) -> torch.Tensor:
+    """Eigen's tree split: halve at a packet boundary of the flat index (row * D + column, here mod 8)."""
+    n = x.shape[1]
+    if n <= _LEAF_ELEMENTS:
+        return _leaf_sum(x)
+    split = _LANES * (-(-(phase + -(-n // 2)) // _LANES)) - phase
+    left = min(split, n)
+    total = _tree_sum(x[:, :left], phase)
+    if left < n:
+        total = _half_add(total, _tree_sum(x[:, left:], (phase + left) % _LANES))
+    return total
+
+
+def _tf_half_row_sums(x: torch.Tensor) -> torch.Tensor:
+    """`tf.reduce_sum(x, 1)` of a float16 [rows, D] tensor as TF computes it on CPU (bit-exact)."""
+    rows, d = x.shape
+    if d <= _LEAF_ELEMENTS:
+        return _leaf_sum(x)
+    out = torch.empty(rows, dtype=torch.float16, device=x.device)
+    phases = (torch.arange(rows, device=x.device) * d) % _LANES
+    for phase in phases.unique().tolist():
+        idx = phases == phase
+        out[idx] = _tree_sum(x[idx], phase)
+    return out
+
+
+def adm_fp16_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """ADM's `DistanceBlock.pairwise_distances` for float32 [a, D] and [b, D]: float32 [a, b] squared distances."""
+    u16, v16 = u.half(), v.half()
+    norm_u = _tf_half_row_sums((u16.float() * u16.float()).half())
+    norm_v = _tf_half_row_sums((v16.float() * v16.float()).half())
+    dots = torch.mm(u16.float(), v16.float().T).half()
+    d = norm_u[:, None] - dots * 2  # float16 ops: each rounded to float16, 2*dots may overflow to inf
+    del dots
+    d = torch.clamp_min(d + norm_v[None, :], 0)
+    if bool(torch.isfinite(d).all()):
+        return d.float()
+    del d
+    norm_u = (u * u).sum(1)
+    norm_v = (v * v).sum(1)
+    return torch.clamp_min(norm_u[:, None] - 2 * torch.mm(u, v.T) + norm_v[None, :], 0)
+
+
+def exact_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Squared distances in float64 (inputs are widened), for `exact=True`."""
+    u, v = u.double(), v.double()
+    return torch.clamp_min((u * u).sum(1)[:, None] - 2 * torch.mm(u, v.T) + (v * v).sum(1)[None, :], 0)
+
+
+@contextlib.contextmanager
+def _full_precision_matmul():
+    """float32 matmuls must not silently drop to TF32/bf16 on GPUs: the float16 emulation relies on them."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def manifold_radii(
+    features: torch.Tensor, k: int, batch_size: int, distances: DistanceFn, progress: bool = False
+) -> torch.Tensor:
+    """Distance to the k-th neighbour (self = neighbour 0) of every row, streaming over column blocks."""
+    n = len(features)
+    radii = []
+    blocks = [(r, c) for r in range(0, n, batch_size) for c in range(0, n, batch_size)]
+    nearest = None
+    for row, col in tqdm(blocks, desc="manifold radii", disable=not progress, leave=False):
+        d = distances(features[row : row + batch_size], features[col : col + batch_size])
+        candidates = d if col == 0 else torch.cat([nearest, d], dim=1)
+        nearest = torch.topk(candidates, k + 1, dim=1, largest=False, sorted=True).values
+        if col + batch_size >= n:
+            radii.append(nearest[:, k])
+    return torch.cat(radii)
+
+
+def precision_recall(
+    ref_features,
+    sample_features,
+    k: int = 3,
+    exact: bool = False,
+    batch_size: int = 10000,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> tuple[float, float]:
+    """(precision, recall) of samples against references; ADM's float16 distances unless `exact=True`."""
+    if k < 1:
+        raise BenchError(f"k must be a positive neighbourhood size, found {k}")
+    ref = check_features(ref_features, "ref_features", min_rows=k + 1)
+    sample = check_features(sample_features, "sample_features", min_rows=k + 1)
+    check_same_dim(ref, sample, "ref_features", "sample_features")
+    # ADM feeds float32 placeholders, so float64 input is rounded to float32 before float16.
+    dtype = torch.float64 if exact else torch.float32
+    ref_t = torch.from_numpy(np.ascontiguousarray(ref)).to(device=device, dtype=dtype)
+    sample_t = torch.from_numpy(np.ascontiguousarray(sample)).to(device=device, dtype=dtype)
+    distances = exact_distances if exact else adm_fp16_distances
+
+    with torch.no_grad(), _full_precision_matmul():
+        ref_radii = manifold_radii(ref_t, k, batch_size, distances, progress)
+        sample_radii = manifold_radii(sample_t, k, batch_size, distances, progress)
+        ref_in = torch.zeros(len(ref_t), dtype=torch.bool, device=ref_t.device)
+        sample_in = torch.zeros(len(sample_t), dtype=torch.bool, device=ref_t.device)
+        blocks = [(r, c) for r in range(0, len(ref_t), batch_size) for c in range(0, len(sample_t), batch_size)]
+        for row, col in tqdm(blocks, desc="precision/recall", disable=not progress, leave=False):
+            d = distances(ref_t[row : row + batch_size], sample_t[col : col + batch_size])
+            ref_in[row : row + batch_size] |= (d <= sample_radii[None, col : col + batch_size]).any(dim=1)
+            sample_in[col : col + batch_size] |= (d <= ref_radii[row : row + batch_size, None]).any(dim=0)
+    return float(sample_in.double().mean()), float(ref_in.double().mean())

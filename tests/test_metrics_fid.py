@@ -1,0 +1,138 @@
+"""Fréchet distance and feature statistics against closed forms and ADM's scipy-sqrtm formula."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import bench.metrics.frechet as frechet_module
+from bench.errors import BenchError
+from bench.metrics import RunningStatistics, SingularCovarianceWarning, feature_statistics, frechet_distance
+
+
+def adm_frechet(mu1, sigma1, mu2, sigma2, eps=0.0):
+    """ADM's formula, written out: trace of scipy's sqrtm of the (optionally eps-offset) product."""
+    offset = np.eye(len(mu1)) * eps
+    covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    assert np.isfinite(covmean).all()
+    covmean = covmean.real
+    diff = mu1 - mu2
+    return diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)
+
+
+def random_moments(rng, n, d, scale=1.0, shift=0.0):
+    mixing = np.eye(d) + rng.standard_normal((d, d)) / (3 * np.sqrt(d))  # well-conditioned
+    x = rng.standard_normal((n, d)) @ mixing * scale + shift
+    return x.mean(0), np.cov(x, rowvar=False)
+
+
+def test_one_dimensional_closed_form():
+    # N(m1, s1^2) vs N(m2, s2^2): (m1 - m2)^2 + (s1 - s2)^2
+    got = frechet_distance(np.array([1.5]), np.array([[4.0]]), np.array([-0.5]), np.array([[9.0]]))
+    assert got == pytest.approx(2.0**2 + (2.0 - 3.0) ** 2, rel=1e-12)
+
+
+def test_diagonal_and_commuting_closed_form():
+    rng = np.random.default_rng(0)
+    d = 256
+    a, b = rng.uniform(0.1, 3.0, d), rng.uniform(0.1, 3.0, d)
+    mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+    # Commuting covariances in a random basis have the same closed form.
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    s1, s2 = (q * a) @ q.T, (q * b) @ q.T
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_matches_adm_sqrtm_at_2048_dims():
+    rng = np.random.default_rng(1)
+    mu1, s1 = random_moments(rng, 3000, 2048)
+    mu2, s2 = random_moments(rng, 3000, 2048, scale=1.1, shift=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a well-conditioned input must not warn
+        got = frechet_distance(mu1, s1, mu2, s2)
+    assert got == pytest.approx(adm_frechet(mu1, s1, mu2, s2), rel=1e-6)
+
+
+def test_singular_covariances_warn_and_match_adm():
+    rng = np.random.default_rng(2)
+    mu1, s1 = random_moments(rng, 100, 256)  # N < d: rank-deficient covariances
+    mu2, s2 = random_moments(rng, 120, 256, scale=1.2)
+    with pytest.warns(SingularCovarianceWarning, match="fewer samples than feature dimensions"):
+        got = frechet_distance(mu1, s1, mu2, s2)
+    # ADM's sqrtm is finite here, so ADM uses it without the eps offset.
+    assert got == pytest.approx(adm_frechet(mu1, s1, mu2, s2), rel=1e-6)
+
+
+def test_non_finite_result_takes_adm_eps_fallback(monkeypatch):
+    rng = np.random.default_rng(3)
+    mu1, s1 = random_moments(rng, 400, 64)
+    mu2, s2 = random_moments(rng, 400, 64, scale=0.9)
+    real = frechet_module._trace_sqrt_product
+    calls = []
+
+    def fail_first(a, b):
+        calls.append((a.copy(), b.copy()))
+        return (float("nan"), True) if len(calls) == 1 else real(a, b)
+
+    monkeypatch.setattr(frechet_module, "_trace_sqrt_product", fail_first)
+    with pytest.warns(SingularCovarianceWarning, match="adding 1e-06 to diagonal"):
+        got = frechet_distance(mu1, s1, mu2, s2)
+    np.testing.assert_array_equal(calls[1][0], s1 + np.eye(64) * 1e-6)
+    # ADM: the offset enters sqrtm only, the traces use the original covariances.
+    assert got == pytest.approx(adm_frechet(mu1, s1, mu2, s2, eps=1e-6), rel=1e-9)
+
+
+def test_bad_moments_raise():
+    s = np.eye(3)
+    with pytest.raises(BenchError, match="different lengths"):
+        frechet_distance(np.zeros(3), s, np.zeros(4), np.eye(4))
+    with pytest.raises(BenchError, match="3x3"):
+        frechet_distance(np.zeros(3), np.eye(4), np.zeros(3), s)
+    with pytest.raises(BenchError, match="NaN"):
+        frechet_distance(np.array([0.0, np.nan, 0.0]), s, np.zeros(3), s)
+    with pytest.raises(BenchError, match="not symmetric"):
+        frechet_distance(np.zeros(3), np.triu(np.ones((3, 3))), np.zeros(3), s)
+    with pytest.raises(BenchError, match="negative eigenvalue"):
+        frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(BenchError, match="negative eigenvalue"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -1.0]))
+
+
+def test_feature_statistics_is_numpy_mean_and_cov():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((500, 40)) * 3 + 7).astype(np.float32)
+    mu, sigma = feature_statistics(x)
+    assert mu.dtype == np.float64 and sigma.dtype == np.float64
+    np.testing.assert_allclose(mu, x.astype(np.float64).mean(0), rtol=1e-13)
+    np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-11, atol=1e-12)
+
+
+def test_running_statistics_matches_cov_over_all_rows_and_is_stable():
+    rng = np.random.default_rng(5)
+    # A large common offset: sum(x x^T) - N mu mu^T would lose every digit of the variance here.
+    x = rng.standard_normal((1000, 30)) * 0.5 + 1e6
+    stats = RunningStatistics()
+    start = 0
+    for size in [1, 7, 300, 2, 190, 500]:
+        stats.update(x[start : start + size])
+        start += size
+    assert stats.count == 1000
+    np.testing.assert_allclose(stats.mu, x.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(stats.sigma, np.cov(x, rowvar=False), rtol=1e-8, atol=1e-9)
+
+
+def test_statistics_reject_bad_features():
+    x = np.ones((10, 4))
+    x[[2, 5]] = np.nan
+    with pytest.raises(BenchError, match="2 of 10 rows contain NaN"):
+        feature_statistics(x)
+    with pytest.raises(BenchError, match="at least 2 samples"):
+        feature_statistics(np.ones((1, 4)))
+    stats = RunningStatistics().update(np.ones((3, 4)))
+    with pytest.raises(BenchError, match="dimension 5"):
+        stats.update(np.ones((3, 5)))
+    with pytest.raises(BenchError, match="at least 2 samples"):
+        RunningStatistics().update(np.ones((1, 4))).sigma
