@@ -98,12 +98,12 @@ def default_extractor(device: str):
     return load_extractor(device=device)
 
 
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe copy (provenance objects may hold paths or tuples)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
@@ -111,12 +111,11 @@ def _plain(value: Any) -> Any:
 
 def shard_config(settings: RunSettings, generator: Generator, files: dict[str, str], extractor) -> dict[str, Any]:
     """Everything that determines a shard's contents: the run folder's fingerprint is taken over this."""
-    gen_config = {k: v for k, v in generator.config().items() if k != "device"}
-    return _plain({
+    return json_safe({
         "format": 1,
         "task": "sample",
         "generator": settings.generator,
-        "generator_config": gen_config,
+        "generator_config": device_types(generator.config()),
         "files": files,
         "num_samples": settings.num_samples,
         "batch_size": settings.batch_size,
@@ -125,8 +124,13 @@ def shard_config(settings: RunSettings, generator: Generator, files: dict[str, s
         "shard_size": settings.shard_size,
         "image_size": generator.image_size,
         "eval_size": generator.eval_size,
-        "extractor": getattr(extractor, "provenance", None),
+        "extractor": device_types(getattr(extractor, "provenance", None) or {}),
     })
+
+
+def device_types(config: dict[str, Any]) -> dict[str, Any]:
+    """`device: cuda:3` -> `cuda`: every rank must fingerprint alike, yet CPU and GPU numerics differ."""
+    return {k: (str(v).split(":")[0] if k == "device" else v) for k, v in config.items()}
 
 
 def sample_size_warnings(num_samples: int, dims: dict[str, int]) -> list[str]:
@@ -147,7 +151,7 @@ def sample_size_warnings(num_samples: int, dims: dict[str, int]) -> list[str]:
     return out
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
 
@@ -166,7 +170,7 @@ def sample_batch(generator: Generator, extractor, plan: SamplingPlan, indices: n
             raise BenchError(f"generator {generator.name!r} returned {found}; the contract is uint8 {expected}")
         features = extractor.extract(images)
     except (RuntimeError, torch.cuda.OutOfMemoryError) as err:
-        if not _is_oom(err):
+        if not is_oom(err):
             raise
         raise BenchError(
             f"out of memory on {device} with a batch of {len(indices)} (samples {indices[0]}..{indices[-1]}). "
@@ -210,7 +214,7 @@ def sample_shard(generator: Generator, extractor, plan: SamplingPlan, shard: Sha
 ScorerFactory = Callable[[Reference, Any], Scorer]
 
 
-def _adm(ref: Reference, extractor) -> Scorer:
+def adm_scorer_factory(ref: Reference, extractor) -> Scorer:
     return adm_scorer(ref.path, extractor)
 
 
@@ -223,7 +227,7 @@ def run(settings: RunSettings, *, extractor=None, scorer: ScorerFactory | None =
     """
     group, device = init_from_env(settings.device)
     try:
-        return _run(settings, group, device, extractor, scorer or _adm, on_shard_done)
+        return _run(settings, group, device, extractor, scorer or adm_scorer_factory, on_shard_done)
     finally:
         shutdown(group)
 
@@ -295,8 +299,8 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
         "run_id": run_id,
         "task": "sample",
         "generator": settings.generator,
-        "metrics": _plain(metrics),
-        "settings": _plain(asdict(settings)),
+        "metrics": json_safe(metrics),
+        "settings": json_safe(asdict(settings)),
         "config": config,
         "fingerprint": fingerprint(config),
         "checkpoint_sha256": files,
@@ -385,6 +389,10 @@ def device_description(device: str) -> str:
 # -- command line ---------------------------------------------------------------------------------------------
 @click.command("run")
 @click.option("--generator", "-g", "generator", required=True, help="preset name (see `bench generators`)")
+@click.option("--task", type=click.Choice(["sample", "reconstruct"]), default="sample", show_default=True,
+              help="reconstruct: a tokenizer's rFID/PSNR/SSIM on --data")
+@click.option("--data", type=click.Path(exists=True), default=None,
+              help="reconstruct: the images (ImageNet val folder, or an npz at the tokenizer's resolution)")
 @click.option("--ref", default=None, help="reference batch: imagenet256|imagenet512|... or a path [imagenet<eval size>]")
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="local checkpoint (else cache/download)")
 @click.option("--num-samples", type=int, default=PAPER_NUM_SAMPLES, show_default=True)
@@ -406,9 +414,12 @@ def device_description(device: str) -> str:
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--device", default=None, help="[cuda if available, else cpu]")
 @click.option("--offline", is_flag=True, help="never download; list what is missing instead")
-def run_command(generator, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, top_k, top_p, temperature,
+def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, top_k, top_p, temperature,
                 steps, precision, compile_, shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
-    """Sample a generator and score it (FID, sFID, IS, Precision, Recall); resumable, torchrun-shardable."""
+    """Sample a generator and score it (FID, sFID, IS, Precision, Recall); resumable, torchrun-shardable.
+
+    With --task reconstruct, a tokenizer's rFID (vs --ref and vs the originals), PSNR and SSIM on --data.
+    """
     given = dict(cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, temperature=temperature, steps=steps,
                  precision=precision, compile=compile_)
     settings = RunSettings(
@@ -417,14 +428,22 @@ def run_command(generator, ref, ckpt, num_samples, batch_size, seed, labels, cfg
         force=force, save_npz=save_npz, save_grid=save_grid, run_id=run_id, runs_dir=runs_dir,
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"), allow_download=not offline,
     )
+    if (task == "reconstruct") != (data is not None):
+        raise BenchError("--data is needed by --task reconstruct, and only by it")
     try:
-        result = run(settings)
+        if task == "reconstruct":
+            from bench.run_reconstruct import reconstruct
+
+            result = reconstruct(settings, data)
+        else:
+            result = run(settings)
     except KeyboardInterrupt as interrupt:
         click.echo(f"\nInterrupted: {interrupt or 'finished shards are kept; rerun to resume'}", err=True)
         sys.exit(130)
     if result is not None:
         for key, value in result["metrics"].items():
-            click.echo(f"{key}: {value}")
+            if key != "conventions":
+                click.echo(f"{key}: {value}")
         click.echo(f"result: {Path(settings.runs_dir) / result['run_id'] / 'result.json'}")
 
 

@@ -63,7 +63,7 @@ def test_metrics_equal_an_independent_computation(toy, tmp_path):
 def test_result_records_provenance(toy, tmp_path):
     result = go(settings(tmp_path, toy, overrides={"temperature": 0.5}))
     assert result["config"]["generator_config"]["temperature"] == 0.5
-    assert "device" not in result["config"]["generator_config"]  # rank-specific: must not key the shards
+    assert result["config"]["generator_config"]["device"] == "cpu"
     assert result["reference"]["sha256"] == hashlib.sha256(toy.read_bytes()).hexdigest()
     assert result["reference"]["resolution"] == 8
     assert result["seed"] == 3 and result["num_samples"] == 40 and result["labels"] == "random"
@@ -72,6 +72,14 @@ def test_result_records_provenance(toy, tmp_path):
     assert result["images_per_s"] > 0 and result["wall_time_s"] > 0
     assert result["device"].startswith("cpu")
     assert result["config"]["extractor"] == ProjectionExtractor.provenance
+
+
+def test_fingerprint_keeps_the_device_type_not_the_rank_device(toy, tmp_path):
+    class OnGpu(ProjectionExtractor):
+        provenance = {"name": "test-projection", "device": "cuda:3"}
+
+    config = bench.run.shard_config(settings(tmp_path, toy), toy_factory(device="cuda:1"), {}, OnGpu())
+    assert config["generator_config"]["device"] == "cuda" and config["extractor"]["device"] == "cuda"
 
 
 def test_shards_hold_features_in_index_order_whatever_the_batch_size(toy, tmp_path):
@@ -295,7 +303,7 @@ def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
 
 def test_cli_end_to_end_and_ctrl_c(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(bench.run, "default_extractor", lambda device: ProjectionExtractor())
-    monkeypatch.setattr(bench.run, "_adm", toy_scorer)
+    monkeypatch.setattr(bench.run, "adm_scorer_factory", toy_scorer)
     args = ["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "c",
             "--num-samples", "20", "--shard-size", "10", "--batch-size", "10"]
     ToyGenerator.oom_after_calls = 1

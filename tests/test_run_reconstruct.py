@@ -1,0 +1,137 @@
+"""`bench run --task reconstruct`: rFID against the reference and the originals, PSNR and both SSIMs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import bench.run
+from bench.batches import center_crop_arr
+from bench.cli import _Group
+from bench.errors import BenchError
+from bench.run import RunSettings, run_command
+from bench.run_reconstruct import reconstruct
+from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy, toy_factory, toy_scorer  # noqa: F401
+
+
+def quantise(self, images: np.ndarray) -> np.ndarray:
+    """The toy tokenizer: keep the top 5 bits of every pixel."""
+    return (images // 8 * 8).astype(np.uint8)
+
+
+@pytest.fixture
+def tokenizer(toy, monkeypatch):
+    monkeypatch.setattr(ToyGenerator, "reconstruct", quantise)
+    return toy
+
+
+def image_folder(root: Path, n: int = 21) -> Path:
+    """ImageNet-val-like: JPEG-free PNGs of assorted sizes in class folders, one grayscale."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        h, w = int(rng.integers(16, 40)), int(rng.integers(16, 40))
+        folder = root / f"n{i % 3:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        mode = "L" if i == 5 else "RGB"
+        shape = (h, w) if mode == "L" else (h, w, 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(folder / f"img{i:03d}.png")
+    return root
+
+
+def settings(tmp_path: Path, ref: Path, **kw) -> RunSettings:
+    base = dict(generator="toy", batch_size=4, shard_size=8, ref=str(ref), runs_dir=str(tmp_path / "runs"),
+                run_id="rec")
+    base.update(kw)
+    return RunSettings(**base)
+
+
+def go(s, data, **kw):
+    return reconstruct(s, data, extractor=ProjectionExtractor(), scorer=toy_scorer, **kw)
+
+
+def expected_metrics(data: Path, ref: Path) -> dict:
+    files = sorted(p for p in data.rglob("*.png"))
+    originals = np.stack([center_crop_arr(Image.open(f), 16) for f in files])
+    gen = toy_factory()
+    orig8, rec8 = gen.to_eval_size(originals), gen.to_eval_size(quantise(gen, originals))
+    x, y = orig8 / 255.0, rec8 / 255.0
+    ex = ProjectionExtractor()
+    fr, fo = ex.extract(rec8), ex.extract(orig8)
+    return {
+        "psnr": np.mean([peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(y, x)]),
+        "ssim": np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1) for a, b in zip(y, x)]),
+        "ssim2": np.mean([structural_similarity(a, b, data_range=2.0, channel_axis=-1) for a, b in zip(y, x)]),
+        "fid_orig": frechet(fr["pool"], fo["pool"]), "sfid_orig": frechet(fr["spatial"], fo["spatial"]),
+        "vs_ref": toy_scorer(type("R", (), {"path": ref})(), ex)(fr),
+    }
+
+
+def test_reconstruction_metrics_match_scikit_image_and_scipy(tokenizer, tmp_path):
+    data = image_folder(tmp_path / "val")
+    result = go(settings(tmp_path, tokenizer), data)
+    exp = expected_metrics(data, tokenizer)
+    m = result["metrics"]
+    assert m["psnr"] == pytest.approx(exp["psnr"], rel=1e-9)
+    assert m["ssim"] == pytest.approx(exp["ssim"], rel=1e-9)
+    assert m["ssim_llamagen_convention"] == pytest.approx(exp["ssim2"], rel=1e-9)
+    assert m["ssim_llamagen_convention"] > m["ssim"]  # the data_range=2 convention inflates SSIM
+    assert m["vs_originals"]["fid"] == pytest.approx(exp["fid_orig"], rel=1e-6, abs=1e-9)
+    assert m["vs_originals"]["sfid"] == pytest.approx(exp["sfid_orig"], rel=1e-6, abs=1e-9)
+    assert m["vs_reference"]["fid"] == pytest.approx(exp["vs_ref"]["fid"], rel=1e-9)
+    assert "data_range=2.0" in m["conventions"]["ssim_llamagen_convention"]
+    assert result["num_images"] == 21 and result["task"] == "reconstruct"
+    assert json.loads((tmp_path / "runs" / "rec" / "result.json").read_text())["metrics"] == m
+
+
+def test_reconstruction_resumes_to_identical_metrics(tokenizer, tmp_path):
+    data = image_folder(tmp_path / "val")
+    whole = go(settings(tmp_path, tokenizer, run_id="whole"), data)
+
+    def stop(shard):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt, match="1 of 3 shards are finished"):
+        go(settings(tmp_path, tokenizer), data, on_shard_done=stop)
+    resumed = go(settings(tmp_path, tokenizer), data)
+    assert resumed["images_processed"] == 13 and resumed["metrics"] == whole["metrics"]
+
+
+def test_npz_data_at_the_tokenizer_resolution(tokenizer, tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "val.npz", arr_0=images)
+    result = go(settings(tmp_path, tokenizer), tmp_path / "val.npz")
+    y, x = quantise(None, images), images
+    gen = toy_factory()
+    y, x = gen.to_eval_size(y) / 255.0, gen.to_eval_size(x) / 255.0
+    assert result["metrics"]["psnr"] == pytest.approx(
+        np.mean([peak_signal_noise_ratio(a, b, data_range=1.0) for a, b in zip(y, x)]), rel=1e-9)
+    np.savez(tmp_path / "big.npz", arr_0=np.zeros((4, 32, 32, 3), np.uint8))
+    with pytest.raises(BenchError, match="holds 32x32 images; 'toy' reconstructs 16x16"):
+        go(settings(tmp_path, tokenizer, run_id="big"), tmp_path / "big.npz")
+
+
+def test_non_tokenizers_are_refused(toy, tmp_path):
+    with pytest.raises(BenchError, match="not a tokenizer"):
+        go(settings(tmp_path, toy), image_folder(tmp_path / "val", n=3))
+
+
+def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
+    group = _Group()
+    group.add_command(run_command)
+    res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct"])
+    assert res.exit_code == 2 and "--data is needed by --task reconstruct" in res.output
+    monkeypatch.setattr(bench.run, "default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr(bench.run, "adm_scorer_factory", toy_scorer)
+    monkeypatch.setattr("bench.run_reconstruct.default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr("bench.run_reconstruct.adm_scorer_factory", toy_scorer)
+    res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct", "--data",
+                                     str(image_folder(tmp_path / "val", n=6)), "--ref", str(tokenizer),
+                                     "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert "psnr: " in res.output and "ssim_llamagen_convention: " in res.output
