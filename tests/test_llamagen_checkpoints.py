@@ -12,6 +12,16 @@ from generators.llamagen.gpt import GPT, GPTConfig, gpt_config
 from generators.llamagen.vq import VQModel, vq_config
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run many tiny ops; on a shared, oversubscribed CPU a second spinning thread makes them
+    tens of times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_gpt() -> GPT:
     torch.manual_seed(0)
     model = GPT(GPTConfig(dim=64, n_layer=2, n_head=4, block_size=16, vocab_size=40, num_classes=10,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.download import RemoteFile, resolve
+from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
 from bench.generator import Generator
 from generators.llamagen.checkpoints import load_gpt, load_vq
@@ -113,10 +113,15 @@ class LlamaGen(Generator):
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise BenchError(f"class labels must lie in [0, {self.num_classes}), found "
                              f"[{int(labels.min())}, {int(labels.max())}]")
-        gpt, vq = self._models()
+        gpt, _ = self._models()
         tokens = generate_tokens(gpt, labels, seed=seeds, compile=self.compile, **self.sampling)
         grid = self.preset.image_size // self.preset.downsample
-        images = vq.decode_codes(tokens.view(-1, grid, grid))
+        return np.concatenate([self._decode(codes[None]) for codes in tokens.view(-1, grid, grid)])
+
+    def _decode(self, codes: torch.Tensor) -> np.ndarray:
+        """One image at a time: conv kernels round differently for different batch sizes, and image i
+        must not depend on the batch it was sampled in."""
+        images = self._vq.decode_codes(codes)
         if self.resize == "official":
             images = resize_for_eval(images, self.eval_size)
         return to_uint8(images)
@@ -129,19 +134,20 @@ class LlamaGen(Generator):
         if x.shape[-1] % d or x.shape[-2] % d:
             raise BenchError(f"image sides must be multiples of {d} for {self.name}, found {tuple(x.shape[-2:])}")
         _, vq = self._models()
-        with torch.no_grad():
-            return to_uint8(vq.decode_codes(vq.encode_to_codes(x.to(self.device))))
+        return np.concatenate([to_uint8(vq.decode_codes(vq.encode_to_codes(x[i:i + 1].to(self.device))))
+                               for i in range(x.shape[0])])
 
     # ---- loading --------------------------------------------------------------------------------------
 
     def _models(self):
         if self._vq is None:
             p = self.preset
-            vq_path = resolve(remote_file(p.vq_file), self.vq_ckpt, self.allow_download)
-            self._vq = load_vq(vq_path, p.vq_model, device=self.device)
+            explicit = {p.vq_file: self.vq_ckpt, p.gpt_file: self.ckpt}
+            paths = resolve_all(self.required_files(), {k: v for k, v in explicit.items() if k and v},
+                                self.allow_download)
+            self._vq = load_vq(paths[0], p.vq_model, device=self.device)
             if p.gpt_model is not None:
-                gpt_path = resolve(remote_file(p.gpt_file), self.ckpt, self.allow_download)
-                self._gpt = load_gpt(gpt_path, p.gpt_model, p.image_size, p.downsample, device=self.device,
+                self._gpt = load_gpt(paths[1], p.gpt_model, p.image_size, p.downsample, device=self.device,
                                      dtype=PRECISIONS[self.precision])
         return self._gpt, self._vq
 
