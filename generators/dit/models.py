@@ -350,9 +350,13 @@ def _describe(model: nn.Module) -> str:
             f"classes={c.num_classes})")
 
 
-def load_dit(path: str | Path, model: str = "DiT-XL/2", image_size: int = 256, num_classes: int = 1000) -> DiT:
-    """Build the official `model` config and load `path` into it strictly; returned in eval mode on the CPU."""
-    net = DiT(DiTConfig.named(model, image_size, num_classes))
+def load_dit(path: str | Path, model: str | DiTConfig = "DiT-XL/2", image_size: int = 256,
+             num_classes: int = 1000) -> DiT:
+    """Build the official `model` config (or an explicit `DiTConfig`) and load `path` into it strictly.
+
+    Returned in eval mode on the CPU. With a `DiTConfig`, image_size and num_classes are taken from it.
+    """
+    net = DiT(model if isinstance(model, DiTConfig) else DiTConfig.named(model, image_size, num_classes))
     state = read_state_dict(path)
     check_state_dict(net, state, str(path))
     net.load_state_dict(state, strict=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.download import RemoteFile
+from generators.dit.models import DiTConfig
 
 #: the latent scale DiT (and Stable Diffusion) trained with: latents = 0.18215 * VAE posterior sample
 LATENT_SCALE = 0.18215
@@ -28,7 +29,7 @@ VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 @dataclass(frozen=True)
 class DiTPreset:
     name: str
-    model: str  # one of models.MODEL_NAMES
+    model: str | DiTConfig  # one of models.MODEL_NAMES (or an explicit config, for experiments and tests)
     image_size: int
     eval_size: int
     checkpoint: RemoteFile
