@@ -185,9 +185,8 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
                 loss_d, d_logs = loss_fn.discriminator_loss(images, recons, n)
             scaler_d.scale(loss_d).backward()
             logs.update(d_logs)
-        else:
-            for p in raw_disc.parameters():  # upstream's 0-weighted D loss: zero gradients, a real Adam step
-                p.grad = torch.zeros_like(p)
+        else:  # upstream's 0-weighted D loss: exactly zero gradients, yet a real (scaler and) Adam step
+            scaler_d.scale(sum(p.sum() for p in raw_disc.parameters()) * 0.0).backward()
         _clip_and_step(scaler_d, opt_d, raw_disc.parameters(), cfg.max_grad_norm)
 
         step += 1
