@@ -38,12 +38,15 @@ def adm_scorer(ref_path, extractor, *, exact: bool = False, batch_size: int = 64
         result: dict[str, Any] = {"inception_score": None}
         if features.get("logits") is not None:
             result["inception_score"] = inception_score(softmax(features["logits"]))
+        else:
+            result["inception_score_unavailable"] = getattr(extractor, "logits_unavailable_reason", "no logits")
         result["fid"] = frechet_distance(mu, sigma, stats["mu"], stats["sigma"])
         result["sfid"] = frechet_distance(mu_s, sigma_s, stats["mu_s"], stats["sigma_s"])
         if ref_acts is not None:
             result["precision"], result["recall"] = precision_recall(ref_acts.pool, features["pool"], exact=exact)
         else:
             result["precision"] = result["recall"] = None
+            result["precision_recall_unavailable"] = f"{ref_path} holds statistics only, no reference images"
         result["num_ref"] = None if ref_acts is None else len(ref_acts)
         result["num_samples"] = len(features["pool"])
         return result
