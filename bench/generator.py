@@ -13,8 +13,9 @@ A factory is called as `factory(ckpt=None, device="cpu", **overrides)` and retur
 Overrides are the CLI's sampling settings (cfg_scale, top_k, top_p, temperature, steps, precision,
 compile, ...); a factory rejects ones it does not understand with a `BenchError` (`check_overrides` helps).
 
-Weights: the harness resolves `required_files()` itself (explicit `--ckpt` for the first file, then the
-cache, then a download; offline, one message lists every missing file) and hands the paths to `load()`.
+Weights: the harness resolves `required_files()` itself (explicit paths from `explicit_files()` -- by default
+`--ckpt` for the first file -- then the cache, then a download; offline, one message lists every missing
+file), verifies their sha256 and hands the paths to `load()`.
 So a factory should be cheap -- build the object, touch no weights -- and `bench generators` can describe
 a preset without any download. A factory may carry a `PresetInfo` (see `describe`) for that listing.
 """
@@ -58,6 +59,14 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def required_files(self) -> list[RemoteFile]:
         """Every file the generator needs, with pinned sha256 and source; the main checkpoint first."""
+
+    def explicit_files(self) -> dict[str, Path] | None:
+        """Local paths the user gave (e.g. `--ckpt`), keyed by `RemoteFile.filename`.
+
+        The default None means: `--ckpt` replaces the first of `required_files()`. A generator whose
+        `--ckpt` is another file, or that takes more than one path, overrides this.
+        """
+        return None
 
     def load(self, files: dict[str, Path]) -> None:
         """Load weights from resolved, checksum-verified files (keyed by `RemoteFile.filename`).

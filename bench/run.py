@@ -80,7 +80,9 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup) -> 
     remotes = generator.required_files()
     if settings.ckpt and not remotes:
         raise BenchError(f"generator {settings.generator!r} needs no checkpoint: --ckpt is not accepted")
-    explicit = {remotes[0].filename: settings.ckpt} if settings.ckpt else None
+    explicit = generator.explicit_files()
+    if explicit is None:
+        explicit = {remotes[0].filename: settings.ckpt} if settings.ckpt else {}
     paths = None
     if group.local_rank == 0:
         paths = resolve_all(remotes, explicit, settings.allow_download)
@@ -447,6 +449,15 @@ def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed,
         click.echo(f"result: {Path(settings.runs_dir) / result['run_id'] / 'result.json'}")
 
 
+def _describe_by_building(factory: Callable[..., Generator]) -> dict[str, Any]:
+    """For presets without a `PresetInfo`: build one (factories touch no weights) and read its settings."""
+    generator = factory(device="cpu")
+    config = generator.config()
+    return {"model": config.get("model", type(generator).__name__), "image_size": generator.image_size,
+            "eval_size": generator.eval_size, "paper": "",
+            "paper_settings": {k: config[k] for k in SAMPLING_SETTINGS if config.get(k) is not None}}
+
+
 @click.command("generators")
 def generators_command():
     """List the installed generator presets with their model, resolution, eval size and paper settings."""
@@ -459,10 +470,10 @@ def generators_command():
         except Exception as err:  # a broken plugin must not hide the others
             click.echo(f"{name}\n  (cannot be loaded: {err})")
             continue
+        label = "paper settings"
         if info is None:
-            click.echo(f"{name}\n  (no description)")
-            continue
+            info, label = _describe_by_building(known[name].load()), "default settings"
         settings = ", ".join(f"{k}={v}" for k, v in info["paper_settings"].items()) or "-"
         click.echo(f"{name}\n  model: {info['model']}  resolution: {info['image_size']}  "
-                   f"eval size: {info['eval_size']}\n  paper settings: {settings}"
+                   f"eval size: {info['eval_size']}\n  {label}: {settings}"
                    + (f"\n  paper: {info['paper']}" if info["paper"] else ""))

@@ -81,11 +81,12 @@ def test_generators_command_lists_presets(monkeypatch):
             return self.target
 
     monkeypatch.setattr(bench.run, "available_generators", lambda: {
-        "toy": EP("toy", toy_factory), "bare": EP("bare", lambda **kw: None),
+        "toy": EP("toy", toy_factory), "bare": EP("bare", lambda **kw: toy_factory(**kw)),
         "broken": EP("broken", ImportError("no module named diffusers"))})
     out = CliRunner().invoke(generators_command).output
     assert "toy\n  model: Toy-S  resolution: 16  eval size: 8\n  paper settings: cfg_scale=1.5, top_k=0\n" \
            "  paper: nobody 2026" in out
-    assert "bare\n  (no description)" in out
+    assert "bare\n  model: toy  resolution: 16  eval size: 8\n  default settings: cfg_scale=1.0, temperature=1.0, " \
+           "precision=fp32" in out  # no PresetInfo: built (cheaply) and described from its config
     assert "broken\n  (cannot be loaded: no module named diffusers)" in out
-    assert out.index("bare") < out.index("broken") < out.index("toy")
+    assert out.index("bare\n") < out.index("broken\n") < out.index("\ntoy\n")

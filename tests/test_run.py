@@ -244,6 +244,18 @@ def test_checkpoint_is_verified_loaded_and_recorded(toy, tmp_path):
     assert result["metrics"]["fid"] != plain["metrics"]["fid"]
 
 
+def test_generator_can_map_ckpt_to_another_file(toy, tmp_path, monkeypatch):
+    ckpt, digest = toy_checkpoint(tmp_path / "gpt.pt", 7.0)
+    ToyGenerator.files = [RemoteFile("vq.pt", "0" * 64, url="http://127.0.0.1:9/vq.pt"),
+                          RemoteFile("gpt.pt", digest, url="http://127.0.0.1:9/gpt.pt")]
+    (tmp_path / "vq").mkdir()
+    vq, vq_digest = toy_checkpoint(tmp_path / "vq" / "vq.pt", 3.0)
+    ToyGenerator.files[0] = RemoteFile("vq.pt", vq_digest)
+    monkeypatch.setattr(ToyGenerator, "explicit_files", lambda self: {"gpt.pt": ckpt, "vq.pt": vq})
+    result = go(settings(tmp_path, toy, ckpt=str(ckpt)))
+    assert result["checkpoint_sha256"] == {"vq.pt": vq_digest, "gpt.pt": digest}
+
+
 def test_checksum_mismatch_is_refused(toy, tmp_path):
     ckpt, _ = toy_checkpoint(tmp_path / "toy.pt", 40.0)
     ToyGenerator.files = [RemoteFile("toy.pt", "0" * 64, url="http://127.0.0.1:9/toy.pt")]
