@@ -229,16 +229,20 @@ def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
     if path.is_dir():
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            present = [k for k in STATISTICS_KEYS if k in npz.files]
+        with zipfile.ZipFile(path) as archive:
+            present = [k for k in STATISTICS_KEYS if f"{k}.npy" in archive.namelist()]
             if not present:
                 return None
             if len(present) != len(STATISTICS_KEYS):
                 missing = sorted(set(STATISTICS_KEYS) - set(present))
                 raise BenchError(f"{path}: has {present} but not {missing}: reference statistics come as all four")
-            return {k: np.asarray(npz[k], dtype=np.float64) for k in STATISTICS_KEYS}
+            stats = {}
+            for key in STATISTICS_KEYS:
+                with archive.open(f"{key}.npy") as member:
+                    stats[key] = np.lib.format.read_array(member, allow_pickle=False).astype(np.float64)
+            return stats
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise BenchError(f"{path}: cannot read reference statistics ({err})") from None
+        raise BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?") from None
 
 
 class NpzWriter:

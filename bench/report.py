@@ -20,7 +20,7 @@ from bench.errors import BenchError
 METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "rfid", "psnr", "ssim")
 LOWER_IS_BETTER = {"fid", "sfid", "rfid"}
 # Settings that make two numbers incomparable when they differ (dotted paths into the flattened result).
-COMPARABILITY_KEYS = ("num_samples", "num_ref", "reference.sha256", "provenance.inception.weights_sha256",
+COMPARABILITY_KEYS = ("num_samples", "num_ref", "reference.sha256", "provenance.inception.sha256",
                       "provenance.distances")
 
 

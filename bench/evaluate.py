@@ -1,0 +1,196 @@
+"""The ADM evaluator's pipeline: two batches in, Inception Score, FID, sFID, Precision and Recall out.
+
+Mirrors openai/guided-diffusion `evaluations/evaluator.py`: reference activations are always computed from
+the reference images (Precision/Recall need them), while FID/sFID statistics come from a batch's precomputed
+`mu`/`sigma`/`mu_s`/`sigma_s` when it carries them, exactly as ADM does. Activations are cached per input
+(keyed by its content hash and the Inception weights), so scoring many sample batches against one reference
+computes the reference features once.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench import atomic
+from bench.batches import ImageSource, has_images, open_images, read_statistics
+from bench.download import cache_dir
+from bench.errors import BenchError
+from bench.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
+
+
+@dataclass
+class Activations:
+    """Inception features of one batch: pool_3 [N, 2048], spatial mixed_6/conv [N, 2023], logits [N, 1008]."""
+
+    pool: np.ndarray
+    spatial: np.ndarray
+    logits: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+
+def _extractor_key(extractor) -> str:
+    prov = extractor.provenance
+    return f"{prov.get('sha256', 'unknown')[:16]}-{prov.get('backend', 'torch')}"
+
+
+def compute_activations(source: ImageSource, extractor, batch_size: int = 64, cache: bool = True,
+                        on_block: Callable[[np.ndarray], None] | None = None) -> Activations:
+    """Run the extractor over every image of `source`, block by block; memory holds only the features.
+
+    `on_block` sees every image block as it streams past (e.g. to write the images out in the same pass);
+    with it the cache is not read, since a cache hit would skip the images.
+    """
+    cache_file = None
+    if cache:
+        cache_file = cache_dir() / "activations" / f"{source.content_hash()}-{_extractor_key(extractor)}.npz"
+        if cache_file.exists() and on_block is None:
+            with np.load(cache_file) as npz:
+                logits = npz["logits"] if "logits" in npz.files else None
+                return Activations(npz["pool"], npz["spatial"], logits)
+    parts: dict[str, list[np.ndarray]] = {"pool": [], "spatial": [], "logits": []}
+    with tqdm(total=source.num_images, unit="img", desc=f"Inception {source.path.name}") as bar:
+        for block in source.batches(batch_size):
+            if on_block is not None:
+                on_block(block)
+            features = extractor.extract(block)
+            for key, value in features.items():
+                parts[key].append(value)
+            bar.update(len(block))
+    acts = Activations(
+        np.concatenate(parts["pool"]),
+        np.concatenate(parts["spatial"]),
+        np.concatenate(parts["logits"]) if parts["logits"] else None,
+    )
+    if cache_file is not None:
+        arrays = {"pool": acts.pool, "spatial": acts.spatial}
+        if acts.logits is not None:
+            arrays["logits"] = acts.logits
+        with atomic.atomic_path(cache_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+    return acts
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (max-shifted), the probabilities ADM's Inception Score is computed from."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+@dataclass
+class _Batch:
+    """One side of the comparison: its activations (when it has images) and its FID/sFID statistics."""
+
+    path: Path
+    acts: Activations | None
+    stats: dict[str, np.ndarray]
+    num_images: int | None
+
+
+def _load_batch(path: str | Path, extractor, role: str, batch_size: int, cache: bool) -> _Batch:
+    path = Path(path)
+    stats = read_statistics(path)
+    acts = None
+    if has_images(path):
+        source = open_images(path)
+        if source.num_images < 2:
+            raise BenchError(f"{path}: the {role} batch has {source.num_images} image(s); at least 2 are needed "
+                             "for a covariance (and ~50k samples / 10k references for paper-comparable numbers)")
+        acts = compute_activations(source, extractor, batch_size, cache)
+        for name, features in (("pool", acts.pool), ("spatial", acts.spatial)):
+            bad = ~np.isfinite(features).all(axis=1)
+            if bad.any():
+                raise BenchError(f"{path}: {int(bad.sum())} of {len(features)} {name} feature rows are NaN/inf "
+                                 "(corrupt images or a broken extractor)")
+    elif stats is None:
+        raise BenchError(f"{path}: the {role} batch has neither images ('arr_0') nor statistics (mu, sigma, ...)")
+    if stats is None:
+        mu, sigma = feature_statistics(acts.pool)
+        mu_s, sigma_s = feature_statistics(acts.spatial)
+        stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
+    return _Batch(path, acts, stats, acts and len(acts))
+
+
+def _check_dims(ref: _Batch, sample: _Batch) -> None:
+    for key in ("mu", "mu_s"):
+        if ref.stats[key].shape != sample.stats[key].shape:
+            raise BenchError(
+                f"feature dimensions differ: reference {key} has shape {ref.stats[key].shape}, samples "
+                f"{sample.stats[key].shape}. Were the batches made with different feature extractors?"
+            )
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of everything that can move a number, for the provenance record."""
+    versions = {"python": platform.python_version()}
+    for name in ("bench", "torch", "numpy", "scipy", "tensorflow-cpu", "tensorflow"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact: bool = False,
+             batch_size: int = 64, cache: bool = True) -> dict[str, Any]:
+    """Score a sample batch against a reference batch exactly as ADM's evaluator does.
+
+    Returns the JSON-ready result: the five ADM numbers (`inception_score` is None with a reason when the
+    weights carry no softmax layer; `precision`/`recall` None when the reference has statistics only),
+    `num_ref`, `num_samples` and provenance.
+    """
+    ref = _load_batch(ref_path, extractor, "reference", batch_size, cache)
+    sample = _load_batch(sample_path, extractor, "sample", batch_size, cache)
+    _check_dims(ref, sample)
+    if sample.acts is None:
+        raise BenchError(f"{sample_path}: the sample batch has no images ('arr_0'); statistics alone cannot "
+                         "give Inception Score or Precision/Recall")
+    result: dict[str, Any] = {"inception_score": None}
+    if sample.acts.logits is not None:
+        result["inception_score"] = inception_score(softmax(sample.acts.logits))
+    else:
+        result["inception_score_unavailable"] = extractor.logits_unavailable_reason
+    result["fid"] = frechet_distance(sample.stats["mu"], sample.stats["sigma"], ref.stats["mu"], ref.stats["sigma"])
+    result["sfid"] = frechet_distance(sample.stats["mu_s"], sample.stats["sigma_s"],
+                                      ref.stats["mu_s"], ref.stats["sigma_s"])
+    if ref.acts is not None:
+        result["precision"], result["recall"] = precision_recall(ref.acts.pool, sample.acts.pool, exact=exact)
+    else:
+        result["precision"] = result["recall"] = None
+        result["precision_recall_unavailable"] = f"{ref_path} holds statistics only, no reference images"
+    result["num_ref"] = ref.num_images
+    result["num_samples"] = sample.num_images
+    result["provenance"] = {
+        "ref": str(ref_path),
+        "sample": str(sample_path),
+        "distances": "exact (float64)" if exact else "ADM (float16, as TensorFlow)",
+        "inception": extractor.provenance,
+        "versions": package_versions(),
+    }
+    return result
+
+
+def adm_lines(result: dict[str, Any]) -> str:
+    """The five lines ADM's evaluator prints, in its order and wording."""
+    def show(value, reason_key):
+        return repr(float(value)) if value is not None else f"unavailable ({result.get(reason_key)})"
+
+    return "\n".join([
+        f"Inception Score: {show(result['inception_score'], 'inception_score_unavailable')}",
+        f"FID: {show(result['fid'], '')}",
+        f"sFID: {show(result['sfid'], '')}",
+        f"Precision: {show(result['precision'], 'precision_recall_unavailable')}",
+        f"Recall: {show(result['recall'], 'precision_recall_unavailable')}",
+    ])

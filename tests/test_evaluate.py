@@ -1,0 +1,202 @@
+"""The ADM evaluator pipeline and `bench eval` / `bench ref build`, checked against independent computations.
+
+Most tests use a stand-in extractor (fixed random projections of 8x8 pixels) so that the pipeline's
+arithmetic can be recomputed by hand with numpy/scipy; one test runs the real Inception end to end.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+from click.testing import CliRunner
+from PIL import Image
+
+import bench.inception
+from bench.batches import center_crop_arr
+from bench.cli import cli
+from bench.errors import BenchError
+from bench.evaluate import evaluate
+
+
+class ToyExtractor:
+    """pool/spatial/logits = fixed projections of the flattened 8x8 image: an extractor we can recompute."""
+
+    has_logits = True
+    logits_unavailable_reason = None
+
+    def __init__(self, with_logits=True, nan_rows=0):
+        rng = np.random.default_rng(123)
+        self.proj = {"pool": rng.normal(size=(192, 6)), "spatial": rng.normal(size=(192, 5)),
+                     "logits": rng.normal(size=(192, 4)) / 50}
+        self.has_logits = with_logits
+        self.logits_unavailable_reason = None if with_logits else "toy weights have no softmax"
+        self.provenance = {"sha256": "toy" * 8, "backend": "toy", "kind": "toy"}
+        self.nan_rows = nan_rows
+        self.calls = 0
+
+    def features(self, images):
+        x = images.reshape(len(images), -1).astype(np.float64) / 255
+        out = {k: (x @ p).astype(np.float32) for k, p in self.proj.items() if k != "logits" or self.has_logits}
+        out["pool"][: self.nan_rows] = np.nan
+        return out
+
+    def extract(self, images):
+        self.calls += 1
+        return self.features(images)
+
+
+def fid_scipy(a, b):
+    """FID the textbook way: np.cov + scipy sqrtm (the formula ADM uses)."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def is_direct(logits, split=5000):
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    scores = []
+    for i in range(0, len(p), split):
+        part = p[i:i + split]
+        kl = (part * (np.log(part) - np.log(part.mean(0, keepdims=True)))).sum(1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores))
+
+
+def pr_bruteforce(ref, sample, k=3):
+    def radii(x):
+        d = ((x[:, None] - x[None]) ** 2).sum(-1)
+        return np.sort(d, axis=1)[:, k]
+
+    d = ((ref[:, None].astype(np.float64) - sample[None]) ** 2).sum(-1)  # [ref, sample]
+    r_ref, r_sample = radii(ref.astype(np.float64)), radii(sample.astype(np.float64))
+    precision = (d <= r_ref[:, None]).any(0).mean()
+    recall = (d <= r_sample[None, :]).any(1).mean()
+    return precision, recall
+
+
+@pytest.fixture
+def batches(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    sample = np.clip(rng.integers(0, 256, (30, 8, 8, 3)) * 0.8 + 20, 0, 255).astype(np.uint8)
+    np.savez(tmp_path / "ref.npz", ref)
+    np.savez(tmp_path / "sample.npz", sample)
+    return tmp_path / "ref.npz", tmp_path / "sample.npz", ref, sample
+
+
+def test_numbers_match_independent_computations(batches):
+    ref_path, sample_path, ref, sample = batches
+    toy = ToyExtractor()
+    result = evaluate(ref_path, sample_path, toy, exact=True, batch_size=7)
+    fr, fs = toy.features(ref), toy.features(sample)
+    assert result["fid"] == pytest.approx(fid_scipy(fs["pool"], fr["pool"]), rel=1e-6)
+    assert result["sfid"] == pytest.approx(fid_scipy(fs["spatial"], fr["spatial"]), rel=1e-6)
+    assert result["inception_score"] == pytest.approx(is_direct(fs["logits"].astype(np.float64)), rel=1e-6)
+    assert (result["precision"], result["recall"]) == pytest.approx(pr_bruteforce(fr["pool"], fs["pool"]))
+    assert result["num_ref"] == 40 and result["num_samples"] == 30
+
+
+def test_precomputed_reference_statistics_are_used(batches, tmp_path):
+    _, sample_path, ref, sample = batches
+    toy = ToyExtractor()
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(50, 6))
+    b = rng.normal(size=(50, 5))
+    stats = {"mu": a.mean(0), "sigma": np.cov(a, rowvar=False), "mu_s": b.mean(0), "sigma_s": np.cov(b, rowvar=False)}
+    np.savez(tmp_path / "ref_stats.npz", ref, **stats)
+    result = evaluate(tmp_path / "ref_stats.npz", sample_path, toy, exact=True)
+    fs = toy.features(sample)
+    assert result["fid"] == pytest.approx(fid_scipy(fs["pool"], a), rel=1e-6)
+    assert result["sfid"] == pytest.approx(fid_scipy(fs["spatial"], b), rel=1e-6)
+    # statistics only, no images: FID still works, Precision/Recall are unavailable with a reason
+    np.savez(tmp_path / "stats_only.npz", **stats)
+    result = evaluate(tmp_path / "stats_only.npz", sample_path, toy)
+    assert result["fid"] == pytest.approx(fid_scipy(fs["pool"], a), rel=1e-6)
+    assert result["precision"] is None and "statistics only" in result["precision_recall_unavailable"]
+
+
+def test_activations_are_cached_by_content(batches):
+    ref_path, sample_path, ref, _ = batches
+    toy = ToyExtractor()
+    first = evaluate(ref_path, sample_path, toy, batch_size=64)
+    calls = toy.calls
+    assert evaluate(ref_path, sample_path, toy, batch_size=64) == first and toy.calls == calls
+    np.savez(ref_path, ref[::-1].copy())  # same images, new content order -> recomputed
+    evaluate(ref_path, sample_path, toy, batch_size=64)
+    assert toy.calls == calls + 1
+
+
+def test_inception_score_unavailable_says_why(batches):
+    ref_path, sample_path, _, _ = batches
+    result = evaluate(ref_path, sample_path, ToyExtractor(with_logits=False))
+    assert result["inception_score"] is None
+    assert result["inception_score_unavailable"] == "toy weights have no softmax"
+
+
+def test_bad_inputs(batches, tmp_path):
+    ref_path, sample_path, ref, sample = batches
+    np.savez(tmp_path / "one.npz", sample[:1])
+    with pytest.raises(BenchError, match="1 image.*at least 2"):
+        evaluate(ref_path, tmp_path / "one.npz", ToyExtractor())
+    with pytest.raises(BenchError, match="3 of 40 pool feature rows are NaN"):
+        evaluate(ref_path, sample_path, ToyExtractor(nan_rows=3), cache=False)
+    np.savez(tmp_path / "wrong_dims.npz", mu=np.zeros(7), sigma=np.eye(7), mu_s=np.zeros(5), sigma_s=np.eye(5))
+    with pytest.raises(BenchError, match="feature dimensions differ"):
+        evaluate(tmp_path / "wrong_dims.npz", sample_path, ToyExtractor())
+    np.savez(tmp_path / "nothing.npz", labels=np.arange(3))
+    with pytest.raises(BenchError, match="neither images"):
+        evaluate(tmp_path / "nothing.npz", sample_path, ToyExtractor())
+
+
+def test_cli_eval_with_the_real_inception(batches, tmp_path):
+    """End to end through the real (bundled) Inception weights: ADM's five lines and the JSON record."""
+    _, _, ref, sample = batches
+    ref_path, sample_path = tmp_path / "r10.npz", tmp_path / "s6.npz"
+    np.savez(ref_path, ref[:10])
+    np.savez(sample_path, sample[:6])
+    out = CliRunner().invoke(cli, ["eval", str(ref_path), str(sample_path), "--json", str(tmp_path / "r.json"),
+                                   "--batch-size", "16"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["Inception Score", "FID", "sFID", "Precision", "Recall"]
+    record = json.loads((tmp_path / "r.json").read_text())
+    for key in ("inception_score", "fid", "sfid", "precision", "recall", "num_ref", "num_samples", "provenance"):
+        assert key in record
+    assert record["inception_score"] is None and "softmax" in record["inception_score_unavailable"]
+    assert record["provenance"]["inception"]["kind"] == "torchscript"
+    assert len(record["provenance"]["inception"]["sha256"]) == 64
+    assert record["fid"] > 0 and 0 <= record["precision"] <= 1
+    assert "samples < 2048" in out.stderr
+
+
+def test_cli_errors_have_no_traceback(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    np.savez(tmp_path / "ok.npz", np.zeros((2, 8, 8, 3), np.uint8))
+    out = CliRunner().invoke(cli, ["eval", str(tmp_path / "ok.npz"), str(tmp_path / "bad.npz")])
+    assert out.exit_code == 2 and "Traceback" not in out.output and "not a readable .npz" in out.output
+
+
+def test_ref_build_from_an_imagenet_style_folder(tmp_path, monkeypatch):
+    toy = ToyExtractor()
+    monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: toy)
+    rng = np.random.default_rng(1)
+    originals = []
+    for cls in ("n01", "n02"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(3):
+            image = rng.integers(0, 256, (12 + i, 20, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "train" / cls / f"{i}.png")
+            originals.append(image)
+    out = CliRunner().invoke(cli, ["ref", "build", str(tmp_path / "train"), "-o", str(tmp_path / "ref.npz"),
+                                   "--image-size", "8", "--include-images"])
+    assert out.exit_code == 0, out.output
+    cropped = np.stack([center_crop_arr(Image.fromarray(x), 8) for x in originals])
+    feats = toy.features(cropped)
+    with np.load(tmp_path / "ref.npz") as npz:
+        np.testing.assert_array_equal(npz["arr_0"], cropped)
+        np.testing.assert_allclose(npz["mu"], feats["pool"].astype(np.float64).mean(0), rtol=1e-6)
+        np.testing.assert_allclose(npz["sigma"], np.cov(feats["pool"], rowvar=False), rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(npz["sigma_s"], np.cov(feats["spatial"], rowvar=False), rtol=1e-5, atol=1e-9)
