@@ -200,6 +200,20 @@ def from_pytorch_fid(state: dict[str, torch.Tensor], source: str) -> dict[str, t
     return tensors
 
 
+def to_pytorch_fid(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Canonical -> pytorch-fid / torch-fidelity state dict (to run their models on the same weights)."""
+    state: dict[str, torch.Tensor] = {}
+    for prefix, name in torchvision_names().items():
+        state[f"{prefix}.conv.weight"] = tensors[f"{name}.weight"].clone()
+        for tv_field, field_name in _BN_FIELDS.items():
+            state[f"{prefix}.bn.{tv_field}"] = tensors[f"{name}.{field_name}"].clone()
+        state[f"{prefix}.bn.num_batches_tracked"] = torch.tensor(0)
+    if "softmax.weight" in tensors:
+        state["fc.weight"] = tensors["softmax.weight"].t().contiguous()
+        state["fc.bias"] = torch.zeros(CONFIG.num_classes) if fc_bias is None else fc_bias
+    return state
+
+
 def _check_digest_prefix(path: Path, sha256: str) -> None:
     """torch.hub convention: `name-<sha256 prefix>.pth` must hash to that prefix."""
     match = re.search(r"-([0-9a-f]{8,64})\.pth$", path.name)

@@ -1,0 +1,227 @@
+"""Every weight source maps into the same canonical dict; resolution order, caching and bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from bench.download import RemoteFile, sha256_file
+from bench.errors import BenchError, ChecksumError
+from bench.inception import load_extractor, weights as W
+from bench.inception.extractor import InceptionExtractor
+from bench.inception.tf_backend import build_graph_def
+
+torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def torchscript() -> W.InceptionWeights:
+    return W.load_file(W.bundled_torchscript())
+
+
+@pytest.fixture(scope="module")
+def with_softmax(torchscript) -> dict[str, torch.Tensor]:
+    tensors = dict(torchscript.tensors)
+    tensors["softmax.weight"] = torch.randn(2048, 1008, generator=torch.Generator().manual_seed(1)) * 0.05
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def graph_file(with_softmax, tmp_path_factory):
+    """A GraphDef in the FID graph's format (names, ops, HWIO constants) written from the real TorchScript tensors."""
+    path = tmp_path_factory.mktemp("pb") / "classify_image_graph_def.pb"
+    path.write_bytes(build_graph_def(with_softmax).SerializeToString())
+    return path
+
+
+def _pytorch_fid_file(tensors, directory, fc_bias=None):
+    """pytorch-fid's layout, saved in the legacy (non-zip) format of its 2019 release, named `-<sha256 prefix>`."""
+    tmp = directory / "tmp.pth"
+    torch.save(W.to_pytorch_fid(tensors, fc_bias), tmp, _use_new_zipfile_serialization=False)
+    path = directory / f"pt_inception-2015-12-05-{sha256_file(tmp)[:8]}.pth"
+    shutil.move(tmp, path)
+    return path
+
+
+def _assert_same_tensors(a: dict, b: dict):
+    assert set(a) == set(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_torchscript_mapping_by_hand(torchscript):
+    state = torch.jit.load(str(W.bundled_torchscript())).state_dict()
+    t = torchscript.tensors
+    assert torch.equal(t["mixed_9/tower_1/mixed/conv_1.weight"], state["net.layers.mixed_9.tower_1_mixed_conv_1.weight"])
+    assert t["mixed_9/tower_1/mixed/conv_1.weight"].shape == (384, 384, 3, 1)
+    assert torch.equal(t["mixed_6/tower_1/conv_4.var"], state["net.layers.mixed_6.tower_1.conv_4.var"])
+    assert torch.equal(t["conv.beta"], state["net.layers.conv.beta"])
+    assert all(bool((t[k] == 1).all()) for k in t if k.endswith(".gamma"))
+    assert float(t["input.sub"]) == 128 and float(t["input.mul"]) == 1 / 128
+    assert "softmax.weight" not in t and torchscript.provenance["kind"] == "torchscript"
+    assert len([k for k in t if k.endswith(".weight")]) == 94  # every conv of the graph
+
+
+def test_graph_def_has_adm_node_names(graph_file):
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph_file.read_bytes())
+    nodes = {n.name: n for n in graph_def.node}
+    # What ADM's evaluator reads from the graph (evaluations/evaluator.py).
+    for name in ("ExpandDims", "pool_3", "mixed_6/conv", "softmax/logits/MatMul"):
+        assert name in nodes, name
+    assert nodes["mixed_6/conv"].op == "Relu" and nodes["pool_3"].op == "AvgPool"
+    assert nodes["mixed_10/tower_2/pool"].op == "MaxPool" and nodes["mixed_9/tower_2/pool"].op == "AvgPool"
+    assert nodes["conv/batchnorm"].op == "BatchNormWithGlobalNormalization"
+
+
+def test_graph_def_loader_roundtrip_and_features(graph_file, with_softmax, torchscript):
+    loaded = W.load_file(graph_file)
+    assert loaded.provenance["kind"] == "adm_graphdef" and loaded.graph_path == graph_file
+    _assert_same_tensors(loaded.tensors, with_softmax)
+    images = np.random.default_rng(0).integers(0, 256, (2, 96, 80, 3), dtype=np.uint8)
+    from_pb = InceptionExtractor(loaded, "torch").extract(images)
+    from_ts = InceptionExtractor(torchscript, "torch").extract(images)
+    for key in ("pool", "spatial"):
+        np.testing.assert_array_equal(from_pb[key], from_ts[key])
+    # The TF backend imports the .pb itself (as ADM does) and agrees with torch.
+    tf_extractor = InceptionExtractor(loaded, "tf")
+    assert tf_extractor.provenance["tf_graph"].startswith("imported")
+    from_tf = tf_extractor.extract(images)
+    for key, bound in (("pool", 1e-4), ("spatial", 2e-4), ("logits", 1e-4)):
+        assert np.abs(from_tf[key] - from_pb[key]).max() < bound, key
+
+
+def test_graph_def_batchnorm_attributes(graph_file, tmp_path):
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph_file.read_bytes())
+    nodes = {n.name: n for n in graph_def.node}
+    gamma = torch.linspace(0.5, 1.5, 32)
+    nodes["conv/batchnorm/gamma"].attr["value"].tensor.CopyFrom(tf.make_tensor_proto(gamma.numpy()))
+    path = tmp_path / "gamma_ignored.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    assert torch.equal(W.load_file(path).tensors["conv.gamma"], torch.ones(32))  # scale_after_normalization=False
+    nodes["conv/batchnorm"].attr["scale_after_normalization"].b = True
+    path.write_bytes(graph_def.SerializeToString())
+    assert torch.equal(W.load_file(path).tensors["conv.gamma"], gamma)
+    nodes["conv/batchnorm"].attr["variance_epsilon"].f = 1e-5
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(BenchError, match="epsilon"):
+        W.load_file(path)
+
+
+def test_pytorch_fid_loader(with_softmax, tmp_path):
+    bias = torch.randn(1008)
+    path = _pytorch_fid_file(with_softmax, tmp_path, fc_bias=bias)
+    state = torch.load(path, weights_only=True)
+    assert state["fc.weight"].shape == (1008, 2048) and state["Mixed_7c.branch3x3dbl_3b.bn.running_var"].shape == (384,)
+    loaded = W.load_file(path)
+    assert loaded.provenance["kind"] == "pytorch_fid" and loaded.has_logits
+    _assert_same_tensors(loaded.tensors, with_softmax)  # fc.bias is dropped: ADM's IS uses pool_3 @ W only
+    assert torch.equal(loaded.tensors["softmax.weight"], state["fc.weight"].t())
+
+
+def test_pytorch_fid_digest_prefix_is_checked(with_softmax, tmp_path):
+    path = _pytorch_fid_file(with_softmax, tmp_path)
+    wrong = path.with_name("pt_inception-2015-12-05-6726825d.pth")
+    path.rename(wrong)
+    with pytest.raises(ChecksumError, match="6726825d"):
+        W.load_file(wrong)
+
+
+def test_pytorch_fid_missing_key(with_softmax, tmp_path):
+    state = W.to_pytorch_fid(with_softmax)
+    del state["Mixed_6b.branch7x7dbl_4.conv.weight"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(BenchError, match="Mixed_6b.branch7x7dbl_4.conv.weight"):
+        W.load_file(tmp_path / "broken.pth")
+
+
+def test_canonical_roundtrip(with_softmax, tmp_path):
+    source = W.InceptionWeights(with_softmax, {"kind": "pytorch_fid", "sha256": "ab" * 32})
+    W.save_canonical(source, tmp_path / "c.pt")
+    loaded = W.load_file(tmp_path / "c.pt")
+    _assert_same_tensors(loaded.tensors, with_softmax)
+    assert loaded.provenance["kind"] == "canonical" and loaded.provenance["converted_from"]["kind"] == "pytorch_fid"
+
+
+def test_canonical_wrong_shape_is_refused(torchscript, tmp_path):
+    tensors = dict(torchscript.tensors)
+    tensors["mixed_3/conv.weight"] = tensors["mixed_3/conv.weight"][:10]
+    W.save_canonical(W.InceptionWeights(tensors), tmp_path / "c.pt")
+    with pytest.raises(BenchError, match=r"mixed_3/conv.weight: shape \(10, 288, 3, 3\), expected \(384, 288, 3, 3\)"):
+        W.load_file(tmp_path / "c.pt")
+
+
+def test_resolution_order_and_cache(with_softmax, graph_file, tmp_path, monkeypatch):
+    """cache raw .pth -> converted canonical is cached and preferred next time; the TF backend prefers the raw .pb."""
+    pth = _pytorch_fid_file(with_softmax, tmp_path)
+    monkeypatch.setattr(W, "PYTORCH_FID", RemoteFile(pth.name, None, url="https://example.invalid/x.pth"))
+    assert W.load_weights(allow_download=False).provenance["kind"] == "torchscript"  # empty cache
+    shutil.copy(pth, W.PYTORCH_FID.cache_path)
+    first = W.load_weights(allow_download=False)
+    assert first.provenance["kind"] == "pytorch_fid" and (W.cache_dir() / W.CANONICAL_CACHE_NAME).exists()
+    second = W.load_weights(allow_download=False)
+    assert second.provenance["kind"] == "canonical" and second.provenance["converted_from"]["kind"] == "pytorch_fid"
+    _assert_same_tensors(second.tensors, with_softmax)
+    shutil.copy(graph_file, W.ADM_GRAPH.cache_path)
+    assert W.load_weights(allow_download=False, prefer_graph=True).provenance["kind"] == "adm_graphdef"
+    assert W.load_weights(allow_download=False).provenance["kind"] == "canonical"
+    explicit = W.load_weights(W.bundled_torchscript(), allow_download=False)  # an explicit path wins over the cache
+    assert explicit.provenance["kind"] == "torchscript"
+
+
+def test_download_then_fallback(with_softmax, tmp_path, monkeypatch):
+    pth = _pytorch_fid_file(with_softmax, tmp_path)
+    monkeypatch.setattr(W, "PYTORCH_FID", RemoteFile(pth.name, None, url="https://example.invalid/x.pth"))
+    tried = []
+
+    def fake_download(remote):
+        tried.append(remote.filename)
+        if remote.filename == W.ADM_GRAPH.filename:
+            raise OSError("offline")
+        W.cache_dir().mkdir(parents=True, exist_ok=True)
+        return shutil.copy(pth, remote.cache_path)
+
+    monkeypatch.setattr(W, "download", fake_download)
+    assert W.load_weights().provenance["kind"] == "pytorch_fid"
+    assert tried == ["classify_image_graph_def.pb", pth.name]
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(BenchError, match="does not exist"):
+        W.load_file(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BenchError, match="junk.pt"):
+        W.load_file(tmp_path / "junk.pt")
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(BenchError, match="unrecognised"):
+        W.load_file(tmp_path / "other.pt")
+    (tmp_path / "junk.pb").write_bytes(b"\xff\xff\xff")
+    with pytest.raises(BenchError, match="junk.pb"):
+        W.load_file(tmp_path / "junk.pb")
+
+
+@pytest.mark.parametrize("bad,found", [
+    (np.zeros((2, 8, 8, 3), np.float32), "float32"),
+    (np.zeros((8, 8, 3), np.uint8), "[8, 8, 3]"),
+    (np.zeros((2, 3, 8, 8), np.uint8), "[2, 3, 8, 8]"),
+    (np.zeros((2, 8, 8, 4), np.uint8), "[2, 8, 8, 4]"),
+    ([[1, 2, 3]], "list"),
+])
+def test_invalid_images(bad, found):
+    extractor = load_extractor(allow_download=False)
+    with pytest.raises(BenchError, match="expected") as info:
+        extractor.extract(bad)
+    assert found in str(info.value)
+
+
+def test_bad_backend_and_empty_batch():
+    with pytest.raises(BenchError, match="backend"):
+        load_extractor(backend="jax", allow_download=False)
+    out = load_extractor(allow_download=False).extract(np.zeros((0, 8, 8, 3), np.uint8))
+    assert out["pool"].shape == (0, 2048) and out["spatial"].shape == (0, 2023)
