@@ -69,8 +69,8 @@ def test_half_norms_are_bit_exact_with_tensorflow(d):
     rng = np.random.default_rng(d)
     x = (rng.random((300, d)) * 3).astype(np.float32) ** 2
     expected = tf.reduce_sum(tf.square(tf.cast(x, tf.float16)), 1).numpy()
-    x16 = torch.from_numpy(x).half()
-    got = _tf_half_row_sums((x16.float() * x16.float()).half()).numpy()
+    x16 = torch.from_numpy(x).half().float()
+    got = _tf_half_row_sums((x16 * x16).half().float()).half().numpy()
     np.testing.assert_array_equal(got, expected)
 
 

@@ -43,36 +43,41 @@ _LEAF_ELEMENTS = _LANES * 200
 DistanceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _half_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """One Eigen::half addition: add in float32, round to float16."""
-    return (a.float() + b.float()).half()
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _round16(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 values to the nearest float16 (ties to even, overflow to inf), kept as float32."""
+    return x.half().float()
 
 
 def _packet_sum(acc: torch.Tensor) -> torch.Tensor:
     """Eigen's predux of an 8-lane half packet: widen to float, add lanes (l+4), then (l+2), then (l+1)."""
-    a = acc.float()
-    b = a[:, :4] + a[:, 4:]
+    b = acc[:, :4] + acc[:, 4:]
     c = b[:, :2] + b[:, 2:]
-    return (c[:, 0] + c[:, 1]).half()
+    return _round16(c[:, 0] + c[:, 1])
 
 
 def _leaf_sum(x: torch.Tensor) -> torch.Tensor:
     """Eigen's vectorised inner-dimension sum of <= 1600 halves: 4 packet accumulators over 32-element steps,
-    combined ((a0+a1)+a2)+a3, then leftover whole packets, a lane sum in float, and leftover scalars."""
+    combined ((a0+a1)+a2)+a3, then leftover whole packets, a lane sum in float, and leftover scalars.
+    `x` holds float16 values as float32; every addition is rounded to float16 as Eigen::half's operator+ does."""
     rows, n = x.shape
     whole = n // _LANES * _LANES
     unrolled = n // (_LANES * _UNROLL) * (_LANES * _UNROLL)
-    acc = torch.zeros(rows, _UNROLL, _LANES, dtype=torch.float16, device=x.device)
-    steps = x[:, :unrolled].reshape(rows, -1, _UNROLL, _LANES)
-    for j in range(steps.shape[1]):
-        acc = _half_add(acc, steps[:, j])
-    packet = _half_add(_half_add(_half_add(acc[:, 0], acc[:, 1]), acc[:, 2]), acc[:, 3])
+    # step-major copy so that each step's [rows, 4, 8] slice is contiguous
+    steps = x[:, :unrolled].reshape(rows, -1, _UNROLL, _LANES).permute(1, 0, 2, 3).contiguous()
+    acc = torch.zeros(rows, _UNROLL, _LANES, device=x.device)
+    for step in steps:
+        acc = _round16(acc + step)
+    packet = _round16(_round16(_round16(acc[:, 0] + acc[:, 1]) + acc[:, 2]) + acc[:, 3])
     for j in range(unrolled, whole, _LANES):
-        packet = _half_add(packet, x[:, j : j + _LANES])
-    scalar = torch.zeros(rows, dtype=torch.float16, device=x.device)
+        packet = _round16(packet + x[:, j : j + _LANES])
+    scalar = torch.zeros(rows, device=x.device)
     for j in range(whole, n):
-        scalar = _half_add(scalar, x[:, j])
-    return _half_add(scalar, _packet_sum(packet))
+        scalar = _round16(scalar + x[:, j])
+    return _round16(scalar + _packet_sum(packet))
 
 
 def _tree_sum(x: torch.Tensor, phase: int) -> torch.Tensor:
@@ -80,20 +85,23 @@ def _tree_sum(x: torch.Tensor, phase: int) -> torch.Tensor:
     n = x.shape[1]
     if n <= _LEAF_ELEMENTS:
         return _leaf_sum(x)
-    split = _LANES * (-(-(phase + -(-n // 2)) // _LANES)) - phase
-    left = min(split, n)
-    total = _tree_sum(x[:, :left], phase)
-    if left < n:
-        total = _half_add(total, _tree_sum(x[:, left:], (phase + left) % _LANES))
-    return total
+    # Eigen: split = packet * ceil((first + ceil(n / 2)) / packet) - first, with first = the row's flat offset
+    left = _LANES * _ceil_div(phase + _ceil_div(n, 2), _LANES) - phase
+    rows = len(x)
+    if 2 * left == n and left % _LANES == 0:  # identical halves (e.g. D = 2048): one batched call, half the ops
+        halves = _tree_sum(torch.cat([x[:, :left], x[:, left:]]), phase)
+        return _round16(halves[:rows] + halves[rows:])
+    return _round16(_tree_sum(x[:, :left], phase) + _tree_sum(x[:, left:], (phase + left) % _LANES))
 
 
 def _tf_half_row_sums(x: torch.Tensor) -> torch.Tensor:
-    """`tf.reduce_sum(x, 1)` of a float16 [rows, D] tensor as TF computes it on CPU (bit-exact)."""
+    """`tf.reduce_sum(x, 1)` of float16 [rows, D] values (given as float32) as TF computes it on CPU, bit-exact."""
     rows, d = x.shape
     if d <= _LEAF_ELEMENTS:
         return _leaf_sum(x)
-    out = torch.empty(rows, dtype=torch.float16, device=x.device)
+    if d % _LANES == 0:  # every row starts on a packet boundary
+        return _tree_sum(x, 0)
+    out = torch.empty(rows, device=x.device)
     phases = (torch.arange(rows, device=x.device) * d) % _LANES
     for phase in phases.unique().tolist():
         idx = phases == phase
@@ -103,10 +111,10 @@ def _tf_half_row_sums(x: torch.Tensor) -> torch.Tensor:
 
 def adm_fp16_distances(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """ADM's `DistanceBlock.pairwise_distances` for float32 [a, D] and [b, D]: float32 [a, b] squared distances."""
-    u16, v16 = u.half(), v.half()
-    norm_u = _tf_half_row_sums((u16.float() * u16.float()).half())
-    norm_v = _tf_half_row_sums((v16.float() * v16.float()).half())
-    dots = torch.mm(u16.float(), v16.float().T).half()
+    u16, v16 = _round16(u), _round16(v)
+    norm_u = _tf_half_row_sums(_round16(u16 * u16)).half()
+    norm_v = _tf_half_row_sums(_round16(v16 * v16)).half()
+    dots = torch.mm(u16, v16.T).half()
     d = norm_u[:, None] - dots * 2  # float16 ops: each rounded to float16, 2*dots may overflow to inf
     del dots
     d = torch.clamp_min(d + norm_v[None, :], 0)
