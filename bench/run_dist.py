@@ -8,6 +8,7 @@ and scoring always reads the same files in the same order as a single-process ru
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,15 @@ class ProcessGroup:
         return box[0]
 
 
+#: ranks wait for the slowest one at the end; with 1000-sample shards of a 3B model that can be an hour
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=6)
+
+
 def init_from_env(device: str) -> tuple[ProcessGroup, str]:
     """Join the torchrun process group if there is one; returns it and this rank's device.
 
-    gloo on CPU, NCCL on CUDA (where each rank takes `cuda:LOCAL_RANK`).
+    Each rank on CUDA takes `cuda:LOCAL_RANK`. The group is gloo even then: the harness only exchanges
+    files and small objects, which live on the CPU, and gloo needs no device placement for them.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -69,7 +75,7 @@ def init_from_env(device: str) -> tuple[ProcessGroup, str]:
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
     return ProcessGroup(rank, world_size, local_rank), device
 
 
