@@ -56,12 +56,12 @@ def read_log(results):
 
 
 def test_training_reduces_loss_and_writes_a_loadable_checkpoint(codes, tmp_path):
-    result = train_gpt(config(codes, tmp_path / "run", max_steps=25, log_every=5, lr=1e-2))
+    result = train_gpt(config(codes, tmp_path / "run", max_steps=16, log_every=4, lr=1e-2))
     losses = [r["loss"] for r in read_log(tmp_path / "run")]
     assert losses[0] > 3.0  # zero-initialised head: uniform over 32 codes, ln 32 = 3.47
     assert losses[-1] < 0.6 * losses[0]
     ckpt = final_model(result)
-    assert ckpt["steps"] == 25
+    assert ckpt["steps"] == 16
     model = GPT(GPTConfig(**ckpt["gpt_config"]))
     model.load_state_dict(ckpt["model"])  # upstream layout {"model": state_dict}: the sampler loads it as is
     assert model.config.num_classes == CLASSES and model.config.vocab_size == VOCAB
@@ -82,7 +82,7 @@ def test_resume_continues_exactly(codes, tmp_path):
 
 
 def test_gradient_accumulation_equals_the_full_batch(codes, tmp_path):
-    no_dropout = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0, max_steps=3)
+    no_dropout = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0, max_steps=2)
     full = final_model(train_gpt(config(codes, tmp_path / "full", **no_dropout)))
     accum = final_model(train_gpt(config(codes, tmp_path / "accum", grad_accum=4, **no_dropout)))
     for name, tensor in full["model"].items():
@@ -152,27 +152,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg: GPTTrainConfig) -> None:
+def _ddp_worker(rank: int, world: int, port: int, cfgs: list[GPTTrainConfig]) -> None:
+    """One rank: run the trainings in order inside one process group (a resume needs no fresh processes)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     import torch.distributed as dist
 
     try:
-        train_gpt(cfg)
+        for cfg in cfgs:
+            train_gpt(cfg)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def test_ddp_two_processes_equal_single_process(codes, tmp_path):
-    no_dropout = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0, max_steps=3)
-    single = final_model(train_gpt(config(codes, tmp_path / "single", **no_dropout)))
-    mp.spawn(_ddp_worker, args=(2, _free_port(), config(codes, tmp_path / "ddp", **no_dropout)), nprocs=2)
+NO_DROPOUT = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0)
+
+
+@pytest.fixture(scope="module")
+def single_run(codes, tmp_path_factory):
+    results = tmp_path_factory.mktemp("gpt") / "single"
+    return final_model(train_gpt(config(codes, results, max_steps=3, **NO_DROPOUT))), read_log(results)
+
+
+def _assert_same_model(got, expected):
+    for name, tensor in expected["model"].items():
+        torch.testing.assert_close(got["model"][name], tensor, rtol=1e-4, atol=1e-6)
+
+
+def test_ddp_and_fsdp_two_processes_equal_single_process(codes, single_run, tmp_path):
+    fsdp = dict(parallel="fsdp", **NO_DROPOUT)
+    runs = [config(codes, tmp_path / "ddp", max_steps=3, **NO_DROPOUT),
+            config(codes, tmp_path / "fsdp", max_steps=2, **fsdp),
+            config(codes, tmp_path / "fsdp", max_steps=3, resume="auto", **fsdp)]  # FSDP resume, sharded optimizer
+    mp.spawn(_ddp_worker, args=(2, _free_port(), runs), nprocs=2)
+
     ddp_dir = tmp_path / "ddp" / "checkpoints" / "0000003"
     assert sorted(p.name for p in ddp_dir.iterdir()) == ["model.pt", "rank0.pt", "rank1.pt"]
-    ddp = load_checkpoint(ddp_dir / "model.pt")
-    for name, tensor in single["model"].items():
-        torch.testing.assert_close(ddp["model"][name], tensor, rtol=1e-4, atol=1e-6)
-    single_log, ddp_log = read_log(tmp_path / "single"), read_log(tmp_path / "ddp")
-    assert [r["loss"] for r in ddp_log] == pytest.approx([r["loss"] for r in single_log], rel=1e-5)
+    _assert_same_model(load_checkpoint(ddp_dir / "model.pt"), single_run[0])
+    assert [r["loss"] for r in read_log(tmp_path / "ddp")] == pytest.approx([r["loss"] for r in single_run[1]],
+                                                                             rel=1e-5)
+    # the FSDP checkpoint is unsharded: the same layout as DDP and single-process runs
+    assert read_log(tmp_path / "fsdp")[2]["step"] == 3  # the second FSDP run resumed at step 2
+    _assert_same_model(load_checkpoint(tmp_path / "fsdp" / "checkpoints" / "0000003" / "model.pt"), single_run[0])

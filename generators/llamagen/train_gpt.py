@@ -183,7 +183,7 @@ def read_checkpoint(path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str,
     per_rank = path / f"rank{env.rank}.pt"
     if not per_rank.exists():
         raise BenchError(f"{path}: no {per_rank.name}. Resume with the same number of processes the run was "
-                         "started with (RNG streams and sharded optimizer states are per rank).")
+                         "started with (each rank's RNG streams are restored).")
     return load_checkpoint(path / "model.pt"), load_checkpoint(per_rank)
 
 
@@ -298,14 +298,28 @@ def _wrap_fsdp(model: nn.Module, precision: str) -> nn.Module:
     return model
 
 
-def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, env: DistEnv, fsdp: bool):
-    """Unsharded model state (rank 0) and the optimizer state this rank must save."""
-    if not fsdp:
-        return model.state_dict(), (optimizer.state_dict() if optimizer is not None and env.is_main else None)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:
+    """Unsharded model and optimizer states (collective under FSDP: every rank must call it).
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return full, (optimizer.state_dict() if optimizer is not None else None)  # sharded, one file per rank
+    Saving them unsharded keeps one checkpoint layout for DDP and FSDP (and lets FSDP resume on another
+    process count); the price is a full copy in rank 0's CPU memory while saving.
+    """
+    if not fsdp:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, fsdp: bool) -> None:
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
@@ -350,7 +364,7 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
     scaler = grad_scaler(env, cfg.mixed_precision)
     step = 0
     if resume is not None:
-        optimizer.load_state_dict(own["optimizer"] if fsdp else shared["optimizer"])
+        _load_optimizer(model, optimizer, shared["optimizer"], fsdp)
         scaler.load_state_dict(shared["scaler"])
         set_rng_state(own["rng"])
         step = int(shared["steps"])
@@ -402,16 +416,12 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
                 with open(results / "log.jsonl", "a") as f:
                     f.write(json.dumps({"step": step, "loss": last_loss}) + "\n")
         if step % cfg.ckpt_every == 0 or step == total_steps:
-            model_state, opt_state = _full_state(model, optimizer, env, fsdp)
-            shared_out = {"model": model_state, "steps": step, "scaler": scaler.state_dict(),
+            model_state, opt_state = _full_state(model, optimizer, fsdp)
+            shared_out = {"model": model_state, "optimizer": opt_state, "steps": step, "scaler": scaler.state_dict(),
                           "gpt_config": asdict(model.config), "train_config": asdict(cfg)}
-            if not fsdp:
-                shared_out["optimizer"] = opt_state
             if ema is not None:
                 shared_out["ema"] = ema.state_dict()
             rank_out = {"rng": rng_state()}
-            if fsdp:
-                rank_out["optimizer"] = opt_state
             ckpt = write_checkpoint(results, step, env, shared_out if env.is_main else None, rank_out)
     bar.close()
     return {"step": step, "loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
