@@ -101,11 +101,16 @@ def default_extractor(device: str):
 
 
 def json_safe(value: Any) -> Any:
-    """JSON-safe copy (provenance objects may hold paths or tuples)."""
+    """Strict-JSON copy: numpy scalars and arrays as numbers and lists, inf/NaN as "inf"/"nan" strings
+    (a perfect reconstruction has infinite PSNR), anything else (paths, devices) as its str."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np.ndarray)):
         return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

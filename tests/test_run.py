@@ -213,6 +213,13 @@ def test_forced_resolution_mismatch_is_recorded(toy, tmp_path, monkeypatch):
     assert any("16x16" in w and "--force" in w for w in result["warnings"])
 
 
+def test_json_safe_keeps_results_strict_json():
+    out = bench.run.json_safe({"a": np.float32(0.5), "b": float("inf"), "c": np.nan, "d": np.arange(2),
+                               "e": Path("/x"), "f": (1, None, True), 3: np.int64(7)})
+    assert out == {"a": 0.5, "b": "inf", "c": "nan", "d": [0, 1], "e": "/x", "f": [1, None, True], "3": 7}
+    json.dumps(out, allow_nan=False)
+
+
 def test_sample_size_warnings_name_the_unreliable_metrics():
     warnings = " | ".join(sample_size_warnings(3, {"pool": 2048, "spatial": 2023}))
     assert "FID is unreliable" in warnings and "sFID is unreliable" in warnings

@@ -116,11 +116,20 @@ def test_npz_data_at_the_tokenizer_resolution(tokenizer, tmp_path):
         go(settings(tmp_path, tokenizer, run_id="big"), tmp_path / "big.npz")
 
 
+@pytest.mark.filterwarnings("ignore::bench.metrics.SingularCovarianceWarning")  # 6 images, 6-d features
+def test_perfect_reconstruction_has_infinite_psnr(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(ToyGenerator, "reconstruct", lambda self, images: images.copy())
+    result = go(settings(tmp_path, toy), image_folder(tmp_path / "val", n=6))
+    assert result["metrics"]["psnr"] == "inf" and result["metrics"]["ssim"] == 1.0
+    assert json.loads((tmp_path / "runs" / "rec" / "result.json").read_text())["metrics"]["psnr"] == "inf"
+
+
 def test_non_tokenizers_are_refused(toy, tmp_path):
     with pytest.raises(BenchError, match="not a tokenizer"):
         go(settings(tmp_path, toy), image_folder(tmp_path / "val", n=3))
 
 
+@pytest.mark.filterwarnings("ignore::bench.metrics.SingularCovarianceWarning")  # 6 images, 6-d features
 def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
     group = _Group()
     group.add_command(run_command)
