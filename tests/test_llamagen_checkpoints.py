@@ -8,7 +8,7 @@ import torch
 from bench.errors import BenchError
 from generators.llamagen import load_gpt, load_vq
 from generators.llamagen.checkpoints import load_strict, read_state_dict
-from generators.llamagen.gpt import GPT, GPTConfig, gpt_config
+from generators.llamagen.gpt import GPT, GPTConfig
 from generators.llamagen.vq import VQModel, vq_config
 
 
@@ -106,7 +106,7 @@ def test_foreign_checkpoint_lists_missing_and_unexpected_keys():
     msg = str(err.value)
     n_expected = len(fresh_tiny_gpt().state_dict())
     assert f"{n_expected} tensors expected, {len(vq_sd)} found" in msg
-    assert f"missing keys: [cls_embedding.embedding_table.weight" in msg and f"({n_expected} in all)" in msg
+    assert "missing keys: [cls_embedding.embedding_table.weight" in msg and f"({n_expected} in all)" in msg
     assert "unexpected keys: [encoder.conv_in.weight" in msg and f"({len(vq_sd)} in all)" in msg
 
 

@@ -1,12 +1,14 @@
 """The LlamaGen Generator plugin, with the official model configs shrunk to tiny sizes (same code paths)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from bench.errors import BenchError, MissingFilesError
+from bench.generator import preset_info
 from generators.llamagen import generate_tokens, per_sample_seeds
 from generators.llamagen import plugin
 from generators.llamagen.gpt import GPT, GPT_CONFIGS, gpt_config
@@ -30,7 +32,7 @@ def tiny_checkpoints(monkeypatch, tmp_path):
     """Shrink GPT-B and VQ-16 and write random-weight checkpoints in the official containers."""
     monkeypatch.setitem(GPT_CONFIGS, "GPT-B", dict(n_layer=1, n_head=2, dim=64))
     monkeypatch.setitem(VQ_CONFIGS, "VQ-16", dict(encoder_ch_mult=[1, 1, 2, 2, 4], decoder_ch_mult=[1, 1, 2, 2, 4],
-                                                 ch=32, z_channels=32))
+                                                 ch=32, z_channels=32, num_res_blocks=1))
     torch.manual_seed(0)
     gpt = GPT(gpt_config("GPT-B"))
     for p in gpt.parameters():
@@ -49,28 +51,42 @@ def make(name, ckpts, **kw):
 def test_sample_is_uint8_nhwc_and_batch_independent(tiny_checkpoints):
     gen = make("llamagen-b-256", tiny_checkpoints)
     assert gen.image_size == 256 and gen.eval_size == 256
-    labels = torch.tensor([1, 500, 999])
-    seeds = per_sample_seeds(0, range(3))
+    labels = torch.tensor([500, 999])
+    seeds = per_sample_seeds(0, range(2))
     images = gen.sample(labels, seeds)
-    assert images.dtype == np.uint8 and images.shape == (3, 256, 256, 3)
+    assert images.dtype == np.uint8 and images.shape == (2, 256, 256, 3)
     halves = np.concatenate([gen.sample(labels[:1], seeds[:1]), gen.sample(labels[1:], seeds[1:])])
     assert np.array_equal(images, halves)
     assert not np.array_equal(images[:1], gen.sample(labels[:1], per_sample_seeds(1, range(1))))
 
 
-def test_384_preset_resizes_floats_before_uint8(tiny_checkpoints):
-    official = make("llamagen-b", tiny_checkpoints, top_k=1)
-    native = make("llamagen-b", tiny_checkpoints, top_k=1, resize="none")
-    assert (official.image_size, official.eval_size) == (256, 256)
-    assert (native.image_size, native.eval_size) == (384, 256)
+def test_384_preset_scores_float_resized_images(tiny_checkpoints):
+    gen = make("llamagen-b", tiny_checkpoints, top_k=1)
+    assert (gen.image_size, gen.eval_size) == (384, 256)
     labels, seeds = torch.tensor([7]), per_sample_seeds(0, range(1))
-    a, b = official.sample(labels, seeds), native.sample(labels, seeds)
-    assert a.shape == (1, 256, 256, 3) and b.shape == (1, 384, 384, 3)
-    gpt, vq = official._models()
+    native, scored = gen.sample(labels, seeds), gen.sample_for_eval(labels, seeds)
+    assert native.shape == (1, 384, 384, 3) and scored.shape == (1, 256, 256, 3)
+    gpt, vq = gen._models()
     tokens = generate_tokens(gpt, labels, cfg_scale=2.0, top_k=1, seed=seeds)
     decoded = vq.decode_codes(tokens.view(1, 24, 24))
-    assert np.array_equal(b, to_uint8(decoded))
-    assert np.array_equal(a, to_uint8(resize_for_eval(decoded, 256)))
+    assert np.array_equal(native, to_uint8(decoded))
+    assert np.array_equal(scored, to_uint8(resize_for_eval(decoded, 256)))
+    # resizing the uint8 images instead (the harness default) is not the same thing
+    assert not np.array_equal(scored, gen.to_eval_size(native))
+
+
+def test_harness_flow_explicit_files_then_load(tiny_checkpoints):
+    gpt_path, vq_path = tiny_checkpoints
+    gen = plugin.llamagen_b_256(ckpt=gpt_path, vq_ckpt=vq_path, top_k=1)
+    remotes = gen.required_files()
+    assert [r.filename for r in remotes] == ["c2i_B_256.pt", "vq_ds16_c2i.pt"]  # main checkpoint first
+    explicit = gen.explicit_files()
+    assert explicit == {"c2i_B_256.pt": Path(gpt_path), "vq_ds16_c2i.pt": Path(vq_path)}
+    gen.load({r.filename: explicit[r.filename] for r in remotes})
+    out = gen.sample_for_eval(torch.tensor([2]), torch.tensor([11]))
+    assert out.shape == (1, 256, 256, 3)
+    tok = plugin.llamagen_vq16(ckpt=vq_path)
+    assert tok.explicit_files() == {"vq_ds16_c2i.pt": Path(vq_path)}
 
 
 def keys_bicubic(x: np.ndarray, out: int, a: float = -0.75) -> np.ndarray:
@@ -143,12 +159,13 @@ def test_tokenizer_preset_reconstructs(tiny_checkpoints):
 
 
 def test_bad_overrides_and_inputs_are_bench_errors(tiny_checkpoints):
-    with pytest.raises(BenchError, match="does not understand steps"):
+    with pytest.raises(BenchError, match="does not take --steps"):
         plugin.llamagen_xl(steps=250)
     with pytest.raises(BenchError, match="precision must be one of"):
         plugin.llamagen_xl(precision="int8")
-    with pytest.raises(BenchError, match="no sampling settings"):
+    with pytest.raises(BenchError, match="does not take --cfg-scale"):
         plugin.llamagen_vq16(cfg_scale=2.0)
+    assert plugin.llamagen_xl(steps=None).config()["cfg_scale"] == 1.75  # unset CLI options are ignored
     gen = make("llamagen-b-256", tiny_checkpoints)
     with pytest.raises(BenchError, match=r"class labels must lie in \[0, 1000\)"):
         gen.sample(torch.tensor([1000]), torch.tensor([0]))
@@ -162,9 +179,10 @@ def test_presets_config_and_required_files():
         c = gen.config()
         json.dumps(c)
         assert c["cfg_scale"] == cfg and c["top_k"] == 0 and c["top_p"] == 1.0 and c["temperature"] == 1.0
-        assert c["generation_size"] == 384 and gen.image_size == 256
+        assert gen.image_size == 384 and gen.eval_size == 256 and "device" not in c
         files = gen.required_files()
-        assert [f.filename for f in files] == ["vq_ds16_c2i.pt", PRESETS[name].gpt_file]
+        assert [f.filename for f in files] == [PRESETS[name].gpt_file, "vq_ds16_c2i.pt"]
+        assert preset_info(getattr(plugin, name.replace("-", "_")))["paper_settings"]["cfg_scale"] == cfg
         assert all(f.hf_repo == HF_REPO and f.hf_filename == f.filename for f in files)
     assert plugin.llamagen_xl(cfg_scale=3.0, top_k=100).config()["cfg_scale"] == 3.0
     assert [f.filename for f in plugin.llamagen_vq16().required_files()] == ["vq_ds16_c2i.pt"]

@@ -1,17 +1,17 @@
 """The LlamaGen `Generator`: VQ tokenizer + GPT behind the harness contract, one factory per preset.
 
-Images leave exactly as the official `sample_c2i_ddp.py` writes them:
+Scored images are made exactly as the official `sample_c2i_ddp.py` makes them:
     decode codes -> float image (unclamped)
     -> [384-px models] F.interpolate(size=256, mode="bicubic")   (align_corners=False, no antialias)
     -> uint8(clamp(127.5 * x + 128, 0, 255))                     (the cast truncates: floor for x >= 0)
-The resize happens on the float image, before quantisation, so it cannot be reproduced by resizing the
-uint8 output afterwards. With `resize="official"` (default) the plugin therefore does it itself and reports
-`image_size == eval_size == 256`; with `resize="none"` it returns the native 384-px images and leaves the
-resize to the harness (`image_size` 384, `eval_size` 256).
+The resize runs on the float image, before quantisation, so it cannot be reproduced by resizing the uint8
+output afterwards: `sample()` returns the native-resolution images and `sample_for_eval()` (what the harness
+scores) applies the official float resize itself.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,14 +20,15 @@ import torch.nn.functional as F
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator
+from bench.generator import Generator, PresetInfo, check_overrides, describe
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
 from generators.llamagen.presets import PRESETS, Preset, remote_file
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAMPLING_KEYS = ("cfg_scale", "cfg_interval", "top_k", "top_p", "temperature")
-OTHER_KEYS = ("vq_ckpt", "precision", "compile", "resize", "allow_download")
+MODEL_KEYS = ("precision", "compile")
+TOKENIZER_KEYS = ("vq_ckpt", "allow_download")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -50,36 +51,30 @@ def resize_for_eval(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class LlamaGen(Generator):
-    """A LlamaGen preset. Weights are resolved and loaded on first use, so `config()` and
-    `required_files()` work offline and without the checkpoints."""
+    """A LlamaGen preset. Building it touches no weights: the harness resolves `required_files()` and calls
+    `load()`; library users can call `sample()` directly, which resolves (and downloads) on first use."""
 
     def __init__(self, preset: Preset, ckpt: str | None = None, device: str = "cpu", **overrides: Any):
-        unknown = sorted(set(overrides) - set(SAMPLING_KEYS) - set(OTHER_KEYS))
-        if unknown:
-            raise BenchError(f"{preset.name} does not understand {', '.join(unknown)}; it accepts "
-                             f"{', '.join(SAMPLING_KEYS + OTHER_KEYS)}")
-        if preset.gpt_model is None and any(overrides.get(k) is not None for k in SAMPLING_KEYS):
-            raise BenchError(f"{preset.name} is a tokenizer: it has no sampling settings")
+        tokenizer = preset.gpt_model is None
+        accepted = set(TOKENIZER_KEYS) | (set() if tokenizer else set(SAMPLING_KEYS) | set(MODEL_KEYS))
+        check_overrides(preset.name, {k: v for k, v in overrides.items() if v is not None}, accepted)
         self.preset = preset
         self.name = preset.name
         self.device = torch.device(device)
-        if preset.gpt_model is None:  # tokenizer preset: the one checkpoint is the VQ model's
+        if tokenizer:  # the one checkpoint of a tokenizer preset is the VQ model's
             self.ckpt, self.vq_ckpt = None, overrides.get("vq_ckpt") or ckpt
         else:
             self.ckpt, self.vq_ckpt = ckpt, overrides.get("vq_ckpt")
-        self.sampling = {k: overrides[k] if overrides.get(k) is not None else getattr(preset, k)
-                         for k in SAMPLING_KEYS}
+        self.sampling = {} if tokenizer else {
+            k: overrides[k] if overrides.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}
         default_precision = "bf16" if self.device.type == "cuda" else "fp32"  # official sampler: bf16
         self.precision = overrides.get("precision") or default_precision
         if self.precision not in PRECISIONS:
             raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, found {self.precision!r}")
         self.compile = bool(overrides.get("compile") or False)
-        self.resize = overrides.get("resize") or "official"
-        if self.resize not in ("official", "none"):
-            raise BenchError(f"resize must be 'official' or 'none', found {self.resize!r}")
         self.allow_download = overrides.get("allow_download", True)
+        self.image_size = preset.image_size
         self.eval_size = preset.eval_size
-        self.image_size = preset.eval_size if self.resize == "official" else preset.image_size
         self._gpt = None
         self._vq = None
 
@@ -88,43 +83,40 @@ class LlamaGen(Generator):
     def config(self) -> dict[str, Any]:
         p = self.preset
         return {
-            "generator": self.name, "gpt_model": p.gpt_model, "gpt_ckpt": self.ckpt or p.gpt_file,
-            "vq_model": p.vq_model, "vq_ckpt": self.vq_ckpt or p.vq_file, "downsample": p.downsample,
-            "generation_size": p.image_size, "image_size": self.image_size, "eval_size": self.eval_size,
-            "resize": ("float bicubic (F.interpolate, align_corners=False, no antialias) before uint8"
-                       if self.resize == "official" and p.image_size != p.eval_size else self.resize),
-            **(self.sampling if p.gpt_model else {}),
-            "precision": self.precision, "compile": self.compile, "device": str(self.device),
+            "generator": self.name, "model": p.gpt_model or p.vq_model, "gpt_model": p.gpt_model,
+            "gpt_ckpt": p.gpt_file, "vq_model": p.vq_model, "vq_ckpt": p.vq_file, "downsample": p.downsample,
+            "image_size": self.image_size, "eval_size": self.eval_size,
+            "eval_resize": ("F.interpolate bicubic (align_corners=False, no antialias) on the float decoder "
+                            "output, then uint8" if self.image_size != self.eval_size else "none"),
+            **self.sampling,
+            **({} if p.gpt_model is None else {"precision": self.precision, "compile": self.compile}),
             "paper_fid": p.paper_fid,
         }
 
     def required_files(self) -> list[RemoteFile]:
-        files = [remote_file(self.preset.vq_file)]
-        if self.preset.gpt_file:
-            files.append(remote_file(self.preset.gpt_file))
-        return files
+        """The GPT checkpoint first (what `--ckpt` names), then the tokenizer."""
+        files = [remote_file(self.preset.gpt_file)] if self.preset.gpt_file else []
+        return files + [remote_file(self.preset.vq_file)]
+
+    def explicit_files(self) -> dict[str, Path]:
+        given = {self.preset.gpt_file: self.ckpt, self.preset.vq_file: self.vq_ckpt}
+        return {name: Path(path).expanduser() for name, path in given.items() if name and path}
+
+    def load(self, files: dict[str, Path]) -> None:
+        p = self.preset
+        self._vq = load_vq(files[p.vq_file], p.vq_model, device=self.device)
+        if p.gpt_model is not None:
+            self._gpt = load_gpt(files[p.gpt_file], p.gpt_model, p.image_size, p.downsample, device=self.device,
+                                 dtype=PRECISIONS[self.precision])
 
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
-        if self.preset.gpt_model is None:
-            raise BenchError(f"{self.name} is a tokenizer: it reconstructs images, it cannot sample them")
-        labels, seeds = torch.as_tensor(labels).long().view(-1), torch.as_tensor(seeds).long().view(-1)
-        if labels.shape != seeds.shape:
-            raise BenchError(f"{labels.shape[0]} labels but {seeds.shape[0]} seeds")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise BenchError(f"class labels must lie in [0, {self.num_classes}), found "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
-        gpt, _ = self._models()
-        tokens = generate_tokens(gpt, labels, seed=seeds, compile=self.compile, **self.sampling)
-        grid = self.preset.image_size // self.preset.downsample
-        return np.concatenate([self._decode(codes[None]) for codes in tokens.view(-1, grid, grid)])
+        """uint8 [B, image_size, image_size, 3] at the native resolution (384 for most presets)."""
+        return np.concatenate([to_uint8(image) for image in self._sample_float(labels, seeds)])
 
-    def _decode(self, codes: torch.Tensor) -> np.ndarray:
-        """One image at a time: conv kernels round differently for different batch sizes, and image i
-        must not depend on the batch it was sampled in."""
-        images = self._vq.decode_codes(codes)
-        if self.resize == "official":
-            images = resize_for_eval(images, self.eval_size)
-        return to_uint8(images)
+    def sample_for_eval(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
+        """uint8 [B, eval_size, eval_size, 3]: the official float bicubic resize, then the uint8 conversion."""
+        return np.concatenate([to_uint8(resize_for_eval(image, self.eval_size))
+                               for image in self._sample_float(labels, seeds)])
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         if self.preset.gpt_model is not None:
@@ -134,27 +126,48 @@ class LlamaGen(Generator):
         if x.shape[-1] % d or x.shape[-2] % d:
             raise BenchError(f"image sides must be multiples of {d} for {self.name}, found {tuple(x.shape[-2:])}")
         _, vq = self._models()
+        # One image at a time: conv kernels round differently for different batch sizes.
         return np.concatenate([to_uint8(vq.decode_codes(vq.encode_to_codes(x[i:i + 1].to(self.device))))
                                for i in range(x.shape[0])])
 
-    # ---- loading --------------------------------------------------------------------------------------
+    # ---- internals ------------------------------------------------------------------------------------
+
+    def _sample_float(self, labels: torch.Tensor, seeds: torch.Tensor) -> list[torch.Tensor]:
+        """Decoded float images [1, 3, H, W], one per sample: decoding one image at a time keeps image i
+        independent of the batch it was sampled in (conv kernels round differently per batch size)."""
+        if self.preset.gpt_model is None:
+            raise BenchError(f"{self.name} is a tokenizer: it reconstructs images, it cannot sample them")
+        labels, seeds = torch.as_tensor(labels).long().view(-1), torch.as_tensor(seeds).long().view(-1)
+        if labels.shape != seeds.shape:
+            raise BenchError(f"{labels.shape[0]} labels but {seeds.shape[0]} seeds")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise BenchError(f"class labels must lie in [0, {self.num_classes}), found "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        gpt, vq = self._models()
+        tokens = generate_tokens(gpt, labels, seed=seeds, compile=self.compile, **self.sampling)
+        grid = self.preset.image_size // self.preset.downsample
+        return [vq.decode_codes(codes[None]) for codes in tokens.view(-1, grid, grid)]
 
     def _models(self):
         if self._vq is None:
-            p = self.preset
-            explicit = {p.vq_file: self.vq_ckpt, p.gpt_file: self.ckpt}
-            paths = resolve_all(self.required_files(), {k: v for k, v in explicit.items() if k and v},
-                                self.allow_download)
-            self._vq = load_vq(paths[0], p.vq_model, device=self.device)
-            if p.gpt_model is not None:
-                self._gpt = load_gpt(paths[1], p.gpt_model, p.image_size, p.downsample, device=self.device,
-                                     dtype=PRECISIONS[self.precision])
+            remotes = self.required_files()
+            paths = resolve_all(remotes, self.explicit_files(), self.allow_download)
+            self.load({r.filename: path for r, path in zip(remotes, paths)})
         return self._gpt, self._vq
 
 
 def _factory(name: str):
+    preset = PRESETS[name]
+
+    @describe(PresetInfo(
+        model=f"LlamaGen {preset.gpt_model or preset.vq_model}", image_size=preset.image_size,
+        eval_size=preset.eval_size,
+        paper_settings={} if preset.gpt_model is None else {
+            "cfg_scale": preset.cfg_scale, "top_k": preset.top_k, "top_p": preset.top_p,
+            "temperature": preset.temperature},
+        paper="Sun et al. 2024, arXiv:2406.06525" + (f" (FID {preset.paper_fid})" if preset.paper_fid else "")))
     def factory(ckpt: str | None = None, device: str = "cpu", **overrides: Any) -> LlamaGen:
-        return LlamaGen(PRESETS[name], ckpt=ckpt, device=device, **overrides)
+        return LlamaGen(preset, ckpt=ckpt, device=device, **overrides)
 
     factory.__name__ = name.replace("-", "_")
     factory.__doc__ = f"The {name} preset (see generators/llamagen/presets.py)."
