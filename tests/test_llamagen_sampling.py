@@ -188,3 +188,10 @@ def test_uniform_labels_are_deterministic_and_uniform():
     counts = torch.bincount(a, minlength=1000).double()
     chi2 = (((counts - 20) ** 2) / 20).sum().item()
     assert abs(chi2 - 999) < 6 * math.sqrt(2 * 999)
+
+
+def test_bf16_model_samples_with_a_bf16_cache():
+    model = tiny_gpt().to(torch.bfloat16)
+    tokens = generate_tokens(model, torch.tensor([1, 2]), cfg_scale=2.0, seed=0)
+    assert tokens.shape == (2, 16) and tokens.min() >= 0 and tokens.max() < 40
+    assert model.layers[0].attention.kv_cache.k.dtype == torch.bfloat16
