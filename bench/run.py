@@ -158,6 +158,12 @@ def sample_size_warnings(num_samples: int, dims: dict[str, int]) -> list[str]:
     return out
 
 
+def warn(message: str) -> str:
+    """Print a warning now (not after hours of sampling) and return it for the result file."""
+    click.echo(f"Warning: {message}", err=True)
+    return message
+
+
 def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or (
         isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
@@ -203,7 +209,8 @@ def sample_shard(generator: Generator, extractor, plan: SamplingPlan, shard: Sha
             images, features = sample_batch(generator, extractor, plan, indices, device)
             if keep_images:
                 if images_out is None:
-                    images_out = np.lib.format.open_memmap(images_tmp, "w+", np.uint8, (end - start,) + images.shape[1:])
+                    shape = (end - start,) + images.shape[1:]
+                    images_out = np.lib.format.open_memmap(images_tmp, "w+", np.uint8, shape)
                 images_out[b - start : b - start + len(indices)] = images
             for key, value in features.items():
                 parts.setdefault(key, []).append(value)
@@ -251,7 +258,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     if group.is_main:  # fail before sampling, not after hours of it
         ref = resolve_reference(settings.ref or f"imagenet{generator.eval_size}", settings.allow_download)
         warning = check_resolution(ref, generator.eval_size, settings.force)
-        warnings += [warning] if warning else []
+        warnings += [warn(warning)] if warning else []
     extractor = extractor if extractor is not None else default_extractor(device)
     config = shard_config(settings, generator, files, extractor)
     run_id = settings.run_id or f"{settings.generator}-{fingerprint(config)[:12]}"
@@ -289,9 +296,8 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     features = folder.concat_features(shards)
     labels = features.pop("label")
     features.pop("index")
-    warnings += sample_size_warnings(plan.num_samples, {k: v.shape[1] for k, v in features.items() if v.ndim == 2})
-    for warning in warnings:
-        click.echo(f"Warning: {warning}", err=True)
+    dims = {k: v.shape[1] for k, v in features.items() if v.ndim == 2}
+    warnings += [warn(w) for w in sample_size_warnings(plan.num_samples, dims)]
     metrics = scorer(ref, extractor)(features)
     outputs = {}
     if settings.save_npz:
@@ -400,7 +406,8 @@ def device_description(device: str) -> str:
               help="reconstruct: a tokenizer's rFID/PSNR/SSIM on --data")
 @click.option("--data", type=click.Path(exists=True), default=None,
               help="reconstruct: the images (ImageNet val folder, or an npz at the tokenizer's resolution)")
-@click.option("--ref", default=None, help="reference batch: imagenet256|imagenet512|... or a path [imagenet<eval size>]")
+@click.option("--ref", default=None,
+              help="reference batch: imagenet256|imagenet512|... or a path [imagenet<eval size>]")
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="local checkpoint (else cache/download)")
 @click.option("--num-samples", type=int, default=PAPER_NUM_SAMPLES, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="per process")
@@ -421,8 +428,8 @@ def device_description(device: str) -> str:
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--device", default=None, help="[cuda if available, else cpu]")
 @click.option("--offline", is_flag=True, help="never download; list what is missing instead")
-def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, top_k, top_p, temperature,
-                steps, precision, compile_, shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
+def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, top_k, top_p,
+                temperature, steps, precision, compile_, shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
     """Sample a generator and score it (FID, sFID, IS, Precision, Recall); resumable, torchrun-shardable.
 
     With --task reconstruct, a tokenizer's rFID (vs --ref and vs the originals), PSNR and SSIM on --data.

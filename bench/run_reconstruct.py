@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import click
 import numpy as np
 import torch
 from PIL import Image
@@ -32,7 +31,7 @@ from bench.download import sha256_file
 from bench.errors import BenchError
 from bench.generator import Generator
 from bench.run import (RunSettings, ScorerFactory, adm_scorer_factory, device_types, is_oom, json_safe, build_generator,
-                       default_extractor, device_description, package_versions, sample_size_warnings)
+                       default_extractor, device_description, package_versions, sample_size_warnings, warn)
 from bench.run_dist import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.run_references import check_resolution, resolve_reference
 from bench.run_shards import RunFolder, Shard, fingerprint
@@ -129,7 +128,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     if group.is_main:
         ref = resolve_reference(settings.ref or f"imagenet{generator.eval_size}", settings.allow_download)
         warning = check_resolution(ref, generator.eval_size, settings.force)
-        warnings += [warning] if warning else []
+        warnings += [warn(warning)] if warning else []
     extractor = extractor if extractor is not None else default_extractor(device)
     config = json_safe({
         "format": 1, "task": "reconstruct", "generator": settings.generator,
@@ -170,9 +169,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     arrays = folder.concat_features(shards)
     recon = {k[len("recon_"):]: v for k, v in arrays.items() if k.startswith("recon_")}
     orig = {k[len("orig_"):]: v for k, v in arrays.items() if k.startswith("orig_")}
-    warnings += sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2})
-    for warning in warnings:
-        click.echo(f"Warning: {warning}", err=True)
+    warnings += [warn(w) for w in sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2})]
     metrics = {
         "vs_reference": scorer(ref, extractor)(recon),
         "vs_originals": fid_between(recon, orig),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -133,7 +132,8 @@ def main() -> None:
         base.append(baseline(args.num_samples, args.batch_size, r))
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(harness(args.num_samples, args.batch_size, r, tmp))
-    (bw, bc), (hw, hc) = (min(x[0] for x in base), min(x[1] for x in base)), (min(x[0] for x in runs), min(x[1] for x in runs))
+    bw, bc = min(x[0] for x in base), min(x[1] for x in base)
+    hw, hc = min(x[0] for x in runs), min(x[1] for x in runs)
     print(f"bare sample+extract : wall {bw:.3f} s ({args.num_samples / bw:.0f} img/s), CPU {bc:.3f} s")
     print(f"bench run           : wall {hw:.3f} s ({args.num_samples / hw:.0f} img/s), CPU {hc:.3f} s")
     print(f"harness overhead    : wall {100 * (hw / bw - 1):+.1f} %, CPU {100 * (hc / bc - 1):+.1f} %  (target < 5 %)")

@@ -16,10 +16,11 @@ import bench.run
 from bench.batches import NpzImages
 from bench.cli import _Group
 from bench.download import RemoteFile
-from bench.errors import BenchError, ChecksumError, MissingFilesError
+from bench.errors import BenchError, ChecksumError
 from bench.run import RunSettings, run, run_command, sample_size_warnings
 from bench.run_plan import SamplingPlan
-from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy, toy_factory, toy_scorer, write_ref  # noqa: F401
+from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer, write_ref
+from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
 
 def settings(tmp_path: Path, ref: Path, **kw) -> RunSettings:
@@ -306,7 +307,8 @@ def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
 def test_cli_rejects_settings_the_generator_does_not_take(toy, tmp_path):
     res = cli(["-g", "toy", "--top-k", "5", "--steps", "3", "--ref", str(toy), "--runs-dir", str(tmp_path)])
     assert res.exit_code == 2
-    assert "generator 'toy' does not take --steps, --top-k; it takes: --cfg-scale, --precision, --temperature" in res.output
+    assert ("generator 'toy' does not take --steps, --top-k; it takes: --cfg-scale, --precision, --temperature"
+            in res.output)
 
 
 def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):

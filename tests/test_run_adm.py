@@ -10,7 +10,8 @@ import pytest
 
 from bench.evaluate import evaluate
 from bench.run import RunSettings, run
-from test_run_helpers import ProjectionExtractor, toy, write_ref  # noqa: F401
+from test_run_helpers import ProjectionExtractor
+from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
 
 class Extractor(ProjectionExtractor):

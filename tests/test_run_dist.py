@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 try:  # the fixture, when collected by pytest
-    from test_run_helpers import toy  # noqa: F401
+    from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 except ImportError:  # the torchrun worker puts tests/ on sys.path itself
     pass
 

@@ -116,8 +116,8 @@ def write_ref(path: Path, size: int = 8, n: int = 24) -> Path:
     return path
 
 
-@pytest.fixture
-def toy(monkeypatch, tmp_path):
+@pytest.fixture(name="toy")
+def toy_fixture(monkeypatch, tmp_path):
     """Register `toy` for bench.run, reset its fault switches, and give a reference batch path."""
     real = bench.run.load_generator_factory
     monkeypatch.setattr(bench.run, "load_generator_factory", lambda name: toy_factory if name == "toy" else real(name))

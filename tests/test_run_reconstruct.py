@@ -17,7 +17,8 @@ from bench.cli import _Group
 from bench.errors import BenchError
 from bench.run import RunSettings, run_command
 from bench.run_reconstruct import reconstruct
-from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy, toy_factory, toy_scorer  # noqa: F401
+from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy_factory, toy_scorer
+from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
 
 def quantise(self, images: np.ndarray) -> np.ndarray:
