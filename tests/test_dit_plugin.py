@@ -17,6 +17,15 @@ from generators.dit.plugin import DiTGenerator, dit_xl_2, dit_xl_2_512, load_vae
 from generators.dit.presets import PRESETS, DiTPreset
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared, oversubscribed CPU: a second spinning thread makes them several times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     """A random tiny-DiT checkpoint (32 px, 10 classes) and a tiny random SD-style VAE folder."""

@@ -19,6 +19,7 @@ LayerNorms carry no affine parameters (adaLN supplies scale and shift), so they 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,9 +302,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"DiT checkpoint not found: {path}")
+    # train.py stores its argparse.Namespace under "args": allow exactly that class, nothing else
+    # (torch < 2.5 has no `safe_globals`; there only bare state dicts load)
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    allow = safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
     try:
-        # train.py stores its argparse.Namespace under "args": allow exactly that class, nothing else
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with allow:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or a pickle that needs arbitrary code
         raise BenchError(f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e})") from e
