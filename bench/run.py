@@ -265,6 +265,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     folder = RunFolder(Path(settings.runs_dir) / run_id)
     if group.is_main:
         folder.claim(config)
+        folder.remove_partial_files()
     group.barrier()
     if not group.is_main:
         folder.claim(config)

@@ -141,6 +141,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     folder = RunFolder(Path(settings.runs_dir) / run_id)
     if group.is_main:
         folder.claim(config)
+        folder.remove_partial_files()
     group.barrier()
     if not group.is_main:
         folder.claim(config)

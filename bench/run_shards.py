@@ -66,6 +66,16 @@ class RunFolder:
         write_json(manifest, {"fingerprint": fingerprint(config), "config": config})
         return True
 
+    def remove_partial_files(self) -> int:
+        """Delete half-written shard files a killed run left behind (atomic writes' temporaries).
+
+        Only call it while no process writes into this folder (rank 0, before the others start).
+        """
+        stale = list(self.shards_dir.glob(".*.tmp")) if self.shards_dir.exists() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     # -- shards ---------------------------------------------------------------------------------------
     def shard_file(self, shard: Shard, kind: str) -> Path:
         suffix = {"features": "features.npz", "images": "images.npy"}[kind]

@@ -1,4 +1,5 @@
-"""`torchrun --nproc_per_node=2 bench run ...` on CPU (gloo) gives exactly the single-process run.
+"""`torchrun --nproc_per_node=2 bench run ...` on CPU (gloo) gives exactly the single-process run, and a
+run killed with SIGKILL resumes to exactly the uninterrupted result.
 
 The test launches this file under torchrun; run as a script it is the worker (toy generator, stand-in
 extractor and scorer). `--separate-folders` gives each rank its own run folder, as on nodes without a shared
@@ -73,5 +74,59 @@ def test_two_processes_equal_one(toy, tmp_path, separate):
         assert not (tmp_path / "multi" / "node1" / "d" / "result.json").exists()
 
 
+
+
+def slow_worker(runs_dir: str, ref: str) -> None:
+    """A single process that is killed (SIGKILL) in the middle of its second shard."""
+    import time
+
+    sys.path.insert(0, str(HERE))
+    import bench.run
+    from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer
+
+    slow_sample = ToyGenerator.sample
+
+    def sample(self, labels, seeds):
+        time.sleep(0.3)
+        return slow_sample(self, labels, seeds)
+
+    ToyGenerator.sample = sample
+    bench.run.load_generator_factory = lambda name: toy_factory
+    settings = dist_settings(runs_dir, ref)
+    bench.run.run(settings, extractor=ProjectionExtractor(), scorer=toy_scorer)
+
+
+def test_killed_run_resumes_to_identical_metrics(toy, tmp_path):
+    import signal
+    import time
+
+    from bench.run import run
+    from test_run_helpers import ProjectionExtractor, toy_scorer
+
+    whole = run(dist_settings(str(tmp_path / "whole"), str(toy)), extractor=ProjectionExtractor(), scorer=toy_scorer)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
+    proc = subprocess.Popen([sys.executable, __file__, str(tmp_path / "cut"), str(toy), "--slow"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = tmp_path / "cut" / "d" / "shards"
+    deadline = time.time() + 120
+    while not list(shards.glob("*.features.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the second shard (3 batches of 0.3 s each)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.name for p in shards.glob("*.features.npz"))
+    assert finished and len(finished) < 5, finished
+    assert list(shards.glob(".*.tmp"))  # the shard being written when killed
+    resumed = run(dist_settings(str(tmp_path / "cut"), str(toy)), extractor=ProjectionExtractor(), scorer=toy_scorer)
+    assert resumed["images_resumed"] == 10 * len(finished)
+    assert resumed["metrics"] == whole["metrics"]
+    assert not list(shards.glob(".*.tmp"))  # the killed shard's half-written images were cleaned up
+    with np.load(tmp_path / "cut" / "d" / "samples.npz") as a, np.load(tmp_path / "whole" / "d" / "samples.npz") as b:
+        np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
+
+
 if __name__ == "__main__":
-    worker(sys.argv[1], sys.argv[2], "--separate-folders" in sys.argv)
+    if "--slow" in sys.argv:
+        slow_worker(sys.argv[1], sys.argv[2])
+    else:
+        worker(sys.argv[1], sys.argv[2], "--separate-folders" in sys.argv)
