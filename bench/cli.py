@@ -31,8 +31,12 @@ def cli() -> None:
     """Sample ImageNet 256x256 generators and score them exactly as the papers do.
 
     \b
-    bench eval REF.npz SAMPLE.npz     drop-in for ADM's evaluator (FID, sFID, IS, Precision, Recall)
-    bench ref build SOURCE -o OUT.npz build reference statistics from an npz or an image folder
+    bench run --generator llamagen-xl  sample 50k images and score them against ImageNet 256
+    bench eval REF.npz SAMPLE.npz      drop-in for ADM's evaluator (FID, sFID, IS, Precision, Recall)
+    bench ref build SOURCE -o OUT.npz  reference statistics from an npz or an ImageNet-style folder
+    bench report runs/ --compare       leaderboard of results, flagging runs that are not comparable
+    bench generators                   the installed generator presets and their paper settings
+    bench llamagen train-vq|extract-codes|train-gpt   train LlamaGen from scratch
     """
 
 
@@ -182,6 +186,27 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path):
         for key, values in differing.items():
             click.echo(f"  {key}: {', '.join(map(str, values))}")
     report.write_outputs(board, differing, csv_path, html_path)
+
+
+def _attach_commands() -> None:
+    """Commands written beside the code they drive: the run harness and the LlamaGen trainers."""
+    from bench.run import generators_command, run_command
+    from generators.llamagen.codes import extract_codes_command
+    from generators.llamagen.train_gpt import train_gpt_command
+    from generators.llamagen.train_vq import train_vq_command
+
+    cli.add_command(run_command)
+    cli.add_command(generators_command)
+
+    @cli.group("llamagen")
+    def llamagen_group() -> None:
+        """LlamaGen training: VQ tokenizer, code extraction, AR model (single GPU, CPU, or torchrun)."""
+
+    for command in (train_vq_command, extract_codes_command, train_gpt_command):
+        llamagen_group.add_command(command)
+
+
+_attach_commands()
 
 
 def main() -> None:
