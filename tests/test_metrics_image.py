@@ -19,7 +19,9 @@ def noisy_pairs(rng, n, h, w, dtype):
 
 
 def skimage_ssim(a, b, data_range, **kwargs):
-    return np.array([structural_similarity(x, y, data_range=data_range, channel_axis=-1, **kwargs) for x, y in zip(a, b)])
+    return np.array(
+        [structural_similarity(x, y, data_range=data_range, channel_axis=-1, **kwargs) for x, y in zip(a, b)]
+    )
 
 
 @pytest.mark.parametrize("dtype,data_range", [(np.uint8, 255), (np.float64, 1.0), (np.float64, 2.0)])
@@ -33,10 +35,10 @@ def test_psnr_and_ssim_match_skimage(dtype, data_range):
 def test_ssim_options_match_skimage():
     a, b = noisy_pairs(np.random.default_rng(1), 2, 30, 28, np.float64)
     for kwargs in [
-        dict(gaussian_weights=True),
-        dict(gaussian_weights=True, sigma=1.0, use_sample_covariance=False),
-        dict(win_size=5),
-        dict(win_size=9, K1=0.02, K2=0.05, use_sample_covariance=False),
+        {"gaussian_weights": True},
+        {"gaussian_weights": True, "sigma": 1.0, "use_sample_covariance": False},
+        {"win_size": 5},
+        {"win_size": 9, "K1": 0.02, "K2": 0.05, "use_sample_covariance": False},
     ]:
         np.testing.assert_allclose(ssim(a, b, 1.0, **kwargs), skimage_ssim(a, b, 1.0, **kwargs), rtol=1e-10)
 

@@ -1,6 +1,7 @@
 """Inception Score (ADM's split semantics) and KID (torch-fidelity's estimator) against closed forms and
 straightforward loop implementations."""
 
+import inspect
 import math
 
 import numpy as np
@@ -84,11 +85,14 @@ def test_kid_matches_loop_estimator_with_torch_fidelity_sampling():
 
 
 def test_kid_defaults_are_torch_fidelitys():
+    defaults = {name: p.default for name, p in inspect.signature(kid).parameters.items()}
+    assert defaults["subset_size"] == 1000 and defaults["subsets"] == 100 and defaults["seed"] == 2020
+    assert defaults["degree"] == 3 and defaults["gamma"] is None and defaults["coef0"] == 1
     # subset_size == N makes every subset the whole set: each subset gives the same MMD, so std is ~0 and
-    # the mean is the full-set estimate, whatever permutation the seed draws.
+    # the mean is the full-set estimate with gamma = 1 / d, whatever permutation the seed draws.
     rng = np.random.default_rng(2)
     f1, f2 = rng.standard_normal((1000, 3)), rng.standard_normal((1000, 3)) + 0.5
-    mean, std = kid(f1, f2)
+    mean, std = kid(f1, f2, subsets=4)
     gamma = 1 / 3
     k = lambda a, b: (a @ b.T * gamma + 1) ** 3
     kxx, kyy, kxy = k(f1, f1), k(f2, f2), k(f1, f2)

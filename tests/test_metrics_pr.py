@@ -32,7 +32,9 @@ def tf_precision_recall(ref: np.ndarray, sample: np.ndarray, k: int, batch: int)
     def radii(x):
         out = np.zeros(len(x), np.float32)
         for r in range(0, len(x), batch):
-            row = np.concatenate([tf_distance_block(x[r : r + batch], x[c : c + batch]) for c in range(0, len(x), batch)], 1)
+            row = np.concatenate(
+                [tf_distance_block(x[r : r + batch], x[c : c + batch]) for c in range(0, len(x), batch)], 1
+            )
             out[r : r + batch] = np.partition(row, np.arange(k + 1), axis=1)[:, k]
         return out
 

@@ -39,6 +39,4 @@ def check_features(x, name: str, min_rows: int = 2) -> np.ndarray:
 
 def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise BenchError(
-            f"feature dimensions differ: {name_a} has {a.shape[1]}, {name_b} has {b.shape[1]}"
-        )
+        raise BenchError(f"feature dimensions differ: {name_a} has {a.shape[1]}, {name_b} has {b.shape[1]}")
