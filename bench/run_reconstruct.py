@@ -67,7 +67,7 @@ def shard_images(source, shards: list[Shard], shard_size: int, image_size: int) 
     for i, block in enumerate(source.batches(shard_size)):
         shard = (i * shard_size, i * shard_size + len(block))
         if shard in wanted:
-            yield shard, block
+            yield shard, np.array(block)  # writable: the archive's read-only buffer upsets torch.from_numpy
 
 
 def reconstruct_shard(generator: Generator, extractor, originals: np.ndarray, batch_size: int,
