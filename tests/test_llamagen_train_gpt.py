@@ -81,6 +81,13 @@ def test_resume_continues_exactly(codes, tmp_path):
     assert read_log(tmp_path / "a")[3:] == read_log(tmp_path / "b")[3:]
 
 
+def test_resume_from_an_older_checkpoint_rewrites_the_log(codes, tmp_path):
+    train_gpt(config(codes, tmp_path / "run", max_steps=4, ckpt_every=2))
+    train_gpt(config(codes, tmp_path / "run", max_steps=4, ckpt_every=2,
+                     resume=str(tmp_path / "run" / "checkpoints" / "0000002")))
+    assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4]
+
+
 def test_gradient_accumulation_equals_the_full_batch(codes, tmp_path):
     no_dropout = dict(class_dropout_p=0.0, token_dropout_p=0.0, dropout_p=0.0, max_steps=2)
     full = final_model(train_gpt(config(codes, tmp_path / "full", **no_dropout)))

@@ -12,7 +12,7 @@ from generators.llamagen.discriminator import DiscriminatorConfig, PatchGANDiscr
 from generators.llamagen.losses import (TokenizerLoss, TokenizerLossConfig, adaptive_weight, disc_weight_at,
                                         hinge_d_loss, hinge_gen_loss, non_saturating_d_loss, non_saturating_gen_loss,
                                         vanilla_d_loss)
-from generators.llamagen.lpips import LPIPS, load_lpips
+from generators.llamagen.lpips import load_lpips
 
 REAL = torch.tensor([2.0, 0.5, -1.0])
 FAKE = torch.tensor([-2.0, 0.0, 1.0])

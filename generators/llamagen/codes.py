@@ -391,7 +391,7 @@ def extract_codes_command(data_dir: str, out_dir: str, vq_ckpt: str, vq_model: s
     if "RANK" in os.environ and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             device = f"cuda:{torch.cuda.current_device()}"
     model = load_vq(vq_ckpt, vq_model, weights, codebook_size=codebook_size,
                     codebook_embed_dim=codebook_embed_dim).to(device)

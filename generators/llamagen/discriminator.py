@@ -27,8 +27,9 @@ class DiscriminatorConfig:
 
 
 class PatchGANDiscriminator(nn.Module):
-    def __init__(self, config: DiscriminatorConfig = DiscriminatorConfig()):
+    def __init__(self, config: DiscriminatorConfig | None = None):
         super().__init__()
+        config = config or DiscriminatorConfig()
         self.config = config
         ndf, n = config.ndf, config.n_layers
         layers: list[nn.Module] = [

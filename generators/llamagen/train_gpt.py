@@ -19,11 +19,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import os
 import re
 import shutil
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from bench.atomic import atomic_path
+from bench.atomic import atomic_path, write_text
 from bench.errors import BenchError
 from generators.llamagen.codes import CodeDataset, ResumableSampler, load_checkpoint
 
@@ -70,7 +68,7 @@ def setup_distributed(device: str | None = None) -> DistEnv:
     else:
         rank, world = 0, 1
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", 0))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
     else:
@@ -197,6 +195,14 @@ def resolve_resume(resume: str | None, results_dir: Path) -> Path | None:
     if not (path / "model.pt").exists():
         raise BenchError(f"{path}: not a checkpoint folder (expected model.pt and rank*.pt inside)")
     return path
+
+
+def trim_log(results_dir: Path, step: int) -> None:
+    """Drop log.jsonl lines past `step`: a run resumed from an older checkpoint rewrites that stretch."""
+    log = results_dir / "log.jsonl"
+    if log.exists():
+        lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+        write_text(log, "".join(line + "\n" for line in lines))
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
@@ -330,6 +336,9 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
         raise BenchError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {cfg.mixed_precision!r}")
     env = setup_distributed(cfg.device)
     fsdp = cfg.parallel == "fsdp" and env.distributed
+    if fsdp and cfg.mixed_precision == "fp16":
+        raise BenchError("--parallel fsdp trains in bf16 or fp32: fp16 loss scaling is not synchronised across "
+                         "shards here. Use --mixed-precision bf16.")
     if fsdp and cfg.ema:
         raise BenchError("--ema is not supported with --parallel fsdp (the EMA copy would not be sharded)")
     per_rank = cfg.global_batch_size // env.world_size
@@ -376,6 +385,7 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
 
     if env.is_main:
         results.mkdir(parents=True, exist_ok=True)
+        trim_log(results, step)
         n_params = sum(p.numel() for p in model.parameters())
         tqdm.write(f"GPT {cfg.gpt_model}: {n_params:,} parameters; {len(dataset):,} images x {dataset.meta['views']} "
                    f"views; {sampler.batches_per_epoch} steps/epoch; starting at step {step} of {total_steps}")

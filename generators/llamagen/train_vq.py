@@ -36,7 +36,8 @@ from generators.llamagen.losses import D_LOSSES, GEN_LOSSES, TokenizerLoss, Toke
 from generators.llamagen.lpips import load_lpips
 from generators.llamagen.train_gpt import (PRECISIONS, autocast, epoch_batches, grad_scaler, mean_over_ranks,
                                            read_checkpoint, resolve_resume, rng_state, seed_everything,
-                                           set_rng_state, setup_distributed, update_ema, write_checkpoint)
+                                           set_rng_state, setup_distributed, trim_log, update_ema,
+                                           write_checkpoint)
 
 
 @dataclass
@@ -159,6 +160,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
 
     if env.is_main:
         results.mkdir(parents=True, exist_ok=True)
+        trim_log(results, step)
         tqdm.write(f"VQ {cfg.vq_model}: {sum(p.numel() for p in model.parameters()):,} parameters, discriminator "
                    f"{sum(p.numel() for p in raw_disc.parameters()):,}; {len(dataset):,} images; "
                    f"{sampler.batches_per_epoch} steps/epoch; starting at step {step} of {total_steps}; "
