@@ -131,7 +131,7 @@ def gpu_mode(models: list[str], batches: list[int], steps: int, compile: bool, d
                 decode = time.perf_counter() - start
                 images_per_s = batch / (per_step * PAPER_STEPS + decode)
                 baseline = baseline or images_per_s
-                print(f"{model:10s} {batch:5d} {setting:18s} {per_step:8.4f} {decode:9.3f} {images_per_s:8.2f} "
+                print(f"{model:10s} {batch:5d} {setting:18s} {per_step:8.4f} {decode:9.3f} {images_per_s:8.3f} "
                       f"{images_per_s / baseline:8.2f}x", flush=True)
         del net, compiled
         torch.cuda.empty_cache()
