@@ -200,3 +200,22 @@ def test_ddp_two_processes(images, tmp_path):
     log = read_log(tmp_path / "ddp")
     assert log[1]["disc_weight"] == 0.5 and np.isfinite(log[1]["disc_loss"])
     assert any(not torch.equal(v, ckpt(tmp_path / "ddp", 2)["discriminator"][k]) for k, v in b["discriminator"].items())
+
+
+def test_load_vq_reads_upstream_style_checkpoints(tmp_path):
+    import argparse
+
+    from bench.errors import BenchError
+    from generators.llamagen.codes import load_vq
+    from generators.llamagen.vq import vq_config
+
+    torch.manual_seed(0)
+    small = {**TINY, "codebook_size": 16, "codebook_embed_dim": 4}
+    reference = VQModel(vq_config("VQ-16", **small)).eval()
+    torch.save({"model": reference.state_dict(), "ema": reference.state_dict(), "steps": 7,
+                "args": argparse.Namespace(vq_model="VQ-16")}, tmp_path / "upstream.pt")  # vq_train.py's container
+    loaded = load_vq(tmp_path / "upstream.pt", "VQ-16", "ema", **small)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.equal(loaded.encode_to_codes(x), reference.encode_to_codes(x))
+    with pytest.raises(BenchError, match="does not fit"):
+        load_vq(tmp_path / "upstream.pt", "VQ-16", **{**small, "codebook_size": 32})

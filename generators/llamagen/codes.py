@@ -342,19 +342,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def load_vq(path: str | os.PathLike, vq_model: str = "VQ-16", weights: str = "model", **config_overrides):
-    """A VQModel from a checkpoint: ours (config stored inside) or upstream's ({"model": state_dict})."""
-    from generators.llamagen.vq import VQConfig, VQModel, vq_config
+    """A VQModel in eval mode from a training checkpoint: ours (its config is stored inside) or upstream's
+    ({"model": ..., "ema": ...}, architecture from `vq_model` and `config_overrides`)."""
+    from generators.llamagen.checkpoints import load_strict
+    from generators.llamagen.vq import VQ_CONFIGS, VQConfig, VQModel, vq_config
 
     ckpt = load_checkpoint(path)
     if weights not in ckpt:
-        raise BenchError(f"{path}: no {weights!r} weights in this checkpoint (keys: {', '.join(ckpt)})")
-    config = VQConfig(**ckpt["vq_config"]) if "vq_config" in ckpt else vq_config(vq_model, **config_overrides)
+        raise BenchError(f"{path}: no {weights!r} weights in this checkpoint (keys: {', '.join(map(str, ckpt))})")
+    if "vq_config" in ckpt:
+        config, what = VQConfig(**ckpt["vq_config"]), "the tokenizer described in the checkpoint"
+    elif vq_model in VQ_CONFIGS:
+        config, what = vq_config(vq_model, **config_overrides), f"a {vq_model} tokenizer with {config_overrides}"
+    else:
+        raise BenchError(f"unknown VQ model {vq_model!r}; known: {', '.join(VQ_CONFIGS)}")
     model = VQModel(config)
-    try:
-        model.load_state_dict(ckpt[weights])
-    except RuntimeError as err:
-        raise BenchError(f"{path}: the weights do not fit a {vq_model} tokenizer with {config_overrides or 'default'}"
-                         f" settings ({str(err).splitlines()[0]})") from None
+    load_strict(model, ckpt[weights], what, optional=("quantize.codebook_used",))
     return model.eval()
 
 
