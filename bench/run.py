@@ -299,7 +299,8 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     features.pop("index")
     dims = {k: v.shape[1] for k, v in features.items() if v.ndim == 2}
     warnings += [warn(w) for w in sample_size_warnings(plan.num_samples, dims)]
-    metrics = scorer(ref, extractor)(features)
+    score = scorer(ref, extractor)
+    metrics = score(features)
     outputs = {}
     if settings.save_npz:
         if keep_images:
@@ -322,7 +323,8 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
         "seed": settings.seed,
         "labels": settings.labels,
         "num_samples": plan.num_samples,
-        "versions": package_versions(),
+        "num_ref": metrics.get("num_ref"),
+        "provenance": run_provenance(extractor, score),
         "device": device_description(device),
         "world_size": group.world_size,
         "wall_time_s": time.perf_counter() - started,
@@ -380,6 +382,12 @@ def write_grid(generator: Generator, plan: SamplingPlan, batch_size: int, path: 
     with atomic_path(path) as tmp:
         Image.fromarray(canvas).save(tmp, format="PNG")
     return path
+
+
+def run_provenance(extractor, score: Scorer) -> dict[str, Any]:
+    """The `provenance` block `bench eval` results carry too, so `bench report` compares both alike."""
+    return json_safe({"inception": getattr(extractor, "provenance", None), **getattr(score, "provenance", {}),
+                      "versions": package_versions()})
 
 
 def package_versions() -> dict[str, str]:

@@ -5,8 +5,8 @@ decoded; originals and reconstructions are brought to the eval size by the prese
 streamed shard by shard through the feature extractor, exactly like `bench run` (same run folder, resume
 and torchrun sharding). The result holds:
 
-- rFID/sFID/IS/Precision/Recall of the reconstructions against the reference batch (`--ref`), the number
-  tokenizer papers report as rFID;
+- rFID (`metrics.rfid`), and sFID/IS/Precision/Recall, of the reconstructions against the reference batch
+  (`--ref`): the number tokenizer papers report as rFID;
 - FID/sFID of the reconstructions against the originals themselves;
 - PSNR (data_range 1 on [0, 1] images), and SSIM twice: the correct data_range=1.0, and data_range=2.0
   on the same [0, 1] images -- LlamaGen's validation script's convention, which inflates SSIM and is what
@@ -31,7 +31,7 @@ from bench.download import sha256_file
 from bench.errors import BenchError
 from bench.generator import Generator
 from bench.run import (RunSettings, ScorerFactory, adm_scorer_factory, device_types, is_oom, json_safe, build_generator,
-                       default_extractor, device_description, package_versions, sample_size_warnings, warn)
+                       default_extractor, device_description, run_provenance, sample_size_warnings, warn)
 from bench.run_dist import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.run_references import check_resolution, resolve_reference
 from bench.run_shards import RunFolder, Shard, fingerprint
@@ -171,8 +171,11 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     recon = {k[len("recon_"):]: v for k, v in arrays.items() if k.startswith("recon_")}
     orig = {k[len("orig_"):]: v for k, v in arrays.items() if k.startswith("orig_")}
     warnings += [warn(w) for w in sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2})]
+    score = scorer(ref, extractor)
+    vs_reference = score(recon)
     metrics = {
-        "vs_reference": scorer(ref, extractor)(recon),
+        "rfid": vs_reference.get("fid"),
+        "vs_reference": vs_reference,
         "vs_originals": fid_between(recon, orig),
         "psnr": float(arrays["psnr"].mean()),
         "ssim": float(arrays["ssim"].mean()),
@@ -190,7 +193,8 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
         "run_id": run_id, "task": "reconstruct", "generator": settings.generator, "metrics": json_safe(metrics),
         "settings": json_safe({**settings.__dict__, "data": str(data)}), "config": config,
         "fingerprint": fingerprint(config), "checkpoint_sha256": files, "reference": ref.provenance(),
-        "num_images": num, "versions": package_versions(), "device": device_description(device),
+        "num_images": num, "num_samples": num, "num_ref": vs_reference.get("num_ref"),
+        "provenance": run_provenance(extractor, score), "device": device_description(device),
         "world_size": group.world_size, "wall_time_s": time.perf_counter() - started,
         "images_processed": generated, "images_resumed": num - generated,
         "images_per_s": generated / seconds if generated and seconds > 0 else None, "warnings": warnings,

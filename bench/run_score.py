@@ -51,4 +51,5 @@ def adm_scorer(ref_path, extractor, *, exact: bool = False, batch_size: int = 64
         result["num_samples"] = len(features["pool"])
         return result
 
+    score.provenance = {"distances": "exact (float64)" if exact else "ADM (float16, as TensorFlow)"}
     return score

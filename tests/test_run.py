@@ -68,7 +68,8 @@ def test_result_records_provenance(toy, tmp_path):
     assert result["reference"]["sha256"] == hashlib.sha256(toy.read_bytes()).hexdigest()
     assert result["reference"]["resolution"] == 8
     assert result["seed"] == 3 and result["num_samples"] == 40 and result["labels"] == "random"
-    assert {"python", "torch", "numpy", "bench"} <= set(result["versions"])
+    assert {"python", "torch", "numpy", "bench"} <= set(result["provenance"]["versions"])
+    assert result["provenance"]["inception"] == ProjectionExtractor.provenance
     assert result["images_generated"] == 40 and result["images_resumed"] == 0
     assert result["images_per_s"] > 0 and result["wall_time_s"] > 0
     assert result["device"].startswith("cpu")

@@ -23,8 +23,27 @@ class Extractor(ProjectionExtractor):
 def test_run_metrics_equal_evaluating_the_saved_batch(toy, tmp_path, labels):
     settings = RunSettings(generator="toy", num_samples=40, batch_size=40, shard_size=40, ref=str(toy),
                            runs_dir=str(tmp_path / "runs"), run_id="adm", save_npz=True, seed=1, labels=labels)
-    metrics = run(settings, extractor=Extractor())["metrics"]
+    result = run(settings, extractor=Extractor())
+    metrics = result["metrics"]
     expected = evaluate(toy, tmp_path / "runs" / "adm" / "samples.npz", Extractor())
     for key in ("inception_score", "fid", "sfid", "precision", "recall", "num_ref", "num_samples"):
         assert metrics[key] == expected[key], key
+    for key in ("num_ref", "num_samples"):  # what `bench report` compares, where `bench eval` puts it
+        assert result[key] == expected[key], key
+    for key in ("inception", "distances"):
+        assert result["provenance"][key] == expected["provenance"][key], key
     assert metrics["fid"] > 0 and 0 <= metrics["precision"] <= 1
+
+
+def test_bench_report_reads_run_results(toy, tmp_path):
+    from bench.report import compare, leaderboard, load_results
+
+    for run_id, n in (("a", 40), ("b", 40), ("c", 30)):
+        run(RunSettings(generator="toy", num_samples=n, batch_size=10, shard_size=10, ref=str(toy),
+                        runs_dir=str(tmp_path / "runs"), run_id=run_id), extractor=Extractor())
+    table, differing = compare(load_results([tmp_path / "runs"]))
+    assert table["run"].tolist() == ["a", "b", "c"]
+    assert table["fid"].notna().all() and table["inception_score"].notna().all()
+    assert table["comparable"].tolist() == [True, True, False]  # 30 samples: not comparable with 40
+    assert "num_samples" in differing
+    assert set(leaderboard(table)["run"]) == {"a", "b", "c"}

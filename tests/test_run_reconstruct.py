@@ -84,7 +84,7 @@ def test_reconstruction_metrics_match_scikit_image_and_scipy(tokenizer, tmp_path
     assert m["ssim_llamagen_convention"] > m["ssim"]  # the data_range=2 convention inflates SSIM
     assert m["vs_originals"]["fid"] == pytest.approx(exp["fid_orig"], rel=1e-6, abs=1e-9)
     assert m["vs_originals"]["sfid"] == pytest.approx(exp["sfid_orig"], rel=1e-6, abs=1e-9)
-    assert m["vs_reference"]["fid"] == pytest.approx(exp["vs_ref"]["fid"], rel=1e-9)
+    assert m["vs_reference"]["fid"] == pytest.approx(exp["vs_ref"]["fid"], rel=1e-9) == m["rfid"]
     assert "data_range=2.0" in m["conventions"]["ssim_llamagen_convention"]
     assert result["num_images"] == 21 and result["task"] == "reconstruct"
     assert json.loads((tmp_path / "runs" / "rec" / "result.json").read_text())["metrics"] == m
