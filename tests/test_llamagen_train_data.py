@@ -181,3 +181,33 @@ def test_code_dataset_refuses_unfinished_or_inconsistent_folders(tmp_path):
                                                           "codebook_size": 8, "classes": ["x"]}))
     with pytest.raises(BenchError, match="promises"):
         CodeDataset(tmp_path / "c")
+
+
+def _extract_worker(rank: int, world: int, port: int, root, out) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        extract_codes(_toy_encoder, root, out, image_size=16, codebook_size=16, batch_size=2, num_workers=0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_extract_codes_with_two_ranks_equals_one(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    root = _image_folder(tmp_path / "data")
+    single = extract_codes(_toy_encoder, root, tmp_path / "single", image_size=16, codebook_size=16, num_workers=0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_extract_worker, args=(2, port, root, tmp_path / "two"), nprocs=2)
+    for name in ("codes.npy", "labels.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "two" / name), np.load(single / name))
+    assert json.loads((tmp_path / "two" / "meta.json").read_text()) == json.loads((single / "meta.json").read_text())
