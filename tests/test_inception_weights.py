@@ -86,12 +86,7 @@ def test_graph_def_loader_roundtrip_and_features(graph_file, with_softmax, torch
     from_ts = InceptionExtractor(torchscript, "torch").extract(images)
     for key in ("pool", "spatial"):
         np.testing.assert_array_equal(from_pb[key], from_ts[key])
-    # The TF backend imports the .pb itself (as ADM does) and agrees with torch.
-    tf_extractor = InceptionExtractor(loaded, "tf")
-    assert tf_extractor.provenance["tf_graph"].startswith("imported")
-    from_tf = tf_extractor.extract(images)
-    for key, bound in (("pool", 1e-4), ("spatial", 2e-4), ("logits", 1e-4)):
-        assert np.abs(from_tf[key] - from_pb[key]).max() < bound, key
+    # (TF importing such a file and agreeing with torch: tests/test_inception_backends.py.)
 
 
 def test_graph_def_batchnorm_attributes(graph_file, tmp_path):

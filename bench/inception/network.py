@@ -63,9 +63,11 @@ def tf1_resize_bilinear(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor
 
     y0, y1, y_lerp = axis(x.shape[2], out_h)
     x0, x1, x_lerp = axis(x.shape[3], out_w)
-    top, bottom = x[:, :, y0, :], x[:, :, y1, :]
-    top = top[..., x0] + (top[..., x1] - top[..., x0]) * x_lerp
-    bottom = bottom[..., x0] + (bottom[..., x1] - bottom[..., x0]) * x_lerp
+    top, bottom = x.index_select(2, y0), x.index_select(2, y1)
+    top_left = top.index_select(3, x0)
+    top = top_left + (top.index_select(3, x1) - top_left) * x_lerp
+    bottom_left = bottom.index_select(3, x0)
+    bottom = bottom_left + (bottom.index_select(3, x1) - bottom_left) * x_lerp
     return top + (bottom - top) * y_lerp[:, None]
 
 
@@ -118,6 +120,10 @@ class ConvBNReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.weight.shape[2:]
+        if kh == kw == 1 and self.stride == 1:
+            # A 1x1 conv is a matmul over channels: on NHWC memory F.linear is one GEMM with the bias fused in.
+            nhwc = x.permute(0, 2, 3, 1)
+            return F.relu_(F.linear(nhwc, self.weight[:, :, 0, 0], self.bias)).permute(0, 3, 1, 2)
         if self.padding == "VALID":
             pad = (0, 0)
         else:
@@ -126,7 +132,7 @@ class ConvBNReLU(nn.Module):
                 x, pad = F.pad(x, (left, right, top, bottom)), (0, 0)
             else:
                 pad = (top, left)
-        return F.relu(F.conv2d(x, self.weight, self.bias, self.stride, pad))
+        return F.relu_(F.conv2d(x, self.weight, self.bias, self.stride, pad))
 
 
 class InceptionA(nn.Module):

