@@ -108,8 +108,8 @@ def test_adm_mode_matches_tensorflow_manifold_estimator():
     ref = inception_like(rng, 2000)
     sample = inception_like(rng, 2000, scale=0.53)
     sample[:300] = inception_like(rng, 300, scale=0.5) + 0.02  # a mixture so that neither value is 0 or 1
-    expected = tf_precision_recall(ref, sample, k=3, batch=1000)
-    got = precision_recall(ref, sample, k=3, batch_size=1000)
+    expected = tf_precision_recall(ref, sample, k=3, batch=900)  # blocks of 900, 900 and 200 rows
+    got = precision_recall(ref, sample, k=3, batch_size=900)
     assert 0.02 < expected[0] < 0.98 and 0.02 < expected[1] < 0.98
     assert got == pytest.approx(expected, abs=1e-3)
 
@@ -127,10 +127,12 @@ def test_exact_mode_equals_brute_force_float64():
     rng = np.random.default_rng(4)
     ref = rng.standard_normal((300, 64))
     sample = rng.standard_normal((250, 64)) * 1.1 + 0.05
-    for k in (1, 3, 5):
-        assert precision_recall(ref, sample, k=k, exact=True, batch_size=128) == brute_force_precision_recall(
-            ref, sample, k
-        )
+    for k, batch_size in ((1, 128), (3, 128), (5, 128), (4, 1000)):  # partial and single blocks
+        expected = brute_force_precision_recall(ref, sample, k)
+        assert precision_recall(ref, sample, k=k, exact=True, batch_size=batch_size) == expected
+    # blocks narrower than the k + 1 neighbours kept per row
+    expected = brute_force_precision_recall(ref[:25], sample[:20], 3)
+    assert precision_recall(ref[:25], sample[:20], k=3, exact=True, batch_size=2) == expected
 
 
 def test_hand_worked_one_dimensional_case():

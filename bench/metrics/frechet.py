@@ -15,7 +15,9 @@ the same one scipy's sqrtm returns there, since the principal square root of a P
 non-negative eigenvalues.
 
 ADM's fallbacks are kept: if the computation is not finite, warn and add eps*I to both covariances; a
-negative eigenvalue beyond roundoff (ADM: imaginary diagonal above 1e-3) is an error.
+negative eigenvalue beyond roundoff (ADM: imaginary diagonal above 1e-3) is an error. Singular products (N < d)
+only warn here: scipy's sqrtm returns a finite value for them too, so ADM does not add eps either (with old
+scipy versions whose sqrtm failed on them, ADM's value carries the eps*I perturbation and this one does not).
 """
 
 import warnings

@@ -157,7 +157,7 @@ def manifold_radii(
     for row, col in tqdm(blocks, desc="manifold radii", disable=not progress, leave=False):
         d = distances(features[row : row + batch_size], features[col : col + batch_size])
         candidates = d if col == 0 else torch.cat([nearest, d], dim=1)
-        nearest = torch.topk(candidates, k + 1, dim=1, largest=False, sorted=True).values
+        nearest = torch.topk(candidates, min(k + 1, candidates.shape[1]), dim=1, largest=False, sorted=True).values
         if col + batch_size >= n:
             radii.append(nearest[:, k])
     return torch.cat(radii)
