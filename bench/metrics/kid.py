@@ -43,7 +43,7 @@ def kid(
     gamma: float | None = None,
     coef0: float = 1.0,
     seed: int = 2020,
-    progress: bool = False,
+    progress: bool = True,
 ) -> tuple[float, float]:
     """(mean, std) of the unbiased polynomial-kernel MMD^2 over random subsets; torch-fidelity's defaults."""
     feats1 = check_features(feats1, "feats1").astype(np.float64)

@@ -170,7 +170,7 @@ def precision_recall(
     exact: bool = False,
     batch_size: int = 10000,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool = True,
 ) -> tuple[float, float]:
     """(precision, recall) of samples against references; ADM's float16 distances unless `exact=True`."""
     if k < 1:
