@@ -169,6 +169,11 @@ def test_extract_codes_matches_per_image_encoding(tmp_path, use_ten_crop):
         assert match
         seen.add(match[0])
     assert len(seen) > 1  # views are drawn per epoch
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(ds))  # what a "spawn" DataLoader worker receives
+    assert not any(isinstance(v, np.memmap) for v in vars(clone).values())  # the path, never the mapped codes
+    assert torch.equal(clone[4][0], ds[4][0])
 
 
 def test_code_dataset_refuses_unfinished_or_inconsistent_folders(tmp_path):

@@ -294,14 +294,22 @@ class CodeDataset(Dataset):
             raise BenchError(f"{self.path}: not a finished code dataset (no meta.json). Run the code extraction "
                              "first (bench llamagen extract-codes), and let it finish.")
         self.meta = json.loads(meta_path.read_text())
-        self.codes = np.load(self.path / "codes.npy", mmap_mode="r")
         self.labels = np.load(self.path / "labels.npy")
-        expected = (self.meta["num_images"], self.meta["views"], self.meta["tokens"])
-        if self.codes.shape != expected or self.labels.shape != (expected[0],):
-            raise BenchError(f"{self.path}: codes.npy has shape {self.codes.shape} and labels.npy "
-                             f"{self.labels.shape}; meta.json promises {expected} and ({expected[0]},)")
+        self.shape = (self.meta["num_images"], self.meta["views"], self.meta["tokens"])
+        found = self._open_codes().shape
+        if found != self.shape or self.labels.shape != (self.shape[0],):
+            raise BenchError(f"{self.path}: codes.npy has shape {found} and labels.npy {self.labels.shape}; "
+                             f"meta.json promises {self.shape} and ({self.shape[0]},)")
+        self._codes: np.ndarray | None = None
         self.seed = seed
         self.epoch = 0
+
+    def _open_codes(self) -> np.ndarray:
+        return np.load(self.path / "codes.npy", mmap_mode="r")
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started with "spawn" pickle the dataset: send the path, never the mapped array.
+        return {**self.__dict__, "_codes": None}
 
     @property
     def tokens(self) -> int:
@@ -315,11 +323,13 @@ class CodeDataset(Dataset):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.codes.shape[0]
+        return self.shape[0]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        view = int(sample_rng(self.seed, self.epoch, index).integers(self.codes.shape[1]))
-        return torch.from_numpy(self.codes[index, view].astype(np.int64)), int(self.labels[index])
+        if self._codes is None:
+            self._codes = self._open_codes()  # one memory map per process
+        view = int(sample_rng(self.seed, self.epoch, index).integers(self.shape[1]))
+        return torch.from_numpy(self._codes[index, view].astype(np.int64)), int(self.labels[index])
 
 
 # ----------------------------------------------------------------------------------------------------------------
