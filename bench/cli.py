@@ -190,7 +190,7 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path):
 
 def _attach_commands() -> None:
     """Commands written beside the code they drive: the run harness and the LlamaGen trainers."""
-    from bench.run import generators_command, run_command
+    from bench.run.loop import generators_command, run_command
     from generators.llamagen.codes import extract_codes_command
     from generators.llamagen.train_gpt import train_gpt_command
     from generators.llamagen.train_vq import train_vq_command

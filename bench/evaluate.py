@@ -90,16 +90,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Batch:
-    """One side of the comparison: its activations (when it has images) and its FID/sFID statistics."""
+class Scored:
+    """One side of a comparison: its activations (when it has images) and its FID/sFID statistics."""
 
     path: Path
     acts: Activations | None
     stats: dict[str, np.ndarray]
-    num_images: int | None
+
+    @property
+    def num_images(self) -> int | None:
+        return None if self.acts is None else len(self.acts)
 
 
-def _load_batch(path: str | Path, extractor, role: str, batch_size: int, cache: bool) -> _Batch:
+def _check_finite(acts: Activations, where: str) -> None:
+    for name, features in (("pool", acts.pool), ("spatial", acts.spatial)):
+        bad = ~np.isfinite(features).all(axis=1)
+        if bad.any():
+            raise BenchError(f"{where}: {int(bad.sum())} of {len(features)} {name} feature rows are NaN/inf "
+                             "(corrupt images or a broken extractor)")
+
+
+def _statistics(acts: Activations) -> dict[str, np.ndarray]:
+    mu, sigma = feature_statistics(acts.pool)
+    mu_s, sigma_s = feature_statistics(acts.spatial)
+    return {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
+
+
+def load_batch(path: str | Path, extractor, role: str = "reference", batch_size: int = 64,
+               cache: bool = True) -> Scored:
+    """Activations of a batch's images (if any) and its statistics (precomputed ones first, as ADM)."""
     path = Path(path)
     stats = read_statistics(path)
     acts = None
@@ -109,53 +128,22 @@ def _load_batch(path: str | Path, extractor, role: str, batch_size: int, cache: 
             raise BenchError(f"{path}: the {role} batch has {source.num_images} image(s); at least 2 are needed "
                              "for a covariance (and ~50k samples / 10k references for paper-comparable numbers)")
         acts = compute_activations(source, extractor, batch_size, cache)
-        for name, features in (("pool", acts.pool), ("spatial", acts.spatial)):
-            bad = ~np.isfinite(features).all(axis=1)
-            if bad.any():
-                raise BenchError(f"{path}: {int(bad.sum())} of {len(features)} {name} feature rows are NaN/inf "
-                                 "(corrupt images or a broken extractor)")
+        _check_finite(acts, str(path))
     elif stats is None:
         raise BenchError(f"{path}: the {role} batch has neither images ('arr_0') nor statistics (mu, sigma, ...)")
-    if stats is None:
-        mu, sigma = feature_statistics(acts.pool)
-        mu_s, sigma_s = feature_statistics(acts.spatial)
-        stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
-    return _Batch(path, acts, stats, acts and len(acts))
+    return Scored(path, acts, stats if stats is not None else _statistics(acts))
 
 
-def _check_dims(ref: _Batch, sample: _Batch) -> None:
+def score(ref: Scored, sample: Scored, extractor, exact: bool = False) -> dict[str, Any]:
+    """ADM's five numbers for `sample` against `ref`, plus the sample counts (no provenance)."""
     for key in ("mu", "mu_s"):
         if ref.stats[key].shape != sample.stats[key].shape:
             raise BenchError(
                 f"feature dimensions differ: reference {key} has shape {ref.stats[key].shape}, samples "
                 f"{sample.stats[key].shape}. Were the batches made with different feature extractors?"
             )
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of everything that can move a number, for the provenance record."""
-    versions = {"python": platform.python_version()}
-    for name in ("bench", "torch", "numpy", "scipy", "tensorflow-cpu", "tensorflow"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
-def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact: bool = False,
-             batch_size: int = 64, cache: bool = True) -> dict[str, Any]:
-    """Score a sample batch against a reference batch exactly as ADM's evaluator does.
-
-    Returns the JSON-ready result: the five ADM numbers (`inception_score` is None with a reason when the
-    weights carry no softmax layer; `precision`/`recall` None when the reference has statistics only),
-    `num_ref`, `num_samples` and provenance.
-    """
-    ref = _load_batch(ref_path, extractor, "reference", batch_size, cache)
-    sample = _load_batch(sample_path, extractor, "sample", batch_size, cache)
-    _check_dims(ref, sample)
     if sample.acts is None:
-        raise BenchError(f"{sample_path}: the sample batch has no images ('arr_0'); statistics alone cannot "
+        raise BenchError(f"{sample.path}: the sample batch has no images ('arr_0'); statistics alone cannot "
                          "give Inception Score or Precision/Recall")
     result: dict[str, Any] = {"inception_score": None}
     if sample.acts.logits is not None:
@@ -169,13 +157,49 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact:
         result["precision"], result["recall"] = precision_recall(ref.acts.pool, sample.acts.pool, exact=exact)
     else:
         result["precision"] = result["recall"] = None
-        result["precision_recall_unavailable"] = f"{ref_path} holds statistics only, no reference images"
+        result["precision_recall_unavailable"] = f"{ref.path} holds statistics only, no reference images"
     result["num_ref"] = ref.num_images
     result["num_samples"] = sample.num_images
+    return result
+
+
+def score_features(ref: Scored, features: dict[str, np.ndarray], extractor, exact: bool = False) -> dict[str, Any]:
+    """`score` for features already in memory (what `bench run` accumulates while sampling)."""
+    acts = Activations(features["pool"], features["spatial"], features.get("logits"))
+    _check_finite(acts, "sample features")
+    return score(ref, Scored(Path("<samples>"), acts, _statistics(acts)), extractor, exact)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of everything that can move a number, for the provenance record."""
+    versions = {"python": platform.python_version()}
+    for name in ("bench", "torch", "numpy", "scipy", "pillow", "tensorflow-cpu", "tensorflow"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def distances_label(exact: bool) -> str:
+    return "exact (float64)" if exact else "ADM (float16, as TensorFlow)"
+
+
+def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact: bool = False,
+             batch_size: int = 64, cache: bool = True) -> dict[str, Any]:
+    """Score a sample batch against a reference batch exactly as ADM's evaluator does.
+
+    Returns the JSON-ready result: the five ADM numbers (`inception_score` is None with a reason when the
+    weights carry no softmax layer; `precision`/`recall` None when the reference has statistics only),
+    `num_ref`, `num_samples` and provenance.
+    """
+    ref = load_batch(ref_path, extractor, "reference", batch_size, cache)
+    sample = load_batch(sample_path, extractor, "sample", batch_size, cache)
+    result = score(ref, sample, extractor, exact)
     result["provenance"] = {
         "ref": str(ref_path),
         "sample": str(sample_path),
-        "distances": "exact (float64)" if exact else "ADM (float16, as TensorFlow)",
+        "distances": distances_label(exact),
         "inception": extractor.provenance,
         "versions": package_versions(),
     }

@@ -24,10 +24,10 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench.run  # noqa: E402
+import bench.run.loop  # noqa: E402
 from bench.generator import Generator  # noqa: E402
-from bench.run import RunSettings  # noqa: E402
-from bench.run_plan import SamplingPlan  # noqa: E402
+from bench.run.loop import RunSettings  # noqa: E402
+from bench.run.plan import SamplingPlan  # noqa: E402
 
 
 class TinyConvGenerator(Generator):
@@ -99,13 +99,13 @@ def baseline(num_samples: int, batch_size: int, seed: int) -> tuple[float, float
 
 def harness(num_samples: int, batch_size: int, seed: int, runs_dir: str, save_npz: bool = False,
             generator: type = TinyConvGenerator) -> tuple[float, float]:
-    """The same work through `bench.run.run` (generator built inside, shards, result.json). (wall s, CPU s)"""
-    bench.run.load_generator_factory = lambda name: generator
-    bench.run.resolve_reference = lambda name, allow_download=True: bench.run.Reference(name, Path(__file__), None)
+    """The same work through `bench.run.loop.run` (generator built inside, shards, result.json). (wall s, CPU s)"""
+    bench.run.loop.load_generator_factory = lambda name: generator
+    bench.run.loop.resolve_reference = lambda name, allow_download=True: bench.run.loop.Reference(name, Path(__file__), None)
     settings = RunSettings(generator="tiny-conv", num_samples=num_samples, batch_size=batch_size, seed=seed,
                            shard_size=1024, runs_dir=runs_dir, ref="none", save_npz=save_npz)
     start, cpu = time.perf_counter(), time.process_time()
-    bench.run.run(settings, extractor=TinyExtractor(), scorer=trivial_scorer)
+    bench.run.loop.run(settings, extractor=TinyExtractor(), scorer=trivial_scorer)
     return time.perf_counter() - start, time.process_time() - cpu
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.batches import (NpzImages, NpzWriter, center_crop_arr, check_images, has_images, open_images,
+from bench.batches import (NpzWriter, center_crop_arr, check_images, has_images, open_images,
                            read_statistics)
 from bench.errors import BenchError
 

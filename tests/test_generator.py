@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-import bench.run
+import bench.run.loop
 from bench.errors import BenchError
 from bench.generator import Generator, check_overrides, preset_info
-from bench.run import generators_command
+from bench.run.loop import generators_command
 from test_run_helpers import ToyGenerator, toy_factory
 
 
@@ -80,7 +80,7 @@ def test_generators_command_lists_presets(monkeypatch):
                 raise self.target
             return self.target
 
-    monkeypatch.setattr(bench.run, "available_generators", lambda: {
+    monkeypatch.setattr(bench.run.loop, "available_generators", lambda: {
         "toy": EP("toy", toy_factory), "bare": EP("bare", lambda **kw: toy_factory(**kw)),
         "broken": EP("broken", ImportError("no module named diffusers"))})
     out = CliRunner().invoke(generators_command).output

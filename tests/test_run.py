@@ -12,13 +12,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import bench.run
+import bench.run.loop
 from bench.batches import NpzImages
 from bench.cli import _Group
 from bench.download import RemoteFile
 from bench.errors import BenchError, ChecksumError
-from bench.run import RunSettings, run, run_command, sample_size_warnings
-from bench.run_plan import SamplingPlan
+from bench.run.loop import RunSettings, run, run_command, sample_size_warnings
+from bench.run.plan import SamplingPlan
 from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer, write_ref
 from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
@@ -80,7 +80,7 @@ def test_fingerprint_keeps_the_device_type_not_the_rank_device(toy, tmp_path):
     class OnGpu(ProjectionExtractor):
         provenance = {"name": "test-projection", "device": "cuda:3"}
 
-    config = bench.run.shard_config(settings(tmp_path, toy), toy_factory(device="cuda:1"), {}, OnGpu())
+    config = bench.run.loop.shard_config(settings(tmp_path, toy), toy_factory(device="cuda:1"), {}, OnGpu())
     assert config["generator_config"]["device"] == "cuda" and config["extractor"]["device"] == "cuda"
 
 
@@ -216,7 +216,7 @@ def test_forced_resolution_mismatch_is_recorded(toy, tmp_path, monkeypatch):
 
 
 def test_json_safe_keeps_results_strict_json():
-    out = bench.run.json_safe({"a": np.float32(0.5), "b": float("inf"), "c": np.nan, "d": np.arange(2),
+    out = bench.run.loop.json_safe({"a": np.float32(0.5), "b": float("inf"), "c": np.nan, "d": np.arange(2),
                                "e": Path("/x"), "f": (1, None, True), 3: np.int64(7)})
     assert out == {"a": 0.5, "b": "inf", "c": "nan", "d": [0, 1], "e": "/x", "f": [1, None, True], "3": 7}
     json.dumps(out, allow_nan=False)
@@ -295,7 +295,7 @@ def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
         seen["settings"] = s
         return {"run_id": "x", "metrics": {"fid": 1.0}}
 
-    monkeypatch.setattr(bench.run, "run", fake_run)
+    monkeypatch.setattr(bench.run.loop, "run", fake_run)
     res = cli(["-g", "toy", "--temperature", "0.5", "--precision", "bf16", "--no-compile", "--num-samples", "8",
                "--labels", "balanced", "--seed", "9", "--batch-size", "4", "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -324,8 +324,8 @@ def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
 
 
 def test_cli_end_to_end_and_ctrl_c(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench.run, "default_extractor", lambda device: ProjectionExtractor())
-    monkeypatch.setattr(bench.run, "adm_scorer_factory", toy_scorer)
+    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr(bench.run.loop, "adm_scorer_factory", toy_scorer)
     args = ["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "c",
             "--num-samples", "20", "--shard-size", "10", "--batch-size", "10"]
     ToyGenerator.oom_after_calls = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bench.evaluate import evaluate
-from bench.run import RunSettings, run
+from bench.run.loop import RunSettings, run
 from test_run_helpers import ProjectionExtractor
 from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 

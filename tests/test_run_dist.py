@@ -27,17 +27,17 @@ HERE = Path(__file__).resolve().parent
 
 def worker(runs_dir: str, ref: str, separate: bool) -> None:
     sys.path.insert(0, str(HERE))
-    import bench.run
+    import bench.run.loop
     from test_run_helpers import ProjectionExtractor, toy_factory, toy_scorer
 
-    bench.run.load_generator_factory = lambda name: toy_factory
+    bench.run.loop.load_generator_factory = lambda name: toy_factory
     rank = int(os.environ["RANK"])
     folder = f"{runs_dir}/node{rank}" if separate else runs_dir
-    bench.run.run(dist_settings(folder, ref), extractor=ProjectionExtractor(), scorer=toy_scorer)
+    bench.run.loop.run(dist_settings(folder, ref), extractor=ProjectionExtractor(), scorer=toy_scorer)
 
 
 def dist_settings(runs_dir: str, ref: str):
-    from bench.run import RunSettings
+    from bench.run.loop import RunSettings
 
     # 5 shards over 2 ranks: rank 0 takes shards 0, 2, 4 and rank 1 shards 1, 3
     return RunSettings(generator="toy", num_samples=45, batch_size=4, shard_size=10, ref=ref, runs_dir=runs_dir,
@@ -53,7 +53,7 @@ def torchrun(runs_dir: Path, ref: Path, separate: bool) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("separate", [False, True], ids=["shared-folder", "separate-folders"])
 def test_two_processes_equal_one(toy, tmp_path, separate):
-    from bench.run import run
+    from bench.run.loop import run
     from test_run_helpers import ProjectionExtractor, toy_scorer
 
     single = run(dist_settings(str(tmp_path / "single"), str(toy)), extractor=ProjectionExtractor(),
@@ -81,7 +81,7 @@ def slow_worker(runs_dir: str, ref: str) -> None:
     import time
 
     sys.path.insert(0, str(HERE))
-    import bench.run
+    import bench.run.loop
     from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer
 
     slow_sample = ToyGenerator.sample
@@ -91,16 +91,16 @@ def slow_worker(runs_dir: str, ref: str) -> None:
         return slow_sample(self, labels, seeds)
 
     ToyGenerator.sample = sample
-    bench.run.load_generator_factory = lambda name: toy_factory
+    bench.run.loop.load_generator_factory = lambda name: toy_factory
     settings = dist_settings(runs_dir, ref)
-    bench.run.run(settings, extractor=ProjectionExtractor(), scorer=toy_scorer)
+    bench.run.loop.run(settings, extractor=ProjectionExtractor(), scorer=toy_scorer)
 
 
 def test_killed_run_resumes_to_identical_metrics(toy, tmp_path):
     import signal
     import time
 
-    from bench.run import run
+    from bench.run.loop import run
     from test_run_helpers import ProjectionExtractor, toy_scorer
 
     whole = run(dist_settings(str(tmp_path / "whole"), str(toy)), extractor=ProjectionExtractor(), scorer=toy_scorer)

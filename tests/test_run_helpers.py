@@ -14,7 +14,7 @@ import pytest
 import scipy.linalg
 import torch
 
-import bench.run
+import bench.run.loop
 from bench.download import RemoteFile
 from bench.generator import Generator, PresetInfo, check_overrides, describe
 
@@ -118,9 +118,9 @@ def write_ref(path: Path, size: int = 8, n: int = 24) -> Path:
 
 @pytest.fixture(name="toy")
 def toy_fixture(monkeypatch, tmp_path):
-    """Register `toy` for bench.run, reset its fault switches, and give a reference batch path."""
-    real = bench.run.load_generator_factory
-    monkeypatch.setattr(bench.run, "load_generator_factory", lambda name: toy_factory if name == "toy" else real(name))
+    """Register `toy` for bench.run.loop, reset its fault switches, and give a reference batch path."""
+    real = bench.run.loop.load_generator_factory
+    monkeypatch.setattr(bench.run.loop, "load_generator_factory", lambda name: toy_factory if name == "toy" else real(name))
     monkeypatch.setattr(ToyGenerator, "files", [])
     monkeypatch.setattr(ToyGenerator, "oom_after_calls", None)
     monkeypatch.setattr(ToyGenerator, "oom_type", RuntimeError)

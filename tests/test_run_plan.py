@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchError
-from bench.run_plan import SamplingPlan, hash_indices, splitmix64
+from bench.run.plan import SamplingPlan, hash_indices, splitmix64
 
 M = (1 << 64) - 1
 

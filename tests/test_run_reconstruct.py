@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-import bench.run
+import bench.run.loop
 from bench.batches import center_crop_arr
 from bench.cli import _Group
 from bench.errors import BenchError
-from bench.run import RunSettings, run_command
-from bench.run_reconstruct import reconstruct
+from bench.run.loop import RunSettings, run_command
+from bench.run.reconstruct import reconstruct
 from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy_factory, toy_scorer
 from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
@@ -136,10 +136,10 @@ def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
     group.add_command(run_command)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct"])
     assert res.exit_code == 2 and "--data is needed by --task reconstruct" in res.output
-    monkeypatch.setattr(bench.run, "default_extractor", lambda device: ProjectionExtractor())
-    monkeypatch.setattr(bench.run, "adm_scorer_factory", toy_scorer)
-    monkeypatch.setattr("bench.run_reconstruct.default_extractor", lambda device: ProjectionExtractor())
-    monkeypatch.setattr("bench.run_reconstruct.adm_scorer_factory", toy_scorer)
+    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr(bench.run.loop, "adm_scorer_factory", toy_scorer)
+    monkeypatch.setattr("bench.run.reconstruct.default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr("bench.run.reconstruct.adm_scorer_factory", toy_scorer)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct", "--data",
                                      str(image_folder(tmp_path / "val", n=6)), "--ref", str(tokenizer),
                                      "--runs-dir", str(tmp_path / "runs")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.run_score import adm_scorer
+from bench.run.score import adm_scorer
 from test_run_helpers import ProjectionExtractor, frechet
 
 

@@ -14,7 +14,7 @@ from bench.batches import NpzImages, has_images
 from bench.download import RemoteFile, resolve, sha256_file
 from bench.errors import BenchError
 
-REGISTRY = Path(__file__).resolve().parents[1] / "reference_stats" / "registry.json"
+REGISTRY = Path(__file__).resolve().parents[2] / "reference_stats" / "registry.json"
 
 
 def known_references() -> dict[str, dict]:

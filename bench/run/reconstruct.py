@@ -30,11 +30,11 @@ from bench.batches import FolderImages, NpzImages, center_crop_arr, open_images
 from bench.download import sha256_file
 from bench.errors import BenchError
 from bench.generator import Generator
-from bench.run import (RunSettings, ScorerFactory, adm_scorer_factory, device_types, is_oom, json_safe, build_generator,
+from bench.run.loop import (RunSettings, ScorerFactory, adm_scorer_factory, device_types, is_oom, json_safe, build_generator,
                        default_extractor, device_description, run_provenance, sample_size_warnings, warn)
-from bench.run_dist import ProcessGroup, gather_files, init_from_env, shutdown
-from bench.run_references import check_resolution, resolve_reference
-from bench.run_shards import RunFolder, Shard, fingerprint
+from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
+from bench.run.references import check_resolution, resolve_reference
+from bench.run.shards import RunFolder, Shard, fingerprint
 
 
 def data_fingerprint(source) -> str:

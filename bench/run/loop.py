@@ -26,17 +26,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from bench import __version__
 from bench.atomic import atomic_path, write_json
 from bench.batches import NpzWriter
 from bench.download import resolve_all, sha256_file
+from bench.evaluate import package_versions
 from bench.errors import BenchError
 from bench.generator import Generator, available_generators, load_generator_factory, preset_info
-from bench.run_dist import ProcessGroup, gather_files, init_from_env, shutdown
-from bench.run_plan import LABEL_MODES, SamplingPlan
-from bench.run_references import Reference, check_resolution, resolve_reference
-from bench.run_score import Scorer, adm_scorer
-from bench.run_shards import RunFolder, Shard, fingerprint
+from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
+from bench.run.plan import LABEL_MODES, SamplingPlan
+from bench.run.references import Reference, check_resolution, resolve_reference
+from bench.run.score import Scorer, adm_scorer
+from bench.run.shards import RunFolder, Shard, fingerprint
 
 #: CLI sampling settings forwarded to the generator factory (only those the user gives)
 SAMPLING_SETTINGS = ("cfg_scale", "top_k", "top_p", "temperature", "steps", "precision", "compile")
@@ -390,18 +390,6 @@ def run_provenance(extractor, score: Scorer) -> dict[str, Any]:
                       "versions": package_versions()})
 
 
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version(), "bench": __version__}
-    for name in ("torch", "numpy", "scipy", "pillow"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
 def device_description(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
@@ -455,7 +443,7 @@ def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed,
         raise BenchError("--data is needed by --task reconstruct, and only by it")
     try:
         if task == "reconstruct":
-            from bench.run_reconstruct import reconstruct
+            from bench.run.reconstruct import reconstruct
 
             result = reconstruct(settings, data)
         else:
