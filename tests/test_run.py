@@ -305,6 +305,18 @@ def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
     assert "fid: 1.0" in res.output
 
 
+def test_cli_forwards_plugin_specific_settings(toy, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench.run.loop, "run", lambda s: seen.update(s=s))
+    res = cli(["-g", "toy", "--steps", "ddim25", "--sampler", "ddim", "--eta", "0.5", "--vae", "mse",
+               "--cfg-all-channels", "--cfg-interval", "7", "--vq-ckpt", str(tmp_path / "vq.pt"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert seen["s"].overrides == {"steps": "ddim25", "sampler": "ddim", "eta": 0.5, "vae": "mse",
+                                   "cfg_all_channels": True, "cfg_interval": 7, "vq_ckpt": str(tmp_path / "vq.pt")}
+    cli(["-g", "toy", "--steps", "250", "--device", "cpu"])
+    assert seen["s"].overrides == {"steps": 250}  # plain numbers stay integers
+
+
 def test_cli_rejects_settings_the_generator_does_not_take(toy, tmp_path):
     res = cli(["-g", "toy", "--top-k", "5", "--steps", "3", "--ref", str(toy), "--runs-dir", str(tmp_path)])
     assert res.exit_code == 2

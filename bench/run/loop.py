@@ -406,17 +406,29 @@ def device_description(device: str) -> str:
 @click.option("--ref", default=None,
               help="reference batch: imagenet256|imagenet512|... or a path [imagenet<eval size>]")
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="local checkpoint (else cache/download)")
-@click.option("--num-samples", type=int, default=PAPER_NUM_SAMPLES, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True, help="per process")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--labels", type=click.Choice(LABEL_MODES), default="random", show_default=True)
-@click.option("--cfg-scale", type=float, default=None)
-@click.option("--top-k", type=int, default=None)
-@click.option("--top-p", type=float, default=None)
-@click.option("--temperature", type=float, default=None)
-@click.option("--steps", type=int, default=None)
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the generator")
+@click.option("--num-samples", type=int, default=PAPER_NUM_SAMPLES, show_default=True,
+              help="images to sample; papers use 50,000 (fewer biases FID upwards)")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="images per generator call, per process")
+@click.option("--seed", type=int, default=0, show_default=True, help="run seed: fixes every label and image")
+@click.option("--labels", type=click.Choice(LABEL_MODES), default="random", show_default=True,
+              help="random: uniform labels as the official samplers; balanced: 50 per class for 50k")
+@click.option("--cfg-scale", type=float, default=None,
+              help="classifier-free guidance scale [the preset's paper value, e.g. 1.75 for llamagen-xl]")
+@click.option("--cfg-interval", type=int, default=None, help="LlamaGen: stop guidance after this many tokens [-1: never]")
+@click.option("--top-k", type=int, default=None, help="LlamaGen: sample among the k most likely tokens [0: all]")
+@click.option("--top-p", type=float, default=None, help="LlamaGen: nucleus sampling mass [1.0: off]")
+@click.option("--temperature", type=float, default=None, help="LlamaGen: softmax temperature [1.0]")
+@click.option("--steps", default=None, help="DiT: sampling steps, e.g. 250, or a respacing like ddim25 [250]")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="DiT: sampler [ddpm]")
+@click.option("--eta", type=float, default=None, help="DiT: DDIM noise, 0 = deterministic [0.0]")
+@click.option("--vae", default=None, help="DiT: ema | mse | a local diffusers AutoencoderKL folder [ema]")
+@click.option("--cfg-all-channels/--cfg-first-3-channels", "cfg_all_channels", default=None,
+              help="DiT: guide all 4 latent channels instead of the official first 3 [first 3]")
+@click.option("--vq-ckpt", type=click.Path(dir_okay=False), default=None,
+              help="LlamaGen: local tokenizer checkpoint (vq_ds16_c2i.pt) [cache, else download]")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16", "fp16"]), default=None,
+              help="compute precision [bf16 on GPU for LlamaGen, tf32 for DiT, fp32 on CPU]")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the generator's step")
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per resumable shard")
 @click.option("--save-npz", is_flag=True, help="also write runs/<id>/samples.npz (ADM format)")
 @click.option("--save-grid", is_flag=True, help="also write runs/<id>/grid.png")
@@ -425,13 +437,27 @@ def device_description(device: str) -> str:
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--device", default=None, help="[cuda if available, else cpu]")
 @click.option("--offline", is_flag=True, help="never download; list what is missing instead")
-def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, top_k, top_p,
-                temperature, steps, precision, compile_, shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
-    """Sample a generator and score it (FID, sFID, IS, Precision, Recall); resumable, torchrun-shardable.
+def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, cfg_interval,
+                top_k, top_p, temperature, steps, sampler, eta, vae, cfg_all_channels, vq_ckpt, precision, compile_,
+                shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
+    """Sample a generator and score it (FID, sFID, IS, Precision, Recall) against ImageNet reference statistics.
 
-    With --task reconstruct, a tokenizer's rFID (vs --ref and vs the originals), PSNR and SSIM on --data.
+    \b
+    bench run -g llamagen-xl                        # paper settings, 50k samples vs imagenet256
+    bench run -g llamagen-xl --cfg-scale 2.0 --num-samples 10000 --save-npz
+    bench run -g dit-xl-2 --sampler ddim --steps 50
+    torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; same numbers as 1 GPU
+    bench run -g llamagen-vq16 --task reconstruct --data /imagenet/val   # rFID, PSNR, SSIM
+
+    Sample i depends only on (--seed, i) and its label, so results do not depend on --batch-size or the
+    number of processes. Rerunning the same command resumes a killed run from its last finished shard. The
+    result (every metric, the resolved config, checkpoint and reference sha256s, versions, timing) goes to
+    runs/<run-id>/result.json; compare runs with `bench report runs/ --compare`.
     """
-    given = dict(cfg_scale=cfg_scale, top_k=top_k, top_p=top_p, temperature=temperature, steps=steps,
+    if steps is not None and steps.isdigit():
+        steps = int(steps)
+    given = dict(cfg_scale=cfg_scale, cfg_interval=cfg_interval, top_k=top_k, top_p=top_p, temperature=temperature,
+                 steps=steps, sampler=sampler, eta=eta, vae=vae, cfg_all_channels=cfg_all_channels, vq_ckpt=vq_ckpt,
                  precision=precision, compile=compile_)
     settings = RunSettings(
         generator=generator, overrides={k: v for k, v in given.items() if v is not None}, ckpt=ckpt,
