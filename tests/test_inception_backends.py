@@ -42,12 +42,14 @@ def _images() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def real_weights(tmp_path_factory) -> InceptionWeights:
     """The real tensors, written as a GraphDef in ADM's format and loaded back, so TF imports the file like ADM."""
-    tensors = load_file(bundled_torchscript()).tensors
-    # The TorchScript has no softmax; a fixed random matrix stands in so the logits path is exercised too.
-    tensors["softmax.weight"] = torch.randn(2048, 1008, generator=torch.Generator().manual_seed(0)) * 0.05
-    path = tmp_path_factory.mktemp("graph") / "classify_image_graph_def.pb"
-    path.write_bytes(build_graph_def(tensors).SerializeToString())
-    weights = load_file(path)
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the per-test cache isolation
+        mp.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        tensors = load_file(bundled_torchscript()).tensors
+        # The TorchScript has no softmax; a fixed random matrix stands in so the logits path is exercised too.
+        tensors["softmax.weight"] = torch.randn(2048, 1008, generator=torch.Generator().manual_seed(0)) * 0.05
+        path = tmp_path_factory.mktemp("graph") / "classify_image_graph_def.pb"
+        path.write_bytes(build_graph_def(tensors).SerializeToString())
+        weights = load_file(path)
     assert weights.graph_path == path
     return weights
 

@@ -16,8 +16,15 @@ torch.manual_seed(0)
 
 
 @pytest.fixture(scope="module")
-def torchscript() -> W.InceptionWeights:
-    return W.load_file(W.bundled_torchscript())
+def torchscript(tmp_path_factory) -> W.InceptionWeights:
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the per-test cache isolation
+        mp.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return W.load_file(W.bundled_torchscript())
+
+
+@pytest.fixture(scope="module")
+def extractor(torchscript) -> InceptionExtractor:
+    return InceptionExtractor(torchscript, "torch")
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +40,23 @@ def graph_file(with_softmax, tmp_path_factory):
     path = tmp_path_factory.mktemp("pb") / "classify_image_graph_def.pb"
     path.write_bytes(build_graph_def(with_softmax).SerializeToString())
     return path
+
+
+@pytest.fixture
+def graph_copy(graph_file, _parsed_graph):
+    """A fresh, editable copy of the synthesized GraphDef (parsed once per module)."""
+    copy = type(_parsed_graph)()
+    copy.CopyFrom(_parsed_graph)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def _parsed_graph(graph_file):
+    import tensorflow as tf
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(graph_file.read_bytes())
+    return graph_def
 
 
 def _pytorch_fid_file(tensors, directory, fc_bias=None):
@@ -63,12 +87,8 @@ def test_torchscript_mapping_by_hand(torchscript):
     assert len([k for k in t if k.endswith(".weight")]) == 94  # every conv of the graph
 
 
-def test_graph_def_has_adm_node_names(graph_file):
-    import tensorflow as tf
-
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_file.read_bytes())
-    nodes = {n.name: n for n in graph_def.node}
+def test_graph_def_has_adm_node_names(graph_copy):
+    nodes = {n.name: n for n in graph_copy.node}
     # What ADM's evaluator reads from the graph (evaluations/evaluator.py).
     for name in ("ExpandDims", "pool_3", "mixed_6/conv", "softmax/logits/MatMul"):
         assert name in nodes, name
@@ -89,11 +109,10 @@ def test_graph_def_loader_roundtrip_and_features(graph_file, with_softmax, torch
     # (TF importing such a file and agreeing with torch: tests/test_inception_backends.py.)
 
 
-def test_graph_def_batchnorm_attributes(graph_file, tmp_path):
+def test_graph_def_batchnorm_attributes(graph_copy, tmp_path):
     import tensorflow as tf
 
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_file.read_bytes())
+    graph_def = graph_copy
     nodes = {n.name: n for n in graph_def.node}
     gamma = torch.linspace(0.5, 1.5, 32)
     nodes["conv/batchnorm/gamma"].attr["value"].tensor.CopyFrom(tf.make_tensor_proto(gamma.numpy()))
@@ -106,6 +125,34 @@ def test_graph_def_batchnorm_attributes(graph_file, tmp_path):
     nodes["conv/batchnorm"].attr["variance_epsilon"].f = 1e-5
     path.write_bytes(graph_def.SerializeToString())
     with pytest.raises(BenchError, match="epsilon"):
+        W.load_file(path)
+
+
+@pytest.mark.parametrize("node,attr,value,match", [
+    ("mixed_3/conv/Conv2D", "padding", b"SAME", "strides/padding"),
+    ("conv/Conv2D", "strides", [1, 1, 1, 1], "strides/padding"),
+])
+def test_graph_def_structure_is_checked(graph_copy, tmp_path, node, attr, value, match):
+    """A graph whose strides/padding differ from what network.py implements is refused, not silently misread."""
+    graph_def = graph_copy
+    target = next(n for n in graph_def.node if n.name == node)
+    if attr == "padding":
+        target.attr[attr].s = value
+    else:
+        del target.attr[attr].list.i[:]
+        target.attr[attr].list.i.extend(value)
+    path = tmp_path / "altered.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(BenchError, match=match):
+        W.load_file(path)
+
+
+def test_graph_def_mixed_10_pool_must_be_max(graph_copy, tmp_path):
+    graph_def = graph_copy
+    next(n for n in graph_def.node if n.name == "mixed_10/tower_2/pool").op = "AvgPool"
+    path = tmp_path / "altered.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    with pytest.raises(BenchError, match="MaxPool"):
         W.load_file(path)
 
 
@@ -208,15 +255,14 @@ def test_bad_files(tmp_path):
     (np.zeros((2, 8, 8, 4), np.uint8), "[2, 8, 8, 4]"),
     ([[1, 2, 3]], "list"),
 ])
-def test_invalid_images(bad, found):
-    extractor = load_extractor(allow_download=False)
+def test_invalid_images(extractor, bad, found):
     with pytest.raises(BenchError, match="expected") as info:
         extractor.extract(bad)
     assert found in str(info.value)
 
 
-def test_bad_backend_and_empty_batch():
+def test_bad_backend_and_empty_batch(extractor):
     with pytest.raises(BenchError, match="backend"):
         load_extractor(backend="jax", allow_download=False)
-    out = load_extractor(allow_download=False).extract(np.zeros((0, 8, 8, 3), np.uint8))
+    out = extractor.extract(np.zeros((0, 8, 8, 3), np.uint8))
     assert out["pool"].shape == (0, 2048) and out["spatial"].shape == (0, 2023)

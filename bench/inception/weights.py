@@ -60,11 +60,15 @@ class InceptionWeights:
 # Layout
 
 
-def layer_shapes() -> dict[str, tuple[int, ...]]:
-    """Conv layer name -> OIHW weight shape, read off the network definition (built on the meta device)."""
+def layer_specs() -> dict[str, tuple[tuple[int, ...], int, str]]:
+    """Conv layer name -> (OIHW weight shape, stride, padding), read off the network (built on the meta device)."""
     with torch.device("meta"):
         net = InceptionV3()
-    return {layer.name: tuple(layer.weight.shape) for layer in net.layers()}
+    return {layer.name: (tuple(layer.weight.shape), layer.stride, layer.padding) for layer in net.layers()}
+
+
+def layer_shapes() -> dict[str, tuple[int, ...]]:
+    return {name: shape for name, (shape, _, _) in layer_specs().items()}
 
 
 def validate(tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -115,7 +119,13 @@ def from_graph_def(path: Path) -> dict[str, torch.Tensor]:
         return torch.from_numpy(tf.make_ndarray(node.attr["value"].tensor).copy())
 
     tensors: dict[str, torch.Tensor] = {}
-    for name in layer_shapes():
+    for name, (_, stride, padding) in layer_specs().items():
+        conv = nodes.get(f"{name}/Conv2D")
+        if conv is not None:  # the graph's own strides/padding must be the ones network.py implements
+            found = (list(conv.attr["strides"].list.i), conv.attr["padding"].s.decode())
+            if found != ([1, stride, stride, 1], padding):
+                raise BenchError(f"{path}: {name}/Conv2D has strides/padding {found}, expected "
+                                 f"{([1, stride, stride, 1], padding)}")
         tensors[f"{name}.weight"] = const(f"{name}/conv2d_params").permute(3, 2, 0, 1)  # HWIO -> OIHW
         bn = nodes.get(f"{name}/batchnorm")
         scale_after = bool(bn.attr["scale_after_normalization"].b) if bn is not None else False
@@ -127,6 +137,9 @@ def from_graph_def(path: Path) -> dict[str, torch.Tensor]:
         tensors[f"{name}.var"] = const(f"{name}/batchnorm/moving_variance")
         gamma = const(f"{name}/batchnorm/gamma")
         tensors[f"{name}.gamma"] = gamma if scale_after else torch.ones_like(gamma)
+    for name, op in (("mixed_9/tower_2/pool", "AvgPool"), ("mixed_10/tower_2/pool", "MaxPool")):
+        if name in nodes and nodes[name].op != op:
+            raise BenchError(f"{path}: {name} is {nodes[name].op}, expected {op}")
     matmul = nodes.get("softmax/logits/MatMul")
     if matmul is not None:
         tensors["softmax.weight"] = const(matmul.input[1].split(":")[0])
