@@ -10,3 +10,13 @@ torch.set_num_threads(2)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Point $BENCH_CACHE at a fresh folder so tests neither read nor pollute ~/.cache/bench."""
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("bench_cache")))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run many small ops; on 2 shared cores a second spinning intra-op thread makes them several
+    times slower. Test modules of tiny models opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,13 +15,7 @@ from bench.errors import BenchError
 from generators.dit.diffusion import Diffusion, linear_betas, sample_latents, sample_seeds, space_timesteps
 from generators.dit.models import DiT, DiTConfig
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared, oversubscribed CPU: a second spinning thread makes them several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ORIGINAL_ABAR = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))  # DDPM's linear schedule, written out here

@@ -16,13 +16,7 @@ import torch
 from bench.errors import BenchError
 from generators.dit.models import MODEL_NAMES, DiT, DiTConfig, load_dit, sincos_2d, timestep_embedding
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared, oversubscribed CPU: a second spinning thread makes them several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = DiTConfig(input_size=8, patch_size=2, hidden_size=64, depth=2, num_heads=4, num_classes=10)

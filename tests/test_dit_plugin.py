@@ -17,13 +17,7 @@ from generators.dit.plugin import DiTGenerator, dit_xl_2, dit_xl_2_512, load_vae
 from generators.dit.presets import PRESETS, DiTPreset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared, oversubscribed CPU: a second spinning thread makes them several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

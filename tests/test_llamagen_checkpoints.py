@@ -12,14 +12,7 @@ from generators.llamagen.gpt import GPT, GPTConfig
 from generators.llamagen.vq import VQModel, vq_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops; on a shared, oversubscribed CPU a second spinning thread makes them
-    tens of times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt() -> GPT:

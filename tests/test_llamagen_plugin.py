@@ -17,14 +17,7 @@ from generators.llamagen.presets import HF_REPO, PRESETS
 from generators.llamagen.vq import VQ_CONFIGS, VQModel, vq_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops; on a shared, oversubscribed CPU a second spinning thread makes them
-    tens of times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
