@@ -262,13 +262,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     extractor = extractor if extractor is not None else default_extractor(device)
     config = shard_config(settings, generator, files, extractor)
     run_id = settings.run_id or f"{settings.generator}-{fingerprint(config)[:12]}"
-    folder = RunFolder(Path(settings.runs_dir) / run_id)
-    if group.is_main:
-        folder.claim(config)
-        folder.remove_partial_files()
-    group.barrier()
-    if not group.is_main:
-        folder.claim(config)
+    folder = RunFolder.open(Path(settings.runs_dir) / run_id, config, group)
     npz_path = folder.path / "samples.npz"
     keep_images = group.broadcast(settings.save_npz and not npz_path.exists())
     kinds = ("features", "images") if keep_images else ("features",)

@@ -138,13 +138,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
         "eval_size": generator.eval_size, "extractor": device_types(getattr(extractor, "provenance", None) or {}),
     })
     run_id = settings.run_id or f"{settings.generator}-reconstruct-{fingerprint(config)[:12]}"
-    folder = RunFolder(Path(settings.runs_dir) / run_id)
-    if group.is_main:
-        folder.claim(config)
-        folder.remove_partial_files()
-    group.barrier()
-    if not group.is_main:
-        folder.claim(config)
+    folder = RunFolder.open(Path(settings.runs_dir) / run_id, config, group)
 
     todo = [s for s in shards[group.rank :: group.world_size] if not folder.is_done(s, ("features",))]
     sampling_started = time.perf_counter()

@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.atomic import atomic_path, write_json
 from bench.errors import BenchError
+from bench.run.dist import ProcessGroup
 
 Shard = tuple[int, int]
 
@@ -43,6 +44,19 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.shards_dir = self.path / "shards"
+
+    @classmethod
+    def open(cls, path: str | Path, config: dict[str, Any], group: ProcessGroup) -> "RunFolder":
+        """The run folder claimed for `config` on every rank: rank 0 first (recording the config and removing a
+        killed run's half-written files), then the other ranks, which only check it."""
+        folder = cls(path)
+        if group.is_main:
+            folder.claim(config)
+            folder.remove_partial_files()
+        group.barrier()
+        if not group.is_main:
+            folder.claim(config)
+        return folder
 
     # -- manifest -------------------------------------------------------------------------------------
     def claim(self, config: dict[str, Any]) -> bool:

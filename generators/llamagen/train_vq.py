@@ -34,10 +34,10 @@ from bench.errors import BenchError
 from generators.llamagen.codes import ImageFolderDataset, ResumableSampler, to_model_range
 from generators.llamagen.losses import D_LOSSES, GEN_LOSSES, TokenizerLoss, TokenizerLossConfig
 from generators.llamagen.lpips import load_lpips
-from generators.llamagen.train_gpt import (PRECISIONS, autocast, epoch_batches, grad_scaler, mean_over_ranks,
-                                           read_checkpoint, resolve_resume, rng_state, seed_everything,
-                                           set_rng_state, setup_distributed, trim_log, update_ema,
-                                           write_checkpoint)
+from generators.llamagen.training import (PRECISIONS, autocast, epoch_batches, grad_scaler, mean_over_ranks,
+                                          read_checkpoint, resolve_resume, rng_state, seed_everything,
+                                          set_rng_state, setup_distributed, trim_log, update_ema,
+                                          write_checkpoint)
 
 
 @dataclass

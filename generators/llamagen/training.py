@@ -1,0 +1,214 @@
+"""Training machinery shared by the LlamaGen trainers (train_vq.py, train_gpt.py).
+
+Process setup under torchrun (NCCL on GPUs, gloo on CPU), mixed precision, EMA, RNG state capture, and atomic,
+resumable checkpoints: a checkpoint folder appears whole or not at all, and a resumed run continues with the
+exact next step (model, optimizer, data position and every RNG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from bench.atomic import atomic_path, write_text
+from bench.errors import BenchError
+from generators.llamagen.codes import ResumableSampler, load_checkpoint
+
+
+@dataclass
+class DistEnv:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str | None = None) -> DistEnv:
+    """Join the torchrun process group if launched by torchrun (NCCL on GPUs, gloo on CPU); else one process."""
+    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        rank, world = 0, 1
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device(device or "cpu")
+    return DistEnv(rank, world, dev)
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def mean_over_ranks(value: float, env: DistEnv) -> float:
+    if not env.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=env.device)
+    dist.all_reduce(t)
+    return t.item() / env.world_size
+
+
+PRECISIONS = {"none": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(env: DistEnv, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the forward pass; weights and optimizer state stay float32."""
+    if PRECISIONS[precision] == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(env.device.type, dtype=PRECISIONS[precision])
+
+
+def grad_scaler(env: DistEnv, precision: str) -> torch.amp.GradScaler:
+    """fp16 needs loss scaling (its exponent range underflows small gradients); bf16 and fp32 do not."""
+    return torch.amp.GradScaler(env.device.type, enabled=precision == "fp16")
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, over parameters (buffers are not averaged, as upstream)."""
+    model_params = dict(model.named_parameters())
+    for name, p in ema.named_parameters():
+        p.mul_(decay).add_(model_params[name].detach(), alpha=1 - decay)
+
+
+def seed_everything(seed: int, env: DistEnv) -> None:
+    """Rank-dependent seed, as upstream (seed * world + rank): dropout masks differ across ranks."""
+    torch.manual_seed(seed * env.world_size + env.rank)
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch RNG streams dropout and label dropout draw from (data randomness is seeded per sample)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+CKPT_DIR_RE = re.compile(r"^(\d{7,})$")
+
+
+def checkpoint_dir(results_dir: Path, step: int) -> Path:
+    return results_dir / "checkpoints" / f"{step:07d}"
+
+
+def latest_checkpoint(results_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder (a folder is renamed into place only once every rank wrote)."""
+    root = results_dir / "checkpoints"
+    if not root.is_dir():
+        return None
+    steps = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and CKPT_DIR_RE.match(p.name))
+    return checkpoint_dir(results_dir, steps[-1]) if steps else None
+
+
+def write_checkpoint(results_dir: Path, step: int, env: DistEnv, shared: dict[str, Any] | None,
+                     per_rank: dict[str, Any]) -> Path:
+    """Write `<results>/checkpoints/<step>/`: model.pt from rank 0 (`shared`), rank{r}.pt from every rank.
+
+    Files go to a hidden temporary folder first; rank 0 renames it after all ranks are done, so a crash leaves
+    either no checkpoint for this step or a complete one.
+    """
+    final = checkpoint_dir(results_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if env.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier(env)
+    if env.is_main and shared is not None:
+        save_torch(shared, tmp / "model.pt")
+    save_torch(per_rank, tmp / f"rank{env.rank}.pt")
+    barrier(env)
+    if env.is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    barrier(env)
+    return final
+
+
+def read_checkpoint(path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model.pt, this rank's rank{r}.pt) of a checkpoint folder."""
+    per_rank = path / f"rank{env.rank}.pt"
+    if not per_rank.exists():
+        raise BenchError(f"{path}: no {per_rank.name}. Resume with the same number of processes the run was "
+                         "started with (each rank's RNG streams are restored).")
+    return load_checkpoint(path / "model.pt"), load_checkpoint(per_rank)
+
+
+def resolve_resume(resume: str | None, results_dir: Path) -> Path | None:
+    """--resume auto: newest checkpoint of this run if any; --resume PATH: that folder; None: fresh start."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(results_dir)
+    path = Path(resume)
+    if not (path / "model.pt").exists():
+        raise BenchError(f"{path}: not a checkpoint folder (expected model.pt and rank*.pt inside)")
+    return path
+
+
+def trim_log(results_dir: Path, step: int) -> None:
+    """Drop log.jsonl lines past `step`: a run resumed from an older checkpoint rewrites that stretch."""
+    log = results_dir / "log.jsonl"
+    if log.exists():
+        lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+        write_text(log, "".join(line + "\n" for line in lines))
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW decaying only >= 2-D tensors (linear weights, embeddings), not norm gains or biases (upstream)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    fused = torch.cuda.is_available() and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def make_loader(dataset, sampler: ResumableSampler, micro_batch: int, num_workers: int) -> DataLoader:
+    # A private generator: creating a loader iterator must not consume the global RNG (exact resume).
+    return DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=True, generator=torch.Generator())
+
+
+def epoch_batches(dataset, sampler: ResumableSampler, loader_args: tuple[int, int], start_step: int
+                  ) -> Iterator[Any]:
+    """Micro-batches from optimizer step `start_step` on, forever: epoch = step // steps per epoch."""
+    epoch, skip = divmod(start_step, sampler.batches_per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip)
+        yield from make_loader(dataset, sampler, *loader_args)
+        epoch, skip = epoch + 1, 0
