@@ -113,7 +113,9 @@ def from_graph_def(path: Path) -> dict[str, torch.Tensor]:
     nodes = {node.name: node for node in graph_def.node}
 
     def const(name: str) -> torch.Tensor:
-        node = nodes.get(name)
+        node = nodes.get(name.split(":")[0])
+        while node is not None and node.op == "Identity":  # a `.../read` in front of the constant
+            node = nodes.get(node.input[0].split(":")[0])
         if node is None or node.op != "Const":
             raise BenchError(f"{path}: constant node {name!r} not found; is this ADM's classify_image_graph_def.pb?")
         return torch.from_numpy(tf.make_ndarray(node.attr["value"].tensor).copy())
@@ -142,16 +144,18 @@ def from_graph_def(path: Path) -> dict[str, torch.Tensor]:
             raise BenchError(f"{path}: {name} is {nodes[name].op}, expected {op}")
     matmul = nodes.get("softmax/logits/MatMul")
     if matmul is not None:
-        tensors["softmax.weight"] = const(matmul.input[1].split(":")[0])
+        tensors["softmax.weight"] = const(matmul.input[1])
     tensors.update(_graph_input_constants(nodes, const))
     return tensors
 
 
 def _graph_input_constants(nodes: dict, const) -> dict[str, torch.Tensor]:
     """The constants of the `Sub` node fed by `ResizeBilinear` and the `Mul` node fed by that `Sub`."""
-    sub = next((n for n in nodes.values() if n.op == "Sub" and n.input and n.input[0] == "ResizeBilinear"), None)
-    mul = next((n for n in nodes.values() if sub is not None and n.op == "Mul" and n.input and n.input[0] == sub.name),
-               None)
+    def fed_by(op: str, source: str):
+        return next((n for n in nodes.values() if n.op == op and n.input and n.input[0].split(":")[0] == source), None)
+
+    sub = fed_by("Sub", "ResizeBilinear")
+    mul = fed_by("Mul", sub.name) if sub is not None else None
     if sub is None or mul is None:
         raise BenchError("graph: the ResizeBilinear -> Sub -> Mul input normalisation was not found")
     return _input_constants(float(const(sub.input[1])), float(const(mul.input[1])))
