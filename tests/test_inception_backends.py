@@ -12,10 +12,15 @@ import scipy.linalg
 import torch
 
 from bench.inception import load_extractor
-from bench.inception.network import tf1_resize_bilinear
-from bench.inception.weights import InceptionWeights, bundled_torchscript, load_file, to_pytorch_fid
 from bench.inception.extractor import InceptionExtractor
+from bench.inception.network import tf1_resize_bilinear
 from bench.inception.tf_backend import TFInception, build_graph_def
+from bench.inception.weights import (
+    InceptionWeights,
+    bundled_torchscript,
+    load_file,
+    to_pytorch_fid,
+)
 
 torch.manual_seed(0)
 

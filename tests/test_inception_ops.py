@@ -6,7 +6,12 @@ import tensorflow as tf
 import torch
 import torch.nn.functional as F
 
-from bench.inception.network import ConvBNReLU, tf1_resize_bilinear, tf_pool, tf_same_pads
+from bench.inception.network import (
+    ConvBNReLU,
+    tf1_resize_bilinear,
+    tf_pool,
+    tf_same_pads,
+)
 
 torch.manual_seed(0)
 

@@ -8,7 +8,8 @@ import torch
 
 from bench.download import RemoteFile, sha256_file
 from bench.errors import BenchError, ChecksumError
-from bench.inception import load_extractor, weights as W
+from bench.inception import load_extractor
+from bench.inception import weights as W
 from bench.inception.extractor import InceptionExtractor
 from bench.inception.tf_backend import build_graph_def
 
@@ -70,8 +71,8 @@ def _pytorch_fid_file(tensors, directory, fc_bias=None):
 
 def _assert_same_tensors(a: dict, b: dict):
     assert set(a) == set(b)
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
 
 
 def test_torchscript_mapping_by_hand(torchscript):
@@ -232,6 +233,22 @@ def test_download_then_fallback(with_softmax, tmp_path, monkeypatch):
     monkeypatch.setattr(W, "download", fake_download)
     assert W.load_weights().provenance["kind"] == "pytorch_fid"
     assert tried == ["classify_image_graph_def.pb", pth.name]
+
+
+def test_without_tensorflow_the_graph_is_skipped(with_softmax, graph_file, tmp_path, monkeypatch):
+    """No tensorflow: a cached .pb is not read and no .pb is downloaded; the .pth is used instead."""
+    pth = _pytorch_fid_file(with_softmax, tmp_path)
+    monkeypatch.setattr(W, "PYTORCH_FID", RemoteFile(pth.name, None, url="https://example.invalid/x.pth"))
+    W.cache_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(graph_file, W.ADM_GRAPH.cache_path)
+    real_find_spec = W.importlib.util.find_spec
+    monkeypatch.setattr(W.importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow"
+                        else real_find_spec(name, *a))
+    tried = []
+    monkeypatch.setattr(W, "download", lambda remote: tried.append(remote.filename) or shutil.copy(
+        pth, remote.cache_path))
+    assert W.load_weights(prefer_graph=True).provenance["kind"] == "pytorch_fid"
+    assert tried == [pth.name]
 
 
 def test_bad_files(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.inception.extractor import InceptionExtractor, check_images
 from bench.inception.weights import InceptionWeights, load_weights
 
-__all__ = ["load_extractor", "InceptionExtractor", "InceptionWeights", "load_weights", "check_images"]
+__all__ = ["InceptionExtractor", "InceptionWeights", "check_images", "load_extractor", "load_weights"]
 
 
 def load_extractor(weights: str | Path | None = None, backend: str = "torch", device: str = "cpu",

@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ class InceptionV3(nn.Module):
         return [m for m in self.modules() if isinstance(m, ConvBNReLU)]
 
     @torch.no_grad()
-    def load_canonical(self, tensors: dict[str, torch.Tensor]) -> "InceptionV3":
+    def load_canonical(self, tensors: dict[str, torch.Tensor]) -> InceptionV3:
         """Load the canonical state dict (see `bench.inception.weights`), folding batch norm into the convs."""
         self.input_sub.fill_(float(tensors["input.sub"]))
         self.input_mul.fill_(float(tensors["input.mul"]))

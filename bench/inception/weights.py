@@ -186,7 +186,7 @@ _TV_BLOCKS = {
 _TV_MIXED = {tv: tf for tf, tv in zip(
     ["mixed", "mixed_1", "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7", "mixed_8", "mixed_9",
      "mixed_10"],
-    "Mixed_5b Mixed_5c Mixed_5d Mixed_6a Mixed_6b Mixed_6c Mixed_6d Mixed_6e Mixed_7a Mixed_7b Mixed_7c".split())}
+    ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"])}
 
 
 def torchvision_names() -> dict[str, str]:
@@ -332,18 +332,20 @@ def load_weights(weights: str | Path | None = None, allow_download: bool = True,
     if weights is not None:
         return load_file(weights)
     canonical = cache_dir() / CANONICAL_CACHE_NAME
-    raw = [remote.cache_path for remote in (ADM_GRAPH, PYTORCH_FID)]
-    candidates = ([raw[0], canonical, raw[1]] if prefer_graph else [canonical, *raw])
+    # Reading the .pb needs tensorflow; without it the .pb is neither read from the cache nor downloaded.
+    remotes = [ADM_GRAPH, PYTORCH_FID] if importlib.util.find_spec("tensorflow") else [PYTORCH_FID]
+    raw = [remote.cache_path for remote in remotes]
+    candidates = [raw[0], canonical, *raw[1:]] if prefer_graph else [canonical, *raw]
     for path in candidates:
         if path.exists():
             return _converted(load_file(path), canonical)
     if allow_download:
-        for remote in (ADM_GRAPH, PYTORCH_FID):
+        for remote in remotes:
             try:
                 return _converted(load_file(download(remote)), canonical)
             except ChecksumError:
                 raise
-            except Exception:  # offline, HTTP error: fall through to the next source
+            except (OSError, BenchError):  # offline, HTTP error, unreadable download: try the next source
                 continue
     bundled = bundled_torchscript()
     if bundled is None:
