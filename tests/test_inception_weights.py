@@ -283,3 +283,14 @@ def test_bad_backend_and_empty_batch(extractor):
         load_extractor(backend="jax", allow_download=False)
     out = extractor.extract(np.zeros((0, 8, 8, 3), np.uint8))
     assert out["pool"].shape == (0, 2048) and out["spatial"].shape == (0, 2023)
+
+
+def test_forward_runs_without_tf32_and_restores_flags(extractor, monkeypatch):
+    """TF runs the graph in full float32; on GPUs torch would default to TF32 convs unless told otherwise."""
+    seen = []
+    forward = extractor.runner.net.forward
+    monkeypatch.setattr(extractor.runner.net, "forward", lambda x: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or forward(x))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    extractor.extract(np.zeros((1, 8, 8, 3), np.uint8))
+    assert seen == [(False, False)] and torch.backends.cudnn.allow_tf32 is True

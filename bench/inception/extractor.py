@@ -7,6 +7,7 @@ when the weights carry the softmax layer.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 
 import numpy as np
@@ -30,6 +31,18 @@ def check_images(images) -> np.ndarray:
     return images
 
 
+@contextlib.contextmanager
+def exact_float32():
+    """Turn off TF32 for convs and matmuls (cuDNN's default on Ampere+ is TF32 convs, ~1e-3 relative error):
+    the TF graph runs in full float32. The previous global flags are restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 class TorchInception:
     """The PyTorch network with batch norm folded, channels_last, under inference_mode."""
 
@@ -44,10 +57,12 @@ class TorchInception:
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # NHWC uint8 -> NCHW float32 view whose memory is already channels_last.
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
-        pool, spatial = self.net(x)
+        with exact_float32():
+            pool, spatial = self.net(x)
+            logits = None if self.softmax is None else pool @ self.softmax
         out = {"pool": pool, "spatial": spatial[..., :CONFIG.spatial_channels].reshape(len(x), -1)}
-        if self.softmax is not None:
-            out["logits"] = pool @ self.softmax
+        if logits is not None:
+            out["logits"] = logits
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 

@@ -127,7 +127,8 @@ class ConvBNReLU(nn.Module):
         if self.padding == "VALID":
             pad = (0, 0)
         else:
-            (top, bottom), (left, right) = tf_same_pads(x.shape[2], kh, self.stride), tf_same_pads(x.shape[3], kw, self.stride)
+            top, bottom = tf_same_pads(x.shape[2], kh, self.stride)
+            left, right = tf_same_pads(x.shape[3], kw, self.stride)
             if top != bottom or left != right:
                 x, pad = F.pad(x, (left, right, top, bottom)), (0, 0)
             else:
