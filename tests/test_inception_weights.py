@@ -294,3 +294,15 @@ def test_forward_runs_without_tf32_and_restores_flags(extractor, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     extractor.extract(np.zeros((1, 8, 8, 3), np.uint8))
     assert seen == [(False, False)] and torch.backends.cudnn.allow_tf32 is True
+
+
+def test_cpu_chunks_match_one_batch_and_restore_threads(extractor):
+    """Chunked CPU execution (4 images per single-threaded worker) gives the one-batch features, in order."""
+    images = np.random.default_rng(3).integers(0, 256, (9, 40, 40, 3), dtype=np.uint8)
+    threads = torch.get_num_threads()
+    chunked = extractor.extract(images)
+    assert torch.get_num_threads() == threads
+    whole = extractor.runner.forward(images)
+    for key in ("pool", "spatial"):
+        np.testing.assert_allclose(chunked[key], whole[key], rtol=0, atol=1e-5)
+    assert not np.allclose(chunked["pool"][0], chunked["pool"][1])  # distinct images stay distinct, in order

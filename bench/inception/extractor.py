@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -44,7 +45,14 @@ def exact_float32():
 
 
 class TorchInception:
-    """The PyTorch network with batch norm folded, channels_last, under inference_mode."""
+    """The PyTorch network with batch norm folded, channels_last, under inference_mode.
+
+    On CPU a batch is cut into chunks of `cpu_chunk` images run by one single-threaded worker per core, instead of
+    one OpenMP team per op: OpenMP waits at a barrier after every op for its slowest thread, which on a shared
+    machine (a descheduled thread) halves throughput; independent chunks keep every core busy.
+    """
+
+    cpu_chunk = 4
 
     def __init__(self, weights: InceptionWeights, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -52,9 +60,23 @@ class TorchInception:
         self.net = self.net.to(memory_format=torch.channels_last)
         softmax = weights.tensors.get("softmax.weight")
         self.softmax = None if softmax is None else softmax.to(self.device)
+        self.workers = torch.get_num_threads() if self.device.type == "cpu" else 1
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inception") if self.workers > 1 else None
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.pool is None or len(images) <= self.cpu_chunk:
+            return self.forward(images)
+        chunks = [images[i:i + self.cpu_chunk] for i in range(0, len(images), self.cpu_chunk)]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # process-wide in torch; restored below
+        try:
+            parts = list(self.pool.map(self.forward, chunks))
+        finally:
+            torch.set_num_threads(threads)
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     @torch.inference_mode()
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # NHWC uint8 -> NCHW float32 view whose memory is already channels_last.
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
         with exact_float32():
