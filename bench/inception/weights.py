@@ -232,8 +232,10 @@ def to_pytorch_fid(tensors: dict[str, torch.Tensor], fc_bias: torch.Tensor | Non
 
 
 def _check_digest_prefix(path: Path, sha256: str) -> None:
-    """torch.hub convention: `name-<sha256 prefix>.pth` must hash to that prefix."""
-    match = re.search(r"-([0-9a-f]{8,64})\.pth$", path.name)
+    """pytorch-fid names its file like torch.hub does, `pt_inception-...-<sha256 prefix>.pth`: hold it to that.
+    Other ports that reuse the suffix (torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`) are not held
+    to it: torch.hub downloads them without checking the hash, so the suffix is no promise there."""
+    match = re.fullmatch(r"pt_inception-.*-([0-9a-f]{8,64})\.pth", path.name)
     if match and not sha256.startswith(match.group(1)):
         raise ChecksumError(f"{path}: the name promises a sha256 starting with {match.group(1)}, found {sha256}")
 
