@@ -306,3 +306,10 @@ def test_cpu_chunks_match_one_batch_and_restore_threads(extractor):
     for key in ("pool", "spatial"):
         np.testing.assert_allclose(chunked[key], whole[key], rtol=0, atol=1e-5)
     assert not np.allclose(chunked["pool"][0], chunked["pool"][1])  # distinct images stay distinct, in order
+
+
+def test_strided_and_flipped_arrays(extractor):
+    images = np.random.default_rng(4).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    flipped = images[:, ::-1]  # negative strides, as np.flip or a horizontal-flip augmentation gives
+    np.testing.assert_array_equal(extractor.extract(flipped)["pool"],
+                                  extractor.extract(np.ascontiguousarray(flipped))["pool"])

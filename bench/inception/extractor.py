@@ -78,7 +78,7 @@ class TorchInception:
     @torch.inference_mode()
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # NHWC uint8 -> NCHW float32 view whose memory is already channels_last.
-        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
         with exact_float32():
             pool, spatial = self.net(x)
             logits = None if self.softmax is None else pool @ self.softmax
