@@ -292,8 +292,8 @@ def test_forward_runs_without_tf32_and_restores_flags(extractor, monkeypatch):
     monkeypatch.setattr(extractor.runner.net, "forward", lambda x: seen.append(
         (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or forward(x))
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    extractor.extract(np.zeros((1, 8, 8, 3), np.uint8))
-    assert seen == [(False, False)] and torch.backends.cudnn.allow_tf32 is True
+    extractor.extract(np.zeros((9, 8, 8, 3), np.uint8))  # 3 chunks on the CPU workers
+    assert seen == [(False, False)] * 3 and torch.backends.cudnn.allow_tf32 is True
 
 
 def test_cpu_chunks_match_one_batch_and_restore_threads(extractor):

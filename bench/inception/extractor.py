@@ -64,27 +64,26 @@ class TorchInception:
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inception") if self.workers > 1 else None
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        if self.pool is None or len(images) <= self.cpu_chunk:
-            return self.forward(images)
-        chunks = [images[i:i + self.cpu_chunk] for i in range(0, len(images), self.cpu_chunk)]
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # process-wide in torch; restored below
-        try:
-            parts = list(self.pool.map(self.forward, chunks))
-        finally:
-            torch.set_num_threads(threads)
+        with exact_float32():  # set here, once, not in the workers: the flags are process-wide
+            if self.pool is None or len(images) <= self.cpu_chunk:
+                return self.forward(images)
+            chunks = [images[i:i + self.cpu_chunk] for i in range(0, len(images), self.cpu_chunk)]
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # process-wide in torch too; restored below
+            try:
+                parts = list(self.pool.map(self.forward, chunks))
+            finally:
+                torch.set_num_threads(threads)
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     @torch.inference_mode()
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # NHWC uint8 -> NCHW float32 view whose memory is already channels_last.
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
-        with exact_float32():
-            pool, spatial = self.net(x)
-            logits = None if self.softmax is None else pool @ self.softmax
+        pool, spatial = self.net(x)
         out = {"pool": pool, "spatial": spatial[..., :CONFIG.spatial_channels].reshape(len(x), -1)}
-        if logits is not None:
-            out["logits"] = logits
+        if self.softmax is not None:
+            out["logits"] = pool @ self.softmax
         return {k: v.float().cpu().numpy() for k, v in out.items()}
 
 
@@ -119,7 +118,8 @@ class InceptionExtractor:
         parts = [self.runner.run(images[i:i + self.batch_size])
                  for i in tqdm(starts, desc="inception", leave=False, disable=len(starts) < 8)]
         keys = ["pool", "spatial"] + (["logits"] if self.has_logits else [])
-        widths = {"pool": CONFIG.pool_dim, "spatial": 17 * 17 * CONFIG.spatial_channels, "logits": CONFIG.num_classes}
+        widths = {"pool": CONFIG.pool_dim, "spatial": CONFIG.spatial_size ** 2 * CONFIG.spatial_channels,
+                  "logits": CONFIG.num_classes}
         return {k: np.concatenate([p[k] for p in parts]).astype(np.float32, copy=False) if parts
                 else np.zeros((0, widths[k]), np.float32) for k in keys}
 

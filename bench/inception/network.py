@@ -35,6 +35,7 @@ class InceptionConfig:
     pool_dim: int = 2048  # pool_3
     num_classes: int = 1008  # softmax/weights columns
     spatial_layer: str = "mixed_6/conv"  # ADM's FID_SPATIAL_NAME
+    spatial_size: int = 17  # mixed_6 is 17x17
     spatial_channels: int = 7  # ADM keeps spatial[..., :7]
 
 
