@@ -67,14 +67,10 @@ def layer_specs() -> dict[str, tuple[tuple[int, ...], int, str]]:
     return {layer.name: (tuple(layer.weight.shape), layer.stride, layer.padding) for layer in net.layers()}
 
 
-def layer_shapes() -> dict[str, tuple[int, ...]]:
-    return {name: shape for name, (shape, _, _) in layer_specs().items()}
-
-
 def validate(tensors: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Check a converted dict has every canonical tensor with the right shape; BenchError naming what is off."""
     problems = []
-    for name, shape in layer_shapes().items():
+    for name, (shape, _, _) in layer_specs().items():
         expected = {"weight": shape, "beta": shape[:1], "mean": shape[:1], "var": shape[:1], "gamma": shape[:1]}
         for suffix, want in expected.items():
             got = tensors.get(f"{name}.{suffix}")
