@@ -28,7 +28,7 @@ STATISTICS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
 def check_layout(shape: tuple[int, ...], dtype: np.dtype, where: str = "images") -> None:
     """Validate a uint8 [N, H, W, 3] layout, the only one the Inception pipeline accepts."""
-    if len(shape) != 4 or shape[-1] != 3:
+    if len(shape) != 4 or shape[-1] != 3 or min(shape[1:3]) < 1:
         hint = " (channels first? ADM batches are NHWC)" if len(shape) == 4 and shape[1] == 3 else ""
         raise BenchError(f"{where}: expected uint8 images of shape [N, H, W, 3] (NHWC, RGB), found shape "
                          f"{tuple(shape)}{hint}")

@@ -34,6 +34,7 @@ from PIL import Image
 
 from bench.download import RemoteFile
 from bench.errors import BenchError
+from bench.run.plan import sample_seeds
 
 ENTRY_POINT_GROUP = "bench.generators"
 
@@ -137,6 +138,23 @@ def check_overrides(preset: str, overrides: dict[str, Any], accepted: set[str]) 
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         takes = ", ".join("--" + k.replace("_", "-") for k in sorted(accepted)) or "none"
         raise BenchError(f"generator {preset!r} does not take {flags}; it takes: {takes}")
+
+
+def per_sample_seeds(seed: int | torch.Tensor, n: int) -> torch.Tensor:
+    """The int64 seeds [n] of one generator call: given per-sample seeds pass through; one int `seed` means
+    samples 0..n-1 of a run seeded `seed` (bench.run.plan.sample_seeds), for direct library use."""
+    if isinstance(seed, torch.Tensor):
+        seeds = seed.reshape(-1).to(torch.int64)
+        if seeds.shape[0] != n:
+            raise BenchError(f"{seeds.shape[0]} per-sample seeds for {n} samples")
+        return seeds
+    return torch.from_numpy(sample_seeds(int(seed), np.arange(n)))
+
+
+def per_sample_generators(seeds: torch.Tensor, device: torch.device | str) -> list[torch.Generator]:
+    """One torch.Generator per sample: every random draw of sample i comes from its own generator, so batch
+    size, batch order and process count cannot change an image."""
+    return [torch.Generator(device=device).manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF) for s in seeds.tolist()]
 
 
 def available_generators() -> dict[str, Any]:

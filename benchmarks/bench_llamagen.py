@@ -3,6 +3,7 @@
 Compares, in one run and on the same model:
   * cached    -- static KV cache, one-token decode steps (generate.py), eager
   * compiled  -- the same with torch.compile on the one-token step (--compile)
+  * bf16      -- the cached loop with bfloat16 weights (`--precision bf16`; the softmax stays float32)
   * naive     -- no cache: the whole prefix is recomputed at every step (generate_tokens_naive's scheme)
 and reports tokens/s, seconds per image (token generation only), the ratio to naive, the VQ-16 decode time
 per image, and peak memory.
@@ -17,12 +18,14 @@ next to the weight matmuls), and naive step t costs a + b * t, fitted from two p
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import time
 
 import torch
 
-from generators.llamagen.generate import per_sample_seeds, row_generators, sample_from_logits
+from bench.generator import per_sample_generators, per_sample_seeds  # noqa: E402
+from generators.llamagen.generate import sample_from_logits
 from generators.llamagen.gpt import GPT, gpt_config
 from generators.llamagen.vq import VQModel, vq_config
 
@@ -51,7 +54,7 @@ def cached_step_seconds(gpt: GPT, batch: int, steps: int, compile: bool) -> tupl
     """Mean (wall, CPU) seconds of one CFG decode step (2*batch rows) including sampling, after warm-up."""
     labels = torch.arange(batch) % 1000
     rows = torch.cat([labels, torch.full_like(labels, 1000)])
-    gens = row_generators(per_sample_seeds(0, range(batch)), "cpu")
+    gens = per_sample_generators(per_sample_seeds(0, batch), "cpu")
     gpt.setup_kv_cache(rows.shape[0])
     step = torch.compile(gpt.decode_step, fullgraph=True, dynamic=False) if compile else gpt.decode_step
     with torch.no_grad():
@@ -96,6 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     gpt = GPT(gpt_config("GPT-B", block_size=NUM_TOKENS)).eval()
     torch.nn.init.normal_(gpt.output.weight, std=0.02)  # the official init zeroes it: uniform logits
+    gpt_bf16 = copy.deepcopy(gpt).to(torch.bfloat16)  # --precision bf16: the weights cast, as the plugin does
     print(f"GPT-B, CFG 2.0, {NUM_TOKENS} tokens/image, fp32, {torch.get_num_threads()} threads; "
           f"{args.steps} timed steps per configuration, full image extrapolated")
     print(f"{'batch':>5} {'mode':>9} {'step ms':>8} {'tokens/s':>9} {'s/image':>8} {'vs naive':>8} "
@@ -103,9 +107,9 @@ def main() -> None:
     for batch in args.batch:
         naive = naive_image_seconds(gpt, batch) / batch
         print(f"{batch:>5} {'naive':>9} {'':>8} {NUM_TOKENS / naive:>9.1f} {naive:>8.2f} {1.0:>8.2f}")
-        modes = [("cached", False)] + ([("compiled", True)] if args.compile else [])
-        for name, compile in modes:
-            step, cpu = cached_step_seconds(gpt, batch, args.steps, compile)
+        modes = [("cached", gpt, False), ("bf16", gpt_bf16, False)] + ([("compiled", gpt, True)] if args.compile else [])
+        for name, model, compile in modes:
+            step, cpu = cached_step_seconds(model, batch, args.steps, compile)
             per_image = step * NUM_TOKENS / batch
             print(f"{batch:>5} {name:>9} {step * 1e3:>8.1f} {batch / step:>9.1f} {per_image:>8.2f} "
                   f"{naive / per_image:>7.1f}x {cpu * NUM_TOKENS / batch:>11.2f}")

@@ -90,3 +90,18 @@ def test_generators_command_lists_presets(monkeypatch):
            "precision=fp32" in out  # no PresetInfo: built (cheaply) and described from its config
     assert "broken\n  (cannot be loaded: no module named diffusers)" in out
     assert out.index("bare\n") < out.index("broken\n") < out.index("\ntoy\n")
+
+
+def test_per_sample_seeds_are_the_run_plans_and_pass_given_seeds_through():
+    from bench.generator import per_sample_generators, per_sample_seeds
+    from bench.run.plan import SamplingPlan
+
+    plan = SamplingPlan(num_samples=100, num_classes=1000, seed=7)
+    assert per_sample_seeds(7, 5).tolist() == plan.seeds(np.arange(5)).tolist()
+    given = torch.tensor([3, -4, 5])
+    assert torch.equal(per_sample_seeds(given, 3), given)
+    with pytest.raises(BenchError, match="3 per-sample seeds for 2 samples"):
+        per_sample_seeds(given, 2)
+    a, b = per_sample_generators(torch.tensor([1, 1, 2]), "cpu")[:2], per_sample_generators(torch.tensor([1]), "cpu")
+    assert torch.equal(torch.rand(3, generator=a[0]), torch.rand(3, generator=b[0]))
+    assert torch.equal(torch.rand(3, generator=a[1]), torch.rand(3, generator=per_sample_generators(torch.tensor([1]), "cpu")[0]))

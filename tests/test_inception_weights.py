@@ -267,9 +267,10 @@ def test_bad_files(tmp_path):
 
 @pytest.mark.parametrize("bad,found", [
     (np.zeros((2, 8, 8, 3), np.float32), "float32"),
-    (np.zeros((8, 8, 3), np.uint8), "[8, 8, 3]"),
-    (np.zeros((2, 3, 8, 8), np.uint8), "[2, 3, 8, 8]"),
-    (np.zeros((2, 8, 8, 4), np.uint8), "[2, 8, 8, 4]"),
+    (np.zeros((8, 8, 3), np.uint8), "(8, 8, 3)"),
+    (np.zeros((2, 3, 8, 8), np.uint8), "(2, 3, 8, 8)"),
+    (np.zeros((2, 8, 8, 4), np.uint8), "(2, 8, 8, 4)"),
+    (np.zeros((2, 0, 8, 3), np.uint8), "(2, 0, 8, 3)"),
     ([[1, 2, 3]], "list"),
 ])
 def test_invalid_images(extractor, bad, found):

@@ -9,7 +9,8 @@ import torch
 
 from bench.errors import BenchError, MissingFilesError
 from bench.generator import preset_info
-from generators.llamagen import generate_tokens, per_sample_seeds
+from bench.generator import per_sample_seeds
+from generators.llamagen import generate_tokens
 from generators.llamagen import plugin
 from generators.llamagen.gpt import GPT, GPT_CONFIGS, gpt_config
 from generators.llamagen.plugin import from_uint8, resize_for_eval, to_uint8
@@ -45,18 +46,18 @@ def test_sample_is_uint8_nhwc_and_batch_independent(tiny_checkpoints):
     gen = make("llamagen-b-256", tiny_checkpoints)
     assert gen.image_size == 256 and gen.eval_size == 256
     labels = torch.tensor([500, 999])
-    seeds = per_sample_seeds(0, range(2))
+    seeds = per_sample_seeds(0, 2)
     images = gen.sample(labels, seeds)
     assert images.dtype == np.uint8 and images.shape == (2, 256, 256, 3)
     halves = np.concatenate([gen.sample(labels[:1], seeds[:1]), gen.sample(labels[1:], seeds[1:])])
     assert np.array_equal(images, halves)
-    assert not np.array_equal(images[:1], gen.sample(labels[:1], per_sample_seeds(1, range(1))))
+    assert not np.array_equal(images[:1], gen.sample(labels[:1], per_sample_seeds(1, 1)))
 
 
 def test_384_preset_scores_float_resized_images(tiny_checkpoints):
     gen = make("llamagen-b", tiny_checkpoints, top_k=1)
     assert (gen.image_size, gen.eval_size) == (384, 256)
-    labels, seeds = torch.tensor([7]), per_sample_seeds(0, range(1))
+    labels, seeds = torch.tensor([7]), per_sample_seeds(0, 1)
     native, scored = gen.sample(labels, seeds), gen.sample_for_eval(labels, seeds)
     assert native.shape == (1, 384, 384, 3) and scored.shape == (1, 256, 256, 3)
     gpt, vq = gen._models()

@@ -1,14 +1,11 @@
 """LlamaGen sampling: filtering vs hand-worked cases, CFG arithmetic, cfg_interval, determinism, labels."""
 
-import math
 
-import numpy as np
 import pytest
 import torch
 
-from generators.llamagen.generate import (
-    class_labels, filter_logits, generate_tokens, generate_tokens_naive, per_sample_seeds, row_generators,
-    sample_from_logits)
+from bench.generator import per_sample_generators, per_sample_seeds
+from generators.llamagen.generate import filter_logits, generate_tokens, generate_tokens_naive, sample_from_logits
 from generators.llamagen.gpt import GPT, GPTConfig
 
 
@@ -58,7 +55,7 @@ def test_top_k_then_top_p():
 
 def test_greedy_when_top_k_is_one():
     logits = torch.randn(6, 40)
-    tokens = sample_from_logits(logits, row_generators(torch.arange(6), "cpu"), top_k=1)
+    tokens = sample_from_logits(logits, per_sample_generators(torch.arange(6), "cpu"), top_k=1)
     assert torch.equal(tokens, logits.argmax(-1))
 
 
@@ -68,7 +65,7 @@ def test_sampling_frequencies_follow_softmax_with_temperature():
     logits = probs.log() * temperature  # so softmax(logits / T) == probs
     n = 4000
     counts = torch.zeros(4)
-    gens = row_generators(per_sample_seeds(123, range(n)), "cpu")
+    gens = per_sample_generators(per_sample_seeds(123, n), "cpu")
     tokens = sample_from_logits(logits.expand(n, 4), gens, temperature=temperature)
     counts += torch.bincount(tokens, minlength=4)
     expected = probs * n
@@ -135,7 +132,7 @@ def test_compiled_step_gives_the_same_tokens():
 def test_batch_of_8_equals_two_batches_of_4_and_any_order():
     model = tiny_gpt()
     labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
-    seeds = per_sample_seeds(42, range(8))
+    seeds = per_sample_seeds(42, 8)
     kw = dict(cfg_scale=2.0, temperature=1.0, top_k=0, top_p=1.0)
     whole = generate_tokens(model, labels, seed=seeds, **kw)
     halves = torch.cat([generate_tokens(model, labels[:4], seed=seeds[:4], **kw),
@@ -144,43 +141,16 @@ def test_batch_of_8_equals_two_batches_of_4_and_any_order():
     perm = torch.tensor([5, 2, 7, 0, 1, 6, 3, 4])
     assert torch.equal(generate_tokens(model, labels[perm], seed=seeds[perm], **kw), whole[perm])
     # and sampling is random: different seeds, different tokens
-    assert not torch.equal(generate_tokens(model, labels, seed=per_sample_seeds(43, range(8)), **kw), whole)
+    assert not torch.equal(generate_tokens(model, labels, seed=per_sample_seeds(43, 8), **kw), whole)
 
 
 def test_integer_seed_means_per_sample_seeds_of_the_call():
     model = tiny_gpt()
     labels = torch.tensor([3, 3, 3])
     a = generate_tokens(model, labels, seed=7)
-    b = generate_tokens(model, labels, seed=per_sample_seeds(7, range(3)))
+    b = generate_tokens(model, labels, seed=per_sample_seeds(7, 3))
     assert torch.equal(a, b)
     assert not torch.equal(a[0], a[1])  # same label, different per-sample seed
-
-
-def test_per_sample_seeds_depend_only_on_seed_and_index():
-    assert torch.equal(per_sample_seeds(0, range(8))[4:], per_sample_seeds(0, range(4, 8)))
-    s = per_sample_seeds(0, range(1000))
-    assert s.dtype == torch.int64 and len(set(s.tolist())) == 1000
-    assert not torch.equal(per_sample_seeds(1, range(8)), per_sample_seeds(0, range(8)))
-    expected = np.random.SeedSequence([0, 5]).generate_state(1, np.uint64)[0]
-    assert int(s[5]) & 0xFFFF_FFFF_FFFF_FFFF == int(expected)
-
-
-# ---- class labels ------------------------------------------------------------------------------------------
-
-def test_balanced_labels_have_50_per_class_for_50k():
-    labels = class_labels(50_000, seed=0, balanced=True)
-    assert torch.equal(torch.bincount(labels, minlength=1000), torch.full((1000,), 50))
-    assert torch.equal(torch.bincount(labels[:10_000], minlength=1000), torch.full((1000,), 10))
-
-
-def test_uniform_labels_are_deterministic_and_uniform():
-    a = class_labels(20_000, seed=1)
-    assert torch.equal(a, class_labels(20_000, seed=1))
-    assert not torch.equal(a, class_labels(20_000, seed=2))
-    assert a.min() >= 0 and a.max() < 1000
-    counts = torch.bincount(a, minlength=1000).double()
-    chi2 = (((counts - 20) ** 2) / 20).sum().item()
-    assert abs(chi2 - 999) < 6 * math.sqrt(2 * 999)
 
 
 def test_bf16_model_samples_with_a_bf16_cache():

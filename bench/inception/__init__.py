@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.inception.extractor import InceptionExtractor, check_images
+from bench.inception.extractor import InceptionExtractor
 from bench.inception.weights import InceptionWeights, load_weights
 
-__all__ = ["InceptionExtractor", "InceptionWeights", "check_images", "load_extractor", "load_weights"]
+__all__ = ["InceptionExtractor", "InceptionWeights", "load_extractor", "load_weights"]
 
 
 def load_extractor(weights: str | Path | None = None, backend: str = "torch", device: str = "cpu",

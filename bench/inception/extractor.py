@@ -15,21 +15,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.batches import check_images
 from bench.errors import BenchError
 from bench.inception.network import CONFIG, InceptionV3
 from bench.inception.weights import InceptionWeights, logits_unavailable_reason
-
-
-def check_images(images) -> np.ndarray:
-    """Accept a uint8 [N, H, W, 3] numpy array (or CPU torch tensor); anything else is a BenchError."""
-    if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    if not isinstance(images, np.ndarray):
-        raise BenchError(f"images: expected a numpy uint8 array [N, H, W, 3], found {type(images).__name__}")
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3], default=0) < 1:
-        raise BenchError(f"images: expected uint8 [N, H, W, 3] (RGB, channels last), found {images.dtype} "
-                         f"{list(images.shape)}")
-    return images
 
 
 @contextlib.contextmanager
@@ -113,6 +102,8 @@ class InceptionExtractor:
                                            else "written from the canonical weights (tf_backend.build_graph_def)")
 
     def extract(self, images) -> dict[str, np.ndarray]:
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu().numpy()
         images = check_images(images)
         starts = range(0, len(images), self.batch_size)
         parts = [self.runner.run(images[i:i + self.batch_size])

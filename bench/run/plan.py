@@ -38,6 +38,12 @@ def hash_indices(seed: int, stream: int, indices: np.ndarray) -> np.ndarray:
         return splitmix64(base + np.asarray(indices, dtype=np.uint64))
 
 
+def sample_seeds(seed: int, indices) -> np.ndarray:
+    """int64 seeds in [0, 2**63) of samples `indices` of a run seeded `seed`: what `Generator.sample` seeds
+    image i's randomness with. Every generator plugin derives per-sample seeds through here."""
+    return (hash_indices(seed, _STREAM_SEED, np.asarray(indices)) >> np.uint64(1)).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class SamplingPlan:
     """Labels and seeds of samples 0..num_samples-1, and their partition into shards."""
@@ -60,7 +66,7 @@ class SamplingPlan:
 
     def seeds(self, indices: np.ndarray) -> np.ndarray:
         """int64 per-sample seeds in [0, 2**63): what `Generator.sample` seeds image i's randomness with."""
-        return (hash_indices(self.seed, _STREAM_SEED, indices) >> np.uint64(1)).astype(np.int64)
+        return sample_seeds(self.seed, indices)
 
     def labels(self, indices: np.ndarray) -> np.ndarray:
         """int64 class labels.

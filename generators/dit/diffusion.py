@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
+from bench.generator import per_sample_generators, per_sample_seeds
 
 TRAIN_STEPS = 1000
 SAMPLERS = ("ddpm", "ddim")
@@ -132,15 +133,6 @@ class Diffusion:
         return mean if i == 0 or sigma == 0 else mean + float(sigma) * noise
 
 
-def sample_seeds(seed: int | torch.Tensor, n: int) -> list[int]:
-    """Per-sample seeds: a [n] tensor is used as is; an int seed gives sample i a seed derived from (seed, i)."""
-    if isinstance(seed, torch.Tensor):
-        if seed.shape != (n,):
-            raise BenchError(f"per-sample seeds must have shape [{n}], found {list(seed.shape)}")
-        return [int(s) for s in seed.tolist()]
-    return [int(np.random.SeedSequence([int(seed), k]).generate_state(1, np.uint64)[0] >> 1) for k in range(n)]
-
-
 def _randn(generators: list[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """One standard normal draw of `shape` per sample, each from that sample's own generator."""
     return torch.stack([torch.randn(shape, generator=g, device=device) for g in generators])
@@ -169,7 +161,7 @@ def sample_latents(model: torch.nn.Module, labels: torch.Tensor, cfg_scale: floa
     B, C, S = len(labels), model.in_channels, model.config.input_size
     if labels.ndim != 1 or (B and (int(labels.min()) < 0 or int(labels.max()) >= model.num_classes)):
         raise BenchError(f"labels must be a 1-D tensor of class indices in [0, {model.num_classes})")
-    generators = [torch.Generator(device=device).manual_seed(s) for s in sample_seeds(seed, B)]
+    generators = per_sample_generators(per_sample_seeds(seed, B), device)
     if noise is None:
         x = _randn(generators, (C, S, S), device)
     elif tuple(noise.shape) != (B, C, S, S):

@@ -3,7 +3,7 @@ Llama GPT, in the official checkpoint layout, with batched-CFG KV-cache sampling
 
     vq = load_vq("vq_ds16_c2i.pt")
     gpt = load_gpt("c2i_L_384.pt", "GPT-L", image_size=384)
-    tokens = generate_tokens(gpt, labels, cfg_scale=2.0, seed=per_sample_seeds(0, range(len(labels))))
+    tokens = generate_tokens(gpt, labels, cfg_scale=2.0, seed=0)   # sample i depends on (seed, i) only
     images = vq.decode_codes(tokens.view(-1, 24, 24))
 
 Modules: vq.py (tokenizer), gpt.py (transformer), generate.py (sampling), checkpoints.py (loading),
@@ -11,6 +11,6 @@ presets.py (released checkpoints as data), plugin.py (the harness `Generator`).
 """
 
 from generators.llamagen.checkpoints import load_gpt, load_vq
-from generators.llamagen.generate import class_labels, generate_tokens, per_sample_seeds
+from generators.llamagen.generate import generate_tokens
 
-__all__ = ["load_vq", "load_gpt", "generate_tokens", "per_sample_seeds", "class_labels"]
+__all__ = ["load_vq", "load_gpt", "generate_tokens"]

@@ -22,28 +22,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.generator import per_sample_generators, per_sample_seeds
 from generators.llamagen.gpt import GPT
-
-
-def per_sample_seeds(seed: int, indices: torch.Tensor | range | list[int]) -> torch.Tensor:
-    """int64 seeds for samples `indices` of a run with global `seed`: a stable hash of (seed, i)
-    (numpy SeedSequence), so neighbouring samples and neighbouring runs get unrelated streams."""
-    out = [np.random.SeedSequence([int(seed), int(i)]).generate_state(1, np.uint64)[0] for i in indices]
-    return torch.from_numpy(np.array(out, dtype=np.uint64).view(np.int64))
-
-
-def class_labels(num_samples: int, seed: int = 0, balanced: bool = False, num_classes: int = 1000) -> torch.Tensor:
-    """Labels for a run. Uniform: i.i.d. uniform classes (as the official sampler draws them), from a
-    generator seeded with `seed`. Balanced: label i = i mod num_classes, so every prefix of
-    k * num_classes samples holds exactly k images per class (50 per class for 50k)."""
-    if balanced:
-        return torch.arange(num_samples, dtype=torch.long) % num_classes
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randint(0, num_classes, (num_samples,), generator=g)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -73,11 +56,6 @@ def sample_from_logits(logits: torch.Tensor, generators: list[torch.Generator], 
     return torch.argmax(logits.log_softmax(-1) + gumbel, dim=-1)
 
 
-def row_generators(seeds: torch.Tensor, device: torch.device | str) -> list[torch.Generator]:
-    """One generator per sample. Seeds are int64; manual_seed takes them as unsigned 64-bit."""
-    return [torch.Generator(device=device).manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF) for s in seeds.tolist()]
-
-
 def _decode_fn(gpt: GPT, compile: bool) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The one-token step, compiled once per model when asked (static shapes: [B, 1] at one position)."""
     if not compile:
@@ -95,15 +73,12 @@ def generate_tokens(gpt: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, temp
     """Sample block_size image tokens per label: labels int64 [B] -> LongTensor [B, block_size].
 
     `seed` is either per-sample int64 seeds [B] (what a harness passes) or one int, in which case sample i
-    of this call uses `per_sample_seeds(seed, range(B))[i]`.
+    of this call is sample i of a run seeded `seed` (`bench.generator.per_sample_seeds`).
     """
     device = gpt.output.weight.device
     labels = labels.to(device=device, dtype=torch.long)
     B, N = labels.shape[0], gpt.config.block_size
-    seeds = per_sample_seeds(seed, range(B)) if isinstance(seed, int) else torch.as_tensor(seed).view(-1)
-    if seeds.shape[0] != B:
-        raise ValueError(f"{seeds.shape[0]} seeds for {B} labels")
-    generators = row_generators(seeds, device)
+    generators = per_sample_generators(per_sample_seeds(seed, B), device)
     guided = cfg_scale != 1.0
     rows = torch.cat([labels, torch.full_like(labels, gpt.num_classes)]) if guided else labels
     gpt.setup_kv_cache(rows.shape[0])
@@ -134,8 +109,7 @@ def generate_tokens_naive(gpt: GPT, labels: torch.Tensor, cfg_scale: float = 1.0
     device = gpt.output.weight.device
     labels = labels.to(device=device, dtype=torch.long)
     B, N = labels.shape[0], gpt.config.block_size
-    seeds = per_sample_seeds(seed, range(B)) if isinstance(seed, int) else torch.as_tensor(seed).view(-1)
-    generators = row_generators(seeds, device)
+    generators = per_sample_generators(per_sample_seeds(seed, B), device)
     guided = cfg_scale != 1.0
     rows = torch.cat([labels, torch.full_like(labels, gpt.num_classes)]) if guided else labels
     tokens = torch.zeros(B, N, dtype=torch.long, device=device)
