@@ -23,22 +23,15 @@ from torch.utils.data import DataLoader
 
 from bench.atomic import atomic_path, write_text
 from bench.errors import BenchError
+from bench.run.dist import ProcessGroup
 from generators.llamagen.codes import ResumableSampler, load_checkpoint
 
 
-@dataclass
-class DistEnv:
-    rank: int
-    world_size: int
-    device: torch.device
+@dataclass(frozen=True)
+class DistEnv(ProcessGroup):
+    """A trainer's place in the torchrun job: the harness's process group plus the device its tensors use."""
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
+    device: torch.device = torch.device("cpu")
 
 
 def setup_distributed(device: str | None = None) -> DistEnv:
@@ -56,12 +49,7 @@ def setup_distributed(device: str | None = None) -> DistEnv:
         dev = torch.device("cuda", local)
     else:
         dev = torch.device(device or "cpu")
-    return DistEnv(rank, world, dev)
-
-
-def barrier(env: DistEnv) -> None:
-    if env.distributed:
-        dist.barrier()
+    return DistEnv(rank=rank, world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=dev)
 
 
 def mean_over_ranks(value: float, env: DistEnv) -> float:
@@ -147,15 +135,15 @@ def write_checkpoint(results_dir: Path, step: int, env: DistEnv, shared: dict[st
     if env.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    barrier(env)
+    env.barrier()
     if env.is_main and shared is not None:
         save_torch(shared, tmp / "model.pt")
     save_torch(per_rank, tmp / f"rank{env.rank}.pt")
-    barrier(env)
+    env.barrier()
     if env.is_main:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-    barrier(env)
+    env.barrier()
     return final
 
 
