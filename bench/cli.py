@@ -67,7 +67,9 @@ def inception_options(func):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the numbers, sample counts and provenance to this JSON file (atomically).")
 @click.option("--no-cache", is_flag=True, help="Recompute activations even if cached for these inputs.")
-def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, exact, json_path, no_cache):
+@click.option("--kid", "with_kid", is_flag=True,
+              help="Also print KID (unbiased, torch-fidelity's estimator), less biased than FID at small N.")
+def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, exact, json_path, no_cache, with_kid):
     """Score SAMPLE_BATCH against REF_BATCH: a drop-in for ADM's evaluations/evaluator.py.
 
     Both are ADM-format .npz files (uint8 NHWC images in `arr_0`) or folders of PNG/JPEG images. A reference
@@ -84,10 +86,15 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
     from bench.inception import load_extractor
 
     extractor = load_extractor(weights=weights, backend=backend, device=device)
-    result = evaluate(ref_batch, sample_batch, extractor, exact=exact, batch_size=batch_size, cache=not no_cache)
+    result = evaluate(ref_batch, sample_batch, extractor, exact=exact, batch_size=batch_size, cache=not no_cache,
+                      with_kid=with_kid)
     for warning in sample_size_warnings(result["num_samples"], result["num_ref"]):
         click.echo(f"Warning: {warning}", err=True)
     click.echo(adm_lines(result))
+    if with_kid:
+        kid_line = (f"{result['kid']!r} +- {result['kid_std']!r} (subsets of {result['kid_subset_size']})"
+                    if result["kid"] is not None else f"unavailable ({result['kid_unavailable']})")
+        click.echo(f"KID: {kid_line}")
     if json_path:
         atomic.write_json(json_path, result)
 

@@ -22,7 +22,7 @@ from bench import atomic
 from bench.batches import ImageSource, has_images, open_images, read_statistics
 from bench.download import cache_dir
 from bench.errors import BenchError
-from bench.metrics import feature_statistics, frechet_distance, inception_score, precision_recall
+from bench.metrics import feature_statistics, frechet_distance, inception_score, kid, precision_recall
 
 
 @dataclass
@@ -134,8 +134,11 @@ def load_batch(path: str | Path, extractor, role: str = "reference", batch_size:
     return Scored(path, acts, stats if stats is not None else _statistics(acts))
 
 
-def score(ref: Scored, sample: Scored, extractor, exact: bool = False) -> dict[str, Any]:
-    """ADM's five numbers for `sample` against `ref`, plus the sample counts (no provenance)."""
+def score(ref: Scored, sample: Scored, extractor, exact: bool = False, with_kid: bool = False) -> dict[str, Any]:
+    """ADM's five numbers for `sample` against `ref`, plus the sample counts (no provenance).
+
+    `with_kid` adds KID (torch-fidelity's estimator on pool_3: 100 subsets of min(1000, N_ref, N_sample)).
+    """
     for key in ("mu", "mu_s"):
         if ref.stats[key].shape != sample.stats[key].shape:
             raise BenchError(
@@ -158,6 +161,13 @@ def score(ref: Scored, sample: Scored, extractor, exact: bool = False) -> dict[s
     else:
         result["precision"] = result["recall"] = None
         result["precision_recall_unavailable"] = f"{ref.path} holds statistics only, no reference images"
+    if with_kid and ref.acts is not None:
+        subset = min(1000, len(ref.acts), len(sample.acts))
+        result["kid"], result["kid_std"] = kid(ref.acts.pool, sample.acts.pool, subset_size=subset, progress=False)
+        result["kid_subset_size"] = subset
+    elif with_kid:
+        result["kid"] = None
+        result["kid_unavailable"] = f"{ref.path} holds statistics only, no reference images"
     result["num_ref"] = ref.num_images
     result["num_samples"] = sample.num_images
     return result
@@ -186,7 +196,7 @@ def distances_label(exact: bool) -> str:
 
 
 def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact: bool = False,
-             batch_size: int = 64, cache: bool = True) -> dict[str, Any]:
+             batch_size: int = 64, cache: bool = True, with_kid: bool = False) -> dict[str, Any]:
     """Score a sample batch against a reference batch exactly as ADM's evaluator does.
 
     Returns the JSON-ready result: the five ADM numbers (`inception_score` is None with a reason when the
@@ -195,7 +205,7 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact:
     """
     ref = load_batch(ref_path, extractor, "reference", batch_size, cache)
     sample = load_batch(sample_path, extractor, "sample", batch_size, cache)
-    result = score(ref, sample, extractor, exact)
+    result = score(ref, sample, extractor, exact, with_kid)
     result["provenance"] = {
         "ref": str(ref_path),
         "sample": str(sample_path),

@@ -99,6 +99,31 @@ def test_numbers_match_independent_computations(batches):
     assert result["num_ref"] == 40 and result["num_samples"] == 30
 
 
+def kid_direct(a, b, subset, subsets=100, seed=2020):
+    """torch-fidelity's KID written out: cubic kernel, gamma 1/d, unbiased MMD^2 on seeded subsets."""
+    rng = np.random.RandomState(seed)
+    k = lambda x, y: (x @ y.T / x.shape[1] + 1) ** 3  # noqa: E731
+    mmds = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), subset, replace=False)].astype(np.float64)
+        y = b[rng.choice(len(b), subset, replace=False)].astype(np.float64)
+        kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+        m = subset
+        mmds.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                    - 2 * kxy.mean())
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def test_kid_on_request(batches, tmp_path):
+    ref_path, sample_path, ref, sample = batches
+    toy = ToyExtractor()
+    result = evaluate(ref_path, sample_path, toy, with_kid=True)
+    expected = kid_direct(toy.features(ref)["pool"], toy.features(sample)["pool"], subset=30)
+    assert (result["kid"], result["kid_std"]) == pytest.approx(expected, rel=1e-6)
+    assert result["kid_subset_size"] == 30
+    assert "kid" not in evaluate(ref_path, sample_path, toy)
+
+
 def test_precomputed_reference_statistics_are_used(batches, tmp_path):
     _, sample_path, ref, sample = batches
     toy = ToyExtractor()
@@ -200,3 +225,11 @@ def test_ref_build_from_an_imagenet_style_folder(tmp_path, monkeypatch):
         np.testing.assert_allclose(npz["mu"], feats["pool"].astype(np.float64).mean(0), rtol=1e-6)
         np.testing.assert_allclose(npz["sigma"], np.cov(feats["pool"], rowvar=False), rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(npz["sigma_s"], np.cov(feats["spatial"], rowvar=False), rtol=1e-5, atol=1e-9)
+
+
+def test_cli_eval_kid_line(batches, monkeypatch):
+    ref_path, sample_path, _, _ = batches
+    monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: ToyExtractor())
+    out = CliRunner().invoke(cli, ["eval", str(ref_path), str(sample_path), "--kid"])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.strip().splitlines()[-1].startswith("KID: ") and "(subsets of 30)" in out.stdout
