@@ -88,7 +88,7 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
     extractor = load_extractor(weights=weights, backend=backend, device=device)
     result = evaluate(ref_batch, sample_batch, extractor, exact=exact, batch_size=batch_size, cache=not no_cache,
                       with_kid=with_kid)
-    for warning in sample_size_warnings(result["num_samples"], result["num_ref"]):
+    for warning in result["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
     click.echo(adm_lines(result))
     if with_kid:
@@ -97,21 +97,6 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
         click.echo(f"KID: {kid_line}")
     if json_path:
         atomic.write_json(json_path, result)
-
-
-def sample_size_warnings(num_samples: int | None, num_ref: int | None) -> list[str]:
-    """Say which metrics are unreliable at this sample count, rather than silently printing them."""
-    warnings = []
-    if num_samples is not None and num_samples < 2048:
-        warnings.append(f"{num_samples} samples < 2048 feature dimensions: the sample covariance is rank "
-                        "deficient and FID is biased upwards; papers use 50,000 samples.")
-    elif num_samples is not None and num_samples < 50_000:
-        warnings.append(f"{num_samples} samples: FID is biased upwards below 50,000 samples (the papers' "
-                        "setting); compare only runs with equal sample counts.")
-    if num_samples is not None and num_samples < 5000:
-        warnings.append(f"{num_samples} samples < one Inception Score split (5000): IS is computed on a "
-                        "single partial split and is not comparable to papers.")
-    return warnings
 
 
 @cli.group("ref")

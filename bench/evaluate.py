@@ -25,6 +25,30 @@ from bench.errors import BenchError
 from bench.metrics import feature_statistics, frechet_distance, inception_score, kid, precision_recall
 
 
+#: what the ADM metrics need to be meaningful
+IS_SPLIT_SIZE = 5000
+PR_NEIGHBOURS = 3
+PAPER_NUM_SAMPLES = 50_000
+
+
+def sample_size_warnings(num_samples: int, dims: dict[str, int]) -> list[str]:
+    """Which metrics `num_samples` is too few for, and why."""
+    out = []
+    for key, metric in (("pool", "FID"), ("spatial", "sFID")):
+        if key in dims and num_samples <= dims[key]:
+            out.append(f"{metric} is unreliable: {num_samples} samples give a rank-deficient {dims[key]}-d covariance "
+                       f"(needs more than {dims[key]} samples)")
+    if num_samples < IS_SPLIT_SIZE:
+        out.append(f"Inception Score is unreliable: ADM averages splits of {IS_SPLIT_SIZE} samples; "
+                   f"{num_samples} samples make one partial split")
+    if num_samples <= PR_NEIGHBOURS:
+        out.append(f"Precision/Recall are undefined: k={PR_NEIGHBOURS} nearest neighbours need more than "
+                   f"{PR_NEIGHBOURS} samples")
+    if num_samples < PAPER_NUM_SAMPLES:
+        out.append(f"{num_samples} samples: papers report {PAPER_NUM_SAMPLES}; FID is biased upward with fewer")
+    return out
+
+
 @dataclass
 class Activations:
     """Inception features of one batch: pool_3 [N, 2048], spatial mixed_6/conv [N, 2023], logits [N, 1008]."""
@@ -206,6 +230,8 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact:
     ref = load_batch(ref_path, extractor, "reference", batch_size, cache)
     sample = load_batch(sample_path, extractor, "sample", batch_size, cache)
     result = score(ref, sample, extractor, exact, with_kid)
+    dims = {"pool": sample.stats["mu"].shape[0], "spatial": sample.stats["mu_s"].shape[0]}
+    result["warnings"] = sample_size_warnings(sample.num_images, dims)
     result["provenance"] = {
         "ref": str(ref_path),
         "sample": str(sample_path),

@@ -17,7 +17,8 @@ from bench.batches import NpzImages
 from bench.cli import _Group
 from bench.download import RemoteFile
 from bench.errors import BenchError, ChecksumError
-from bench.run.loop import RunSettings, run, run_command, sample_size_warnings
+from bench.evaluate import sample_size_warnings
+from bench.run.loop import RunSettings, run, run_command
 from bench.run.plan import SamplingPlan
 from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer, write_ref
 from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from bench.atomic import atomic_path, write_json
 from bench.batches import NpzWriter
 from bench.download import resolve_all, sha256_file
-from bench.evaluate import package_versions
+from bench.evaluate import PAPER_NUM_SAMPLES, package_versions, sample_size_warnings
 from bench.errors import BenchError
 from bench.generator import Generator, available_generators, load_generator_factory, preset_info
 from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
@@ -40,10 +40,6 @@ from bench.run.shards import RunFolder, Shard, fingerprint
 
 #: CLI sampling settings forwarded to the generator factory (only those the user gives)
 SAMPLING_SETTINGS = ("cfg_scale", "top_k", "top_p", "temperature", "steps", "precision", "compile")
-#: what the ADM metrics need to be meaningful
-IS_SPLIT_SIZE = 5000
-PR_NEIGHBOURS = 3
-PAPER_NUM_SAMPLES = 50_000
 GRID_SIZE = 64
 
 
@@ -138,24 +134,6 @@ def shard_config(settings: RunSettings, generator: Generator, files: dict[str, s
 def device_types(config: dict[str, Any]) -> dict[str, Any]:
     """`device: cuda:3` -> `cuda`: every rank must fingerprint alike, yet CPU and GPU numerics differ."""
     return {k: (str(v).split(":")[0] if k == "device" else v) for k, v in config.items()}
-
-
-def sample_size_warnings(num_samples: int, dims: dict[str, int]) -> list[str]:
-    """Which metrics `num_samples` is too few for, and why."""
-    out = []
-    for key, metric in (("pool", "FID"), ("spatial", "sFID")):
-        if key in dims and num_samples <= dims[key]:
-            out.append(f"{metric} is unreliable: {num_samples} samples give a rank-deficient {dims[key]}-d covariance "
-                       f"(needs more than {dims[key]} samples)")
-    if num_samples < IS_SPLIT_SIZE:
-        out.append(f"Inception Score is unreliable: ADM averages splits of {IS_SPLIT_SIZE} samples; "
-                   f"{num_samples} samples make one partial split")
-    if num_samples <= PR_NEIGHBOURS:
-        out.append(f"Precision/Recall are undefined: k={PR_NEIGHBOURS} nearest neighbours need more than "
-                   f"{PR_NEIGHBOURS} samples")
-    if num_samples < PAPER_NUM_SAMPLES:
-        out.append(f"{num_samples} samples: papers report {PAPER_NUM_SAMPLES}; FID is biased upward with fewer")
-    return out
 
 
 def warn(message: str) -> str:
