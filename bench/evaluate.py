@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from bench import atomic
 from bench.batches import ImageSource, has_images, open_images, read_statistics
-from bench.download import cache_dir
+from bench.download import cache_dir, sha256_file
 from bench.errors import BenchError
 from bench.metrics import feature_statistics, frechet_distance, inception_score, kid, precision_recall
 
@@ -215,6 +215,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _content_hash(path: Path) -> str:
+    """sha256 of a batch file (memoised), or the content digest of an image folder."""
+    return open_images(path).content_hash() if path.is_dir() else sha256_file(path)
+
+
 def distances_label(exact: bool) -> str:
     return "exact (float64)" if exact else "ADM (float16, as TensorFlow)"
 
@@ -232,6 +237,7 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact:
     result = score(ref, sample, extractor, exact, with_kid)
     dims = {"pool": sample.stats["mu"].shape[0], "spatial": sample.stats["mu_s"].shape[0]}
     result["warnings"] = sample_size_warnings(sample.num_images, dims)
+    result["reference"] = {"path": str(ref_path), "sha256": _content_hash(Path(ref_path))}
     result["provenance"] = {
         "ref": str(ref_path),
         "sample": str(sample_path),

@@ -4,6 +4,7 @@ Most tests use a stand-in extractor (fixed random projections of 8x8 pixels) so 
 arithmetic can be recomputed by hand with numpy/scipy; one test runs the real Inception end to end.
 """
 
+import hashlib
 import json
 
 import numpy as np
@@ -192,6 +193,7 @@ def test_cli_eval_with_the_real_inception(batches, tmp_path):
         assert key in record
     assert record["inception_score"] is None and "softmax" in record["inception_score_unavailable"]
     assert record["provenance"]["inception"]["kind"] == "torchscript"
+    assert record["reference"]["sha256"] == hashlib.sha256(ref_path.read_bytes()).hexdigest()
     assert len(record["provenance"]["inception"]["sha256"]) == 64
     assert record["fid"] > 0 and 0 <= record["precision"] <= 1
     assert "FID is unreliable: 6 samples give a rank-deficient 2048-d covariance" in out.stderr

@@ -68,7 +68,7 @@ class TorchInception:
     @torch.inference_mode()
     def forward(self, images: np.ndarray) -> dict[str, np.ndarray]:
         # NHWC uint8 -> NCHW float32 view whose memory is already channels_last.
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.require(images, requirements=["C", "W"])).to(self.device).permute(0, 3, 1, 2).float()
         pool, spatial = self.net(x)
         out = {"pool": pool, "spatial": spatial[..., :CONFIG.spatial_channels].reshape(len(x), -1)}
         if self.softmax is not None:
