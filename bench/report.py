@@ -94,7 +94,7 @@ def compare(table: pd.DataFrame, baseline: int = 0) -> tuple[pd.DataFrame, dict[
     settings = [c for c in out.columns if c not in METRICS and not c.endswith(" delta")
                 and c not in ("run", "path") and not c.startswith(("provenance.versions", "wall_time", "timing"))]
     differing = {c: out[c].tolist() for c in settings if out[c].astype(str).nunique() > 1}
-    key_columns = [c for c in out.columns if c in COMPARABILITY_KEYS or c.endswith(tuple(COMPARABILITY_KEYS))]
+    key_columns = [c for c in COMPARABILITY_KEYS if c in out.columns]  # a row missing one is not comparable
     base = out.iloc[baseline]
     out["comparable"] = [all(str(row[c]) == str(base[c]) for c in key_columns) for _, row in out.iterrows()]
     return out, differing

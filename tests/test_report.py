@@ -36,6 +36,24 @@ def test_deltas_and_differing_settings(runs):
     assert table["comparable"].tolist() == [True, True, False]
 
 
+def test_eval_and_run_results_of_the_same_setting_are_comparable(tmp_path):
+    """A `bench run` result (metrics nested, extra settings) and a `bench eval` result (metrics top level)."""
+    common = {"num_samples": 8, "num_ref": 20, "reference": {"sha256": "ab"},
+              "provenance": {"inception": {"sha256": "cd"}, "distances": "ADM"}}
+    run = {"run_id": "run", "metrics": {"fid": 3.0}, "settings": {"num_samples": 8}, **common}
+    evaluated = {"fid": 3.5, **common}
+    for name, result in (("run", run), ("eval", evaluated)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(result))
+    table, _ = compare(load_results([tmp_path / "run", tmp_path / "eval"]))
+    assert table["comparable"].tolist() == [True, True]
+    assert table["fid delta"].tolist() == pytest.approx([0.0, 0.5])
+    evaluated["provenance"]["inception"]["sha256"] = "other weights"
+    (tmp_path / "eval" / "result.json").write_text(json.dumps(evaluated))
+    table, _ = compare(load_results([tmp_path / "run", tmp_path / "eval"]))
+    assert table["comparable"].tolist() == [True, False]
+
+
 def test_leaderboard_ranks_lower_fid_first_and_higher_is_first(runs):
     table = load_results([runs])
     assert leaderboard(table, "fid")["run"].tolist()[0] == "<script>alert(1)</script>"
