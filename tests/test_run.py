@@ -281,6 +281,11 @@ def test_missing_weights_offline_list_file_source_and_destination(toy, tmp_path)
     assert "toy.pt\n      from: http://127.0.0.1:9/toy.pt" in res.output
     assert "toy_vq.pt\n      from: https://huggingface.co/someone/toy/resolve/main/vq.pt" in res.output
     assert "put it at:" in res.output and "Traceback" not in res.output
+    # with a registry reference, the same message names the reference batch too
+    res = cli(["--generator", "toy", "--ref", "imagenet64", "--runs-dir", str(tmp_path / "runs"), "--offline"])
+    assert res.exit_code == 2 and "toy.pt\n" in res.output
+    assert ("VIRTUAL_imagenet64_labeled.npz\n      from: https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+            "ref_batches/imagenet/64/VIRTUAL_imagenet64_labeled.npz") in res.output
 
 
 def test_ckpt_for_a_generator_without_files_is_refused(toy, tmp_path):

@@ -34,7 +34,7 @@ from bench.errors import BenchError
 from bench.generator import Generator, available_generators, load_generator_factory, preset_info
 from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.run.plan import LABEL_MODES, SamplingPlan
-from bench.run.references import Reference, check_resolution, resolve_reference
+from bench.run.references import Reference, check_resolution, registry_file, resolve_reference
 from bench.run.score import Scorer, adm_scorer
 from bench.run.shards import RunFolder, Shard, fingerprint
 
@@ -81,7 +81,10 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup) -> 
         explicit = {remotes[0].filename: settings.ckpt} if settings.ckpt else {}
     paths = None
     if group.local_rank == 0:
-        paths = resolve_all(remotes, explicit, settings.allow_download)
+        # The registry reference is fetched alongside, so an offline user learns every missing file at once.
+        reference = registry_file(settings.ref or f"imagenet{generator.eval_size}") if group.is_main else None
+        extra = [reference] if reference is not None else []
+        paths = resolve_all(remotes + extra, explicit, settings.allow_download)[:len(remotes)]
     group.barrier()
     if paths is None:
         paths = resolve_all(remotes, explicit, allow_download=False)

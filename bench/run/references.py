@@ -36,13 +36,19 @@ class Reference:
                 "resolution": self.resolution}
 
 
+def registry_file(name: str) -> RemoteFile | None:
+    """The downloadable file behind a registry name (`imagenet256`), or None for a path."""
+    entry = known_references().get(name)
+    return None if entry is None else RemoteFile(entry["filename"], entry["sha256"], url=entry["url"])
+
+
 def resolve_reference(name_or_path: str, allow_download: bool = True) -> Reference:
     """A registry name (downloaded on first use) or a path to an ADM `.npz` batch / statistics / image folder."""
     known = known_references()
-    if name_or_path in known:
-        entry = known[name_or_path]
-        remote = RemoteFile(entry["filename"], entry["sha256"], url=entry["url"])
-        return Reference(name_or_path, resolve(remote, allow_download=allow_download), entry["resolution"])
+    remote = registry_file(name_or_path)
+    if remote is not None:
+        resolution = known[name_or_path]["resolution"]
+        return Reference(name_or_path, resolve(remote, allow_download=allow_download), resolution)
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise BenchError(f"--ref {name_or_path!r}: neither a known reference ({', '.join(sorted(known))}) "
