@@ -13,6 +13,11 @@ extrapolated: cached steps cost the same at every position (attention over <= 26
 next to the weight matmuls), and naive step t costs a + b * t, fitted from two prefix lengths.
 
     python benchmarks/bench_llamagen.py --batch 8 32 --steps 16 [--compile] [--threads 1]
+
+GPU mode (`--gpu`): whole images, not extrapolated -- `generate_tokens` for all 256 tokens of GPT-B and GPT-XL
+(random weights, bf16, CFG 2.0) at batch 64-256, eager against torch.compile'd decode steps, in images/s:
+
+    python benchmarks/bench_llamagen.py --gpu --models GPT-B GPT-XL --batch 64 128 256
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 import torch
 
 from bench.generator import per_sample_generators, per_sample_seeds  # noqa: E402
-from generators.llamagen.generate import sample_from_logits
+from generators.llamagen.generate import generate_tokens, sample_from_logits
 from generators.llamagen.gpt import GPT, gpt_config
 from generators.llamagen.vq import VQModel, vq_config
 
@@ -86,6 +91,28 @@ def naive_image_seconds(gpt: GPT, batch: int) -> float:
     return sum(a + b * t for t in range(1, NUM_TOKENS + 1))
 
 
+def gpu_images_per_second(model_name: str, batches: list[int]) -> None:
+    """Images/s of full 256-token CFG generation on CUDA in bf16, eager vs compiled one-token steps."""
+    torch.manual_seed(0)
+    gpt = GPT(gpt_config(model_name, block_size=NUM_TOKENS)).eval().to("cuda", torch.bfloat16)
+    torch.nn.init.normal_(gpt.output.weight, std=0.02)
+    print(f"{model_name}, CUDA ({torch.cuda.get_device_name()}), bf16, CFG 2.0, {NUM_TOKENS} tokens/image")
+    print(f"{'batch':>5} {'mode':>9} {'s/batch':>8} {'images/s':>9} {'vs eager':>8}")
+    for batch in batches:
+        labels = torch.arange(batch, device="cuda") % 1000
+        eager = None
+        for name, compile in (("eager", False), ("compiled", True)):
+            generate_tokens(gpt, labels, cfg_scale=2.0, seed=0, compile=compile)  # warm-up / compilation
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            generate_tokens(gpt, labels, cfg_scale=2.0, seed=1, compile=compile)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            eager = eager or seconds
+            print(f"{batch:>5} {name:>9} {seconds:>8.2f} {batch / seconds:>9.1f} {eager / seconds:>7.2f}x")
+    print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
@@ -93,7 +120,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd step")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--skip-vq", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="CUDA mode: whole images at --batch, bf16, eager vs compile")
+    parser.add_argument("--models", nargs="+", default=["GPT-B", "GPT-XL"], help="GPU mode: models to time")
     args = parser.parse_args()
+    if args.gpu:
+        for model_name in args.models:
+            gpu_images_per_second(model_name, args.batch)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
