@@ -140,6 +140,12 @@ def check_overrides(preset: str, overrides: dict[str, Any], accepted: set[str]) 
         raise BenchError(f"generator {preset!r} does not take {flags}; it takes: {takes}")
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Decoder output float [B, 3, H, W] nominally in [-1, 1] -> uint8 [B, H, W, 3]: clamp(127.5 x + 128) then a
+    truncating cast, the conversion the official LlamaGen and DiT samplers use (rounding instead moves FID)."""
+    return torch.clamp(127.5 * images.float() + 128.0, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def per_sample_seeds(seed: int | torch.Tensor, n: int) -> torch.Tensor:
     """The int64 seeds [n] of one generator call: given per-sample seeds pass through; one int `seed` means
     samples 0..n-1 of a run seeded `seed` (bench.run.plan.sample_seeds), for direct library use."""

@@ -13,7 +13,8 @@ from bench.download import cache_dir
 from bench.errors import BenchError, MissingFilesError
 from generators.dit.diffusion import sample_latents
 from generators.dit.models import DiT, DiTConfig
-from generators.dit.plugin import DiTGenerator, dit_xl_2, dit_xl_2_512, load_vae, to_uint8
+from bench.generator import to_uint8
+from generators.dit.plugin import DiTGenerator, dit_xl_2, dit_xl_2_512, load_vae
 from generators.dit.presets import PRESETS, DiTPreset
 
 

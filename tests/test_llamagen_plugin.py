@@ -13,7 +13,8 @@ from bench.generator import per_sample_seeds
 from generators.llamagen import generate_tokens
 from generators.llamagen import plugin
 from generators.llamagen.gpt import GPT, GPT_CONFIGS, gpt_config
-from generators.llamagen.plugin import from_uint8, resize_for_eval, to_uint8
+from bench.generator import to_uint8
+from generators.llamagen.plugin import from_uint8, resize_for_eval
 from generators.llamagen.presets import HF_REPO, PRESETS
 from generators.llamagen.vq import VQ_CONFIGS, VQModel, vq_config
 

@@ -17,7 +17,7 @@ import torch
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator, PresetInfo, check_overrides, describe
+from bench.generator import Generator, PresetInfo, check_overrides, describe, to_uint8
 from generators.dit.diffusion import SAMPLERS, sample_latents
 from generators.dit.models import DiT, load_dit
 from generators.dit.presets import LATENT_SCALE, PRESETS, VAES, DiTPreset, vae_files
@@ -28,11 +28,6 @@ OVERRIDES = {"cfg_scale", "steps", "sampler", "eta", "precision", "compile", "va
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: images decoded per VAE call: the decoder's 512-channel 256x256 activations dominate memory, not DiT's
 VAE_CHUNK = 16
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Decoder output [B, 3, H, W] in ~[-1, 1] -> uint8 [B, H, W, 3], the official conversion (truncating cast)."""
-    return torch.clamp(127.5 * images + 128.0, 0, 255).permute(0, 2, 3, 1).to("cpu", dtype=torch.uint8).numpy()
 
 
 def load_vae(folder: str | Path) -> torch.nn.Module:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator, PresetInfo, check_overrides, describe
+from bench.generator import Generator, PresetInfo, check_overrides, describe, to_uint8
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
 from generators.llamagen.presets import PRESETS, Preset, remote_file
@@ -29,11 +29,6 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 SAMPLING_KEYS = ("cfg_scale", "cfg_interval", "top_k", "top_p", "temperature")
 MODEL_KEYS = ("precision", "compile")
 TOKENIZER_KEYS = ("vq_ckpt", "allow_download")
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float [B, 3, H, W] nominally in [-1, 1] -> uint8 [B, H, W, 3], the official conversion (truncating)."""
-    return torch.clamp(127.5 * images.float() + 128.0, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def from_uint8(images: np.ndarray) -> torch.Tensor:
