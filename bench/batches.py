@@ -47,6 +47,15 @@ def check_images(images: np.ndarray, where: str = "images") -> np.ndarray:
     return images
 
 
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """ADM's resize: BOX-halve while the short side is at least twice `size` (cheap anti-aliasing), then a
+    BICUBIC resize that makes the short side `size` (the long side rounded)."""
+    while min(*image.size) >= 2 * size:
+        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
+    scale = size / min(*image.size)
+    return image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
+
+
 def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
     """ADM's ImageNet preprocessing (guided-diffusion `center_crop_arr`).
 
@@ -54,11 +63,7 @@ def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
     BICUBIC resize so the short side equals `image_size` (sizes rounded), then a centered crop. Reference
     batches built any other way give a different FID against the same samples.
     """
-    while min(*image.size) >= 2 * image_size:
-        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
-    scale = image_size / min(*image.size)
-    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    arr = np.asarray(image.convert("RGB"))
+    arr = np.asarray(resize_short_side(image, image_size).convert("RGB"))
     top = (arr.shape[0] - image_size) // 2
     left = (arr.shape[1] - image_size) // 2
     return arr[top : top + image_size, left : left + image_size]
@@ -176,6 +181,10 @@ class FolderImages(ImageSource):
                 return np.asarray(image.convert("RGB"))
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise BenchError(f"{file}: unreadable image ({err})") from None
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        """Images start..end-1 as one uint8 block (they must share a size, e.g. when center-cropped)."""
+        return np.stack([self._load(file) for file in self.files[start:end]])
 
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Blocks of same-sized images: a block ends early where the image size changes."""

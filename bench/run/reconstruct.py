@@ -22,11 +22,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from bench.atomic import write_json
-from bench.batches import FolderImages, NpzImages, center_crop_arr, open_images
+from bench.batches import FolderImages, NpzImages, open_images
 from bench.download import sha256_file
 from bench.errors import BenchError
 from bench.generator import Generator
@@ -47,21 +46,14 @@ def data_fingerprint(source) -> str:
     return sha256_file(source.path)
 
 
-def shard_images(source, shards: list[Shard], shard_size: int, image_size: int) -> Iterator[tuple[Shard, np.ndarray]]:
-    """uint8 [n, image_size, image_size, 3] originals of each wanted shard, in the order given.
+def shard_images(source, shards: list[Shard], shard_size: int) -> Iterator[tuple[Shard, np.ndarray]]:
+    """uint8 [n, H, W, 3] originals of each wanted shard (folders center-cropped by `source`), in the order given.
 
     Folder images are read individually (only the wanted ones); an npz is streamed once, skipping the rest.
     """
     if isinstance(source, FolderImages):
         for start, end in shards:
-            images = []
-            for file in source.files[start:end]:
-                try:
-                    with Image.open(file) as image:
-                        images.append(center_crop_arr(image, image_size))
-                except OSError as err:
-                    raise BenchError(f"{file}: unreadable image ({err})") from None
-            yield (start, end), np.stack(images)
+            yield (start, end), source.read(start, end)
         return
     wanted = set(shards)
     for i, block in enumerate(source.batches(shard_size)):
@@ -117,7 +109,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     if settings.batch_size < 1 or settings.shard_size < 1:
         raise BenchError("--batch-size and --shard-size must be at least 1")
     generator, files = build_generator(settings, device, group)
-    source = open_images(data)
+    source = open_images(data, center_crop=generator.image_size if Path(data).is_dir() else None)
     if isinstance(source, NpzImages) and source.shape[1:3] != (generator.image_size, generator.image_size):
         raise BenchError(f"{data}: holds {source.shape[1]}x{source.shape[2]} images; {settings.generator!r} "
                          f"reconstructs {generator.image_size}x{generator.image_size} (pass an image folder to "
@@ -145,7 +137,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     try:
         with tqdm(total=sum(e - s for s, e in todo), unit="img", disable=not group.is_main,
                   desc=f"reconstruct {settings.generator}") as bar, torch.inference_mode():
-            for shard, originals in shard_images(source, todo, settings.shard_size, generator.image_size):
+            for shard, originals in shard_images(source, todo, settings.shard_size):
                 arrays = reconstruct_shard(generator, extractor, originals, settings.batch_size, device)
                 arrays["index"] = np.arange(*shard)
                 folder.write_features(shard, arrays)

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from bench.atomic import write_json
-from bench.batches import center_crop_arr
+from bench.batches import center_crop_arr, resize_short_side
 from bench.errors import BenchError
 
 #: torchvision ImageFolder's extensions (matched case-insensitively).
@@ -86,11 +86,7 @@ def random_crop_arr(image: Image.Image, image_size: int, rng: np.random.Generato
     """ADM's random-resized crop (tokenizer training): short side resized to a random size in
     [ceil(S / max_frac), ceil(S / min_frac)] (BOX halvings, then BICUBIC), then a random S x S window."""
     smaller = int(rng.integers(math.ceil(image_size / max_crop_frac), math.ceil(image_size / min_crop_frac) + 1))
-    while min(*image.size) >= 2 * smaller:
-        image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
-    scale = smaller / min(*image.size)
-    image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    arr = np.asarray(image)
+    arr = np.asarray(resize_short_side(image, smaller))
     top = int(rng.integers(arr.shape[0] - image_size + 1))
     left = int(rng.integers(arr.shape[1] - image_size + 1))
     return arr[top : top + image_size, left : left + image_size]
