@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 from bench.batches import NpzImages, has_images
 from bench.download import RemoteFile, resolve, sha256_file
 from bench.errors import BenchError
 
-REGISTRY = Path(__file__).resolve().parents[2] / "reference_stats" / "registry.json"
+REGISTRY = files("reference_stats") / "registry.json"  # package data: found from a checkout and from a wheel
 
 
 def known_references() -> dict[str, dict]:
