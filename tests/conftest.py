@@ -1,7 +1,11 @@
 """Shared test fixtures. Tests never touch the network or the user's cache."""
 
+import dataclasses
+
 import pytest
 import torch
+
+from bench.download import sha256_file
 
 torch.set_num_threads(2)
 
@@ -20,3 +24,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def pin(monkeypatch):
+    """`pin(module, "NAME", path)`: give the module's RemoteFile NAME the sha256 of a synthetic stand-in. Tests
+    write small files under the real names, and the real file's pinned digest rightly refuses them."""
+
+    def pin_to(module, name: str, path) -> None:
+        monkeypatch.setattr(module, name, dataclasses.replace(getattr(module, name), sha256=sha256_file(path)))
+
+    return pin_to

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import bench.download
-from bench.download import cache_dir
-from bench.errors import BenchError, MissingFilesError
+from bench.download import cache_dir, sha256_file
+from bench.errors import BenchError, ChecksumError, MissingFilesError
 from generators.dit.diffusion import sample_latents
 from generators.dit.models import DiT, DiTConfig
 from bench.generator import to_uint8
 from generators.dit.plugin import DiTGenerator, dit_xl_2, dit_xl_2_512, load_vae
-from generators.dit.presets import PRESETS, DiTPreset
+from generators.dit.presets import PRESETS, VAE_SHA256, DiTPreset
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,6 +147,12 @@ def test_load_from_cache_layout(tiny_files, monkeypatch):
     for f in vae_dir.iterdir():
         (cache_dir() / "sd-vae-ft-ema" / f.name).write_bytes(f.read_bytes())
     monkeypatch.setattr(bench.download, "download", lambda remote: (_ for _ in ()).throw(OSError("offline")))
+    weights = cache_dir() / "sd-vae-ft-ema" / "diffusion_pytorch_model.safetensors"
+    # the tiny VAE is not the published one: the pinned digest refuses it, and the file stays where it was
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        DiTGenerator(TINY_PRESET, ckpt=ckpt).sample(torch.tensor([4]), torch.tensor([9]))
+    assert weights.exists()
+    monkeypatch.setitem(VAE_SHA256, ("ema", weights.name), sha256_file(weights))
     gen = DiTGenerator(TINY_PRESET, ckpt=ckpt)
     assert gen.sample(torch.tensor([4]), torch.tensor([9])).shape == (1, 32, 32, 3)
 

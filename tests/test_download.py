@@ -74,3 +74,28 @@ def test_offline_lists_every_missing_file_with_source_and_destination():
     message = str(err.value)
     for needle in ["a.pt", "http://127.0.0.1:9/a.pt", "b.pt", "huggingface.co/org/repo", str(cache_dir())]:
         assert needle in message
+
+
+def test_every_pinned_digest_is_well_formed_and_agrees_with_its_hub_prefix():
+    """A typo in a pin would refuse the real file: each is 64 lowercase hex digits, and a name that carries a
+    torch.hub prefix (`-6726825d.pth`) must start with it."""
+    import re
+
+    from bench.inception.weights import ADM_GRAPH, PYTORCH_FID
+    from bench.run.references import known_references
+    from generators.dit.presets import PRESETS, VAE_SHA256
+    from generators.llamagen import presets as llamagen_presets
+    from generators.llamagen.lpips import LPIPS_HEADS, VGG16_WEIGHTS
+
+    pins = {r.filename: r.sha256 for r in [ADM_GRAPH, PYTORCH_FID, LPIPS_HEADS, VGG16_WEIGHTS]}
+    pins |= {p.checkpoint.filename: p.checkpoint.sha256 for p in PRESETS.values()}
+    pins |= {f"{vae}/{name}": digest for (vae, name), digest in VAE_SHA256.items()}
+    pins |= dict(llamagen_presets.SHA256)
+    pins |= {entry["filename"]: entry["sha256"] for entry in known_references().values()}
+    pinned = {name: digest for name, digest in pins.items() if digest is not None}
+    assert {"classify_image_graph_def.pb", "pt_inception-2015-12-05-6726825d.pth", "vgg16-397923af.pth",
+            "VIRTUAL_imagenet256_labeled.npz", "DiT-XL-2-256x256.pt"} <= set(pinned)
+    for name, digest in pinned.items():
+        assert re.fullmatch(r"[0-9a-f]{64}", digest), name
+        prefix = re.search(r"-([0-9a-f]{8})\.pth$", name)
+        assert prefix is None or digest.startswith(prefix.group(1)), name

@@ -12,6 +12,8 @@ from generators.llamagen.discriminator import DiscriminatorConfig, PatchGANDiscr
 from generators.llamagen.losses import (TokenizerLoss, TokenizerLossConfig, adaptive_weight, disc_weight_at,
                                         hinge_d_loss, hinge_gen_loss, non_saturating_d_loss, non_saturating_gen_loss,
                                         vanilla_d_loss)
+import generators.llamagen.lpips
+from bench.errors import ChecksumError
 from generators.llamagen.lpips import load_lpips
 
 REAL = torch.tensor([2.0, 0.5, -1.0])
@@ -114,8 +116,10 @@ def _lpips_by_hand(x, y, vgg, heads):
     return total
 
 
-def test_lpips_matches_hand_computation_with_published_layouts(published):
+def test_lpips_matches_hand_computation_with_published_layouts(published, pin):
     tmp_path, vgg, heads = published
+    pin(generators.llamagen.lpips, "LPIPS_HEADS", tmp_path / "vgg.pth")
+    pin(generators.llamagen.lpips, "VGG16_WEIGHTS", tmp_path / "vgg16.pth")
     lpips = load_lpips(tmp_path / "vgg.pth", tmp_path / "vgg16.pth", allow_download=False)
     assert "net.slice1.0.weight" in lpips.state_dict() and "net.slice5.28.bias" in lpips.state_dict()
     torch.manual_seed(1)
@@ -129,13 +133,21 @@ def test_lpips_matches_hand_computation_with_published_layouts(published):
     assert not any(p.requires_grad for p in lpips.parameters())
 
 
+def test_lpips_files_that_are_not_the_published_ones_are_refused_and_kept(published):
+    tmp_path = published[0]
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        load_lpips(tmp_path / "vgg.pth", tmp_path / "vgg16.pth", allow_download=False)
+    assert (tmp_path / "vgg.pth").exists()  # a user's file is never deleted
+
+
 def test_lpips_missing_weights_warns_and_returns_none():
     with pytest.warns(RuntimeWarning, match="WITHOUT the perceptual loss"):
         assert load_lpips(allow_download=False) is None
 
 
-def test_lpips_incomplete_or_explicitly_missing_weights_are_errors(published, tmp_path):
+def test_lpips_incomplete_or_explicitly_missing_weights_are_errors(published, tmp_path, pin):
     weights_dir = published[0]
+    pin(generators.llamagen.lpips, "VGG16_WEIGHTS", weights_dir / "vgg16.pth")
     torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, tmp_path / "partial.pth")
     with pytest.raises(BenchError, match="incomplete"):
         load_lpips(tmp_path / "partial.pth", weights_dir / "vgg16.pth", allow_download=False)

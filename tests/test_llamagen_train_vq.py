@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import generators.llamagen.lpips
 from generators.llamagen.codes import extract_codes_command, image_views, load_checkpoint, to_model_range
 from generators.llamagen.losses import TokenizerLossConfig
 from generators.llamagen.train_vq import VQTrainConfig, build_vq, train_vq, train_vq_command
@@ -102,7 +103,7 @@ def test_resume_continues_exactly(images, straight, tmp_path):
     assert read_log(straight)[2:] == read_log(tmp_path / "b")
 
 
-def test_perceptual_loss_with_lpips_weights(images, tmp_path):
+def test_perceptual_loss_with_lpips_weights(images, tmp_path, pin):
     g = torch.Generator().manual_seed(0)
     convs = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
              (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)]
@@ -114,6 +115,8 @@ def test_perceptual_loss_with_lpips_weights(images, tmp_path):
              for k, c in enumerate([64, 128, 256, 512, 512])}
     torch.save(vgg, tmp_path / "vgg16.pth")
     torch.save(heads, tmp_path / "vgg.pth")
+    pin(generators.llamagen.lpips, "LPIPS_HEADS", tmp_path / "vgg.pth")
+    pin(generators.llamagen.lpips, "VGG16_WEIGHTS", tmp_path / "vgg16.pth")
     loss = TokenizerLossConfig(disc_start=2, disc_dim=8, disc_num_layers=2, perceptual_weight=1.0)
     train_vq(config(images, tmp_path / "run", loss=loss, max_steps=1, lpips_heads=str(tmp_path / "vgg.pth"),
                     vgg_weights=str(tmp_path / "vgg16.pth")))

@@ -30,14 +30,16 @@ from bench.inception.network import CONFIG, InceptionV3
 
 CANONICAL_FORMAT = "bench.inception/2015-12-05/v1"
 
-# ADM's evaluator downloads this graph; no published sha256 was found, so none is pinned (see provenance instead).
+# The digests below are not published by their authors; they are the ones independent public projects pin for the
+# same URL and byte size (ADM's graph: 95,673,916 bytes; pytorch-fid's port: 95,628,359 bytes, whose digest also
+# starts with the prefix torch.hub puts in its name, as does torch-fidelity's copy of the same file).
 ADM_GRAPH = RemoteFile(
-    "classify_image_graph_def.pb", None,
+    "classify_image_graph_def.pb", "009d6814d1bc560d4e7b236e170e9b2d5ca6f4b57bd8037f6db05776204415c6",
     url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/classify_image_graph_def.pb",
 )
 # pytorch-fid's port; like torch.hub, the name carries the sha256 prefix, which is checked (`_check_digest_prefix`).
 PYTORCH_FID = RemoteFile(
-    "pt_inception-2015-12-05-6726825d.pth", None,
+    "pt_inception-2015-12-05-6726825d.pth", "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
     url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
 )
 CANONICAL_CACHE_NAME = "inception-2015-12-05.canonical.pt"

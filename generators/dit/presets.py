@@ -6,9 +6,9 @@ sd-vae-ft-ema, guidance on 3 of 4 latent channels as in the released sample_ddp.
   * DiT-XL/2 512x512: FID 3.04, sFID 5.02, IS 240.82, Precision 0.84, Recall 0.54 -- evaluated at 512x512
     against ADM's 512 reference batch (VIRTUAL_imagenet512.npz), not downsampled; hence eval_size = 512.
 
-Checksums: the official release publishes no sha256 for the DiT checkpoints and none could be confirmed
-offline, so they are None (files are still size-checked by torch.load and key/shape-checked on load).
-The VAE comes from the Hugging Face hub, whose downloads are verified by the hub client.
+Checksums: the official release publishes none. DiT-XL-2-256x256.pt (2,700,611,775 bytes) and the two VAE
+safetensors (334,643,276 bytes each) carry the sha256 that independent public projects pin for the same URL and
+size; DiT-XL-2-512x512.pt has none (used unverified; key/shape-checked on load, its sha256 recorded in results).
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ LATENT_SCALE = 0.18215
 VAES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
 #: the files `AutoencoderKL.from_pretrained` needs from a hub VAE folder
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+#: pinned sha256 of the VAE weights (the configs are not pinned: a changed config fails on load anyway)
+VAE_SHA256 = {
+    ("ema", "diffusion_pytorch_model.safetensors"): "32db726da04f06c1b6b14c0043ce115cc87a501482945c5add89a40d838fcb46",
+    ("mse", "diffusion_pytorch_model.safetensors"): "a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815",
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ def vae_files(vae: str) -> list[RemoteFile]:
     """The hub files of VAE `vae` ("ema" / "mse"), cached side by side under `<cache>/sd-vae-ft-<vae>/`."""
     repo = VAES[vae]
     folder = repo.split("/")[1]
-    return [RemoteFile(f"{folder}/{f}", sha256=None, hf_repo=repo, hf_filename=f) for f in VAE_FILES]
+    return [RemoteFile(f"{folder}/{f}", sha256=VAE_SHA256.get((vae, f)), hf_repo=repo, hf_filename=f)
+            for f in VAE_FILES]
 
 
 PRESETS: dict[str, DiTPreset] = {
@@ -55,7 +61,8 @@ PRESETS: dict[str, DiTPreset] = {
         model="DiT-XL/2",
         image_size=256,
         eval_size=256,
-        checkpoint=RemoteFile("DiT-XL-2-256x256.pt", sha256=None,
+        checkpoint=RemoteFile("DiT-XL-2-256x256.pt",
+                              sha256="9ec1876e4c03471bca126663a30e2d1b20610b6d2f87850a39a36f25cc685521",
                               url="https://dl.fbaipublicfiles.com/DiT/models/DiT-XL-2-256x256.pt"),
         paper={"fid": 2.27, "sfid": 4.60, "is": 278.24, "precision": 0.83, "recall": 0.57},
     ),

@@ -25,10 +25,13 @@ import torch.nn as nn
 from bench.download import RemoteFile, resolve, resolve_all
 from bench.errors import BenchError
 
-#: LPIPS v0.1 linear heads for VGG (taming-transformers' copy; md5 d507d7349b931f0638a25a48a722f98a).
-LPIPS_HEADS = RemoteFile("lpips_vgg.pth", None, url="https://heibox.uni-heidelberg.de/f/607503859c864bc1b30b/?dl=1")
-#: torchvision's ImageNet VGG16 weights (the backbone LPIPS measures features with).
-VGG16_WEIGHTS = RemoteFile("vgg16-397923af.pth", None, url="https://download.pytorch.org/models/vgg16-397923af.pth")
+#: LPIPS v0.1 linear heads for VGG: taming-transformers' copy (md5 d507d7349b931f0638a25a48a722f98a) is byte for
+#: byte `lpips/weights/v0.1/vgg.pth` of the `lpips` 0.1.4 wheel on PyPI, whose sha256 is pinned here.
+LPIPS_HEADS = RemoteFile("lpips_vgg.pth", "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+                         url="https://heibox.uni-heidelberg.de/f/607503859c864bc1b30b/?dl=1")
+#: torchvision's ImageNet VGG16 weights (the backbone LPIPS measures features with); the name carries the prefix.
+VGG16_WEIGHTS = RemoteFile("vgg16-397923af.pth", "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+                           url="https://download.pytorch.org/models/vgg16-397923af.pth")
 
 #: torchvision vgg16 `features` layout: conv channels per index, "M" = 2x2 max pool. ReLUs sit after every conv.
 _VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
