@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the torch backend under torch.compile with inductor freezing (not the default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,6 +113,16 @@ def main() -> None:
             fidelity(torch.from_numpy(batch[i:i + args.batch]).permute(0, 3, 1, 2).contiguous())
 
     runners = {"bench torch": ours.extract, "bench tf": tf_backend.extract, "torch-fidelity": run_fidelity}
+    if args.compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.freezing = True  # weights become constants: conv weight prepacking, folding
+        compiled = InceptionExtractor(weights, "torch", batch_size=args.batch)
+        compiled.runner.net = torch.compile(compiled.runner.net)
+        start = time.perf_counter()
+        compiled.extract(images[:compiled.runner.cpu_chunk * compiled.runner.workers])
+        print(f"torch.compile (freezing): first call {time.perf_counter() - start:.0f} s")
+        runners["bench torch compiled"] = compiled.extract
     for run in runners.values():  # warm-up: first-call kernel selection, TF graph optimisation
         run(images[:2])
     wall = {name: float("inf") for name in runners}
@@ -127,7 +139,7 @@ def main() -> None:
           f"torch {torch.__version__} threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average {os.getloadavg()[0]:.1f}")
     for name in runners:
-        print(f"  {name:15s} {args.images / wall[name]:7.2f} images/s (bench torch {wall[name] / wall['bench torch']:5.2f}x)"
+        print(f"  {name:20s} {args.images / wall[name]:7.2f} images/s (bench torch {wall[name] / wall['bench torch']:5.2f}x)"
               f"   {args.images / cpu[name]:7.2f} images/CPU-s (bench torch {cpu[name] / cpu['bench torch']:5.2f}x)"
               f"   {gflop * args.images / wall[name]:6.1f} GFLOP/s = {gflop * args.images / wall[name] / ceiling:4.0%}"
               " of the ceiling")
