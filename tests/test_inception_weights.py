@@ -200,7 +200,7 @@ def test_canonical_wrong_shape_is_refused(torchscript, tmp_path):
         W.load_file(tmp_path / "c.pt")
 
 
-def test_resolution_order_and_cache(with_softmax, graph_file, tmp_path, monkeypatch):
+def test_resolution_order_and_cache(with_softmax, graph_file, tmp_path, monkeypatch, pin):
     """cache raw .pth -> converted canonical is cached and preferred next time; the TF backend prefers the raw .pb."""
     pth = _pytorch_fid_file(with_softmax, tmp_path)
     monkeypatch.setattr(W, "PYTORCH_FID", RemoteFile(pth.name, None, url="https://example.invalid/x.pth"))
@@ -212,6 +212,11 @@ def test_resolution_order_and_cache(with_softmax, graph_file, tmp_path, monkeypa
     assert second.provenance["kind"] == "canonical" and second.provenance["converted_from"]["kind"] == "pytorch_fid"
     _assert_same_tensors(second.tensors, with_softmax)
     shutil.copy(graph_file, W.ADM_GRAPH.cache_path)
+    # the synthetic graph is not ADM's: in the cache, where the published file belongs, its digest refuses it
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        W.load_weights(allow_download=False, prefer_graph=True)
+    assert W.ADM_GRAPH.cache_path.exists()
+    pin(W, "ADM_GRAPH", graph_file)
     assert W.load_weights(allow_download=False, prefer_graph=True).provenance["kind"] == "adm_graphdef"
     assert W.load_weights(allow_download=False).provenance["kind"] == "canonical"
     explicit = W.load_weights(W.bundled_torchscript(), allow_download=False)  # an explicit path wins over the cache

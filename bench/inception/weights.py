@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.atomic import atomic_path
-from bench.download import RemoteFile, cache_dir, download, sha256_file
+from bench.download import RemoteFile, cache_dir, download, sha256_file, verify
 from bench.errors import BenchError, ChecksumError
 from bench.inception.network import CONFIG, InceptionV3
 
@@ -327,17 +327,22 @@ def load_weights(weights: str | Path | None = None, allow_download: bool = True,
     """Resolve and load the weights: explicit path -> cache -> download (.pb, .pth) -> bundled TorchScript.
 
     `prefer_graph` (the TF backend) takes a cached raw `.pb` before the converted canonical file, so that TF runs
-    ADM's own graph whenever it is available. Conversions of `.pb` / `.pth` are cached in canonical form.
+    ADM's own graph whenever it is available. Conversions of `.pb` / `.pth` are cached in canonical form. A raw
+    file in the cache stands for the published one and must match its pinned sha256; an explicit path may be any
+    file of a supported format (its sha256 is recorded in the provenance either way).
     """
     if weights is not None:
         return load_file(weights)
     canonical = cache_dir() / CANONICAL_CACHE_NAME
     # Reading the .pb needs tensorflow; without it the .pb is neither read from the cache nor downloaded.
     remotes = [ADM_GRAPH, PYTORCH_FID] if importlib.util.find_spec("tensorflow") else [PYTORCH_FID]
-    raw = [remote.cache_path for remote in remotes]
-    candidates = [raw[0], canonical, *raw[1:]] if prefer_graph else [canonical, *raw]
+    raw = {remote.cache_path: remote for remote in remotes}
+    first, *rest = raw
+    candidates = [first, canonical, *rest] if prefer_graph else [canonical, first, *rest]
     for path in candidates:
         if path.exists():
+            if path in raw:
+                verify(path, raw[path].sha256)
             return _converted(load_file(path), canonical)
     if allow_download:
         for remote in remotes:
