@@ -138,12 +138,12 @@ def main() -> None:
         for name, shape, c_out, pads in layers_3x3(args.chunk):
             x = torch.rand(shape)
             weight, bias = torch.randn(c_out, shape[1], 3, 3) / (3 * shape[1] ** 0.5), torch.randn(c_out) * 0.1
-            top, bottom, left, right = pads
-            x_cl, x_nhwc, u = x.contiguous(memory_format=torch.channels_last), x.permute(0, 2, 3, 1).contiguous(), \
-                transform_weight(weight)
+            top, bottom, left, right = pads  # a 3x3 stride-1 layer pads symmetrically: conv2d's own padding
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            x_nhwc, u = x.permute(0, 2, 3, 1).contiguous(), transform_weight(weight)
 
             def direct():
-                return F.relu(F.conv2d(F.pad(x_cl, (left, right, top, bottom)), weight, bias))
+                return F.relu(F.conv2d(x_cl, weight, bias, padding=(top, left)))
 
             def winograd():
                 return winograd_conv3x3(x_nhwc, u, bias, pads, transforms)
