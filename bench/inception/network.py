@@ -64,12 +64,12 @@ def tf1_resize_bilinear(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor
 
     y0, y1, y_lerp = axis(x.shape[2], out_h)
     x0, x1, x_lerp = axis(x.shape[3], out_w)
-    top, bottom = x.index_select(2, y0), x.index_select(2, y1)
-    top_left = top.index_select(3, x0)
-    top = top_left + (top.index_select(3, x1) - top_left) * x_lerp
-    bottom_left = bottom.index_select(3, x0)
-    bottom = bottom_left + (bottom.index_select(3, x1) - bottom_left) * x_lerp
-    return top + (bottom - top) * y_lerp[:, None]
+    # TF interpolates the rows y0 and y1 along x for every output pixel; interpolating every *source* row along x
+    # once and then picking rows y0 and y1 gives the same floats with less work (256 source rows, not 2 x 299).
+    left = x.index_select(3, x0)
+    rows = left + (x.index_select(3, x1) - left) * x_lerp
+    top = rows.index_select(2, y0)
+    return top + (rows.index_select(2, y1) - top) * y_lerp[:, None]
 
 
 def tf_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
