@@ -1,4 +1,9 @@
-"""Atomic file writes: a result file is either the old one or the complete new one, never half written."""
+"""Atomic file writes: a result file is either the old one or the complete new one, never half written.
+
+The temporary is flushed to disk (fsync) before the rename, so a machine that crashes right after the rename
+leaves the complete file rather than an empty one, and it gets the permissions of a plain `open()` (mkstemp's
+are owner-only), so results and shards stay readable by the group the umask allows.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +25,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as written:
+            os.fsync(written.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; restored at once
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

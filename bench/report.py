@@ -46,17 +46,18 @@ def _metric_value(flat: dict[str, Any], metric: str) -> Any:
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
-    """Result files named directly, or every `result.json` below the given folders."""
+    """Result files named directly, or every `result*.json` below the given folders (a run folder keeps one per
+    reference batch it was scored against)."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found.extend(sorted(path.rglob("result.json")))
+            found.extend(sorted(path.rglob("result*.json")))
         elif path.exists():
             found.append(path)
         else:
             raise BenchError(f"{path}: no such result file or folder")
     if not found:
-        raise BenchError("no result files found (looked for result.json below the given folders)")
+        raise BenchError("no result files found (looked for result*.json below the given folders)")
     return found
 
 

@@ -116,8 +116,82 @@ def test_changed_config_refuses_to_reuse_shards(toy, tmp_path):
     go(settings(tmp_path, toy))
     with pytest.raises(BenchError, match=r"generator_config.temperature: 1.0 -> 0.7"):
         go(settings(tmp_path, toy, overrides={"temperature": 0.7}))
-    with pytest.raises(BenchError, match=r"batch_size: 7 -> 8"):
-        go(settings(tmp_path, toy, batch_size=8))
+    with pytest.raises(BenchError, match=r"seed: 3 -> 4"):
+        go(settings(tmp_path, toy, seed=4))
+
+
+def test_a_run_resumes_with_another_batch_size(toy, tmp_path):
+    """What the out-of-memory advice asks for: sample i depends on (seed, i) only, so the shards are reused."""
+    whole = go(settings(tmp_path, toy, run_id="whole"))
+
+    def interrupt(shard):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        go(settings(tmp_path, toy, run_id="cut"), on_shard_done=interrupt)
+    resumed = go(settings(tmp_path, toy, run_id="cut", batch_size=3))
+    assert resumed["images_resumed"] == 16
+    # equal up to float rounding: batched matmuls may sum in another order for another batch size
+    assert resumed["metrics"] == pytest.approx(whole["metrics"], rel=1e-12)
+
+
+def test_a_folder_in_use_by_another_process_is_refused(toy, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "runs" / "r"
+    folder.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+                               str(folder / ".lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BenchError, match="in use by another bench run"):
+            go(settings(tmp_path, toy))
+        assert not (folder / "manifest.json").exists()
+    finally:
+        holder.communicate("")
+    assert go(settings(tmp_path, toy))["images_generated"] == 40  # free again once the other run ends
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "other_samples"])
+def test_damaged_shards_are_set_aside_and_sampled_again(toy, tmp_path, damage, capsys):
+    whole = go(settings(tmp_path, toy, run_id="whole"))
+    go(settings(tmp_path, toy))
+    shard = tmp_path / "runs" / "r" / "shards" / "00000016-00000032.features.npz"
+    data = shard.read_bytes()
+    if damage == "truncate":
+        shard.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        shard.write_bytes(b"")
+    elif damage == "flip":
+        shard.write_bytes(data[:200] + bytes([data[200] ^ 0xFF]) + data[201:])
+    else:
+        other = tmp_path / "runs" / "r" / "shards" / "00000000-00000016.features.npz"
+        shard.write_bytes(other.read_bytes())
+    resumed = go(settings(tmp_path, toy))
+    assert resumed["images_generated"] == 16 and resumed["metrics"] == whole["metrics"]
+    assert shard.with_name(shard.name + ".corrupt").exists()
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_scoring_against_another_reference_keeps_the_first_result(toy, tmp_path):
+    first = go(settings(tmp_path, toy))
+    other = write_ref(tmp_path / "other.npz", n=30)
+    second = go(settings(tmp_path, other))
+    folder = tmp_path / "runs" / "r"
+    assert second["images_generated"] == 0  # the samples are shared; only the scoring differs
+    kept = folder / f"result-{first['reference']['sha256'][:12]}.json"
+    assert json.loads(kept.read_text())["metrics"] == first["metrics"]
+    assert json.loads((folder / "result.json").read_text())["reference"]["sha256"] == second["reference"]["sha256"]
+    go(settings(tmp_path, other))  # the same reference again replaces its own result only
+    assert sorted(p.name for p in folder.glob("result*.json")) == sorted(["result.json", kept.name])
+
+
+@pytest.mark.parametrize("run_id", ["../escaped", "a/b", "..", ""])
+def test_run_id_must_name_a_folder_inside_runs_dir(toy, tmp_path, run_id):
+    with pytest.raises(BenchError, match="--run-id"):
+        settings(tmp_path, toy, run_id=run_id)
 
 
 def test_default_run_id_follows_the_config(toy, tmp_path):

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from bench.atomic import atomic_path, write_json
+from bench.atomic import atomic_path
 from bench.batches import NpzWriter
 from bench.download import resolve_all, sha256_file
 from bench.evaluate import PAPER_NUM_SAMPLES, package_versions, sample_size_warnings
@@ -36,7 +36,7 @@ from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.run.plan import LABEL_MODES, SamplingPlan
 from bench.run.references import Reference, check_resolution, registry_file, resolve_reference
 from bench.run.score import Scorer, adm_scorer
-from bench.run.shards import RunFolder, Shard, fingerprint
+from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 
 #: CLI sampling settings forwarded to the generator factory (only those the user gives)
 SAMPLING_SETTINGS = ("cfg_scale", "top_k", "top_p", "temperature", "steps", "precision", "compile")
@@ -63,6 +63,13 @@ class RunSettings:
     runs_dir: str = "runs"
     device: str = "cpu"
     allow_download: bool = True
+
+    def __post_init__(self):
+        if self.run_id is not None and (self.run_id in ("", ".", "..") or Path(self.run_id).name != self.run_id):
+            raise BenchError(f"--run-id {self.run_id!r}: a folder name inside --runs-dir, without '/' or '..'")
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise BenchError(f"--batch-size and --shard-size must be at least 1, found {self.batch_size} and "
+                             f"{self.shard_size}")
 
 
 # -- set-up ---------------------------------------------------------------------------------------------------
@@ -124,7 +131,6 @@ def shard_config(settings: RunSettings, generator: Generator, files: dict[str, s
         "generator_config": device_types(generator.config()),
         "files": files,
         "num_samples": settings.num_samples,
-        "batch_size": settings.batch_size,
         "seed": settings.seed,
         "labels": settings.labels,
         "shard_size": settings.shard_size,
@@ -168,8 +174,8 @@ def sample_batch(generator: Generator, extractor, plan: SamplingPlan, indices: n
             raise
         raise BenchError(
             f"out of memory on {device} with a batch of {len(indices)} (samples {indices[0]}..{indices[-1]}). "
-            f"Finished shards are kept; rerun with a smaller --batch-size, e.g. {max(1, len(indices) // 2)} "
-            "(this starts a new run folder: the batch size is part of the configuration)."
+            f"Finished shards are kept: rerun the same command with a smaller --batch-size, e.g. "
+            f"{max(1, len(indices) // 2)}, to continue from them."
         ) from None
     return images, {k: np.asarray(v) for k, v in features.items() if v is not None}
 
@@ -224,14 +230,13 @@ def run(settings: RunSettings, *, extractor=None, scorer: ScorerFactory | None =
     try:
         return _run(settings, group, device, extractor, scorer or adm_scorer_factory, on_shard_done)
     finally:
+        release_run_folders()
         shutdown(group)
 
 
 def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, scorer: ScorerFactory,
          on_shard_done: Callable[[Shard], None] | None) -> dict[str, Any] | None:
     started = time.perf_counter()
-    if settings.batch_size < 1:
-        raise BenchError(f"--batch-size must be at least 1, found {settings.batch_size}")
     generator, files = build_generator(settings, device, group)
     plan = SamplingPlan(settings.num_samples, generator.num_classes, settings.seed, settings.labels,
                         settings.shard_size)
@@ -309,7 +314,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
         "warnings": warnings,
         "outputs": outputs,
     }
-    write_json(folder.path / "result.json", result)
+    folder.write_result(result)
     return result
 
 
@@ -424,8 +429,9 @@ def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed,
     torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; same numbers as 1 GPU
     bench run -g llamagen-vq16 --task reconstruct --data /imagenet/val   # rFID, PSNR, SSIM
 
-    Sample i depends only on (--seed, i) and its label, so results do not depend on --batch-size or the
-    number of processes. Rerunning the same command resumes a killed run from its last finished shard. The
+    Sample i depends only on (--seed, i) and its label, so results do not depend on the number of processes,
+    and on --batch-size only through float rounding. Rerunning the same command (with any --batch-size)
+    resumes a killed run from its last finished shard. The
     result (every metric, the resolved config, checkpoint and reference sha256s, versions, timing) goes to
     runs/<run-id>/result.json; compare runs with `bench report runs/ --compare`.
     """

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.atomic import write_json
 from bench.batches import FolderImages, NpzImages, open_images
 from bench.download import sha256_file
 from bench.errors import BenchError
@@ -33,7 +32,7 @@ from bench.run.loop import (RunSettings, ScorerFactory, adm_scorer_factory, devi
                        default_extractor, device_description, run_provenance, sample_size_warnings, warn)
 from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.run.references import check_resolution, resolve_reference
-from bench.run.shards import RunFolder, Shard, fingerprint
+from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 
 
 def data_fingerprint(source) -> str:
@@ -100,14 +99,13 @@ def reconstruct(settings: RunSettings, data: str | Path, *, extractor=None, scor
     try:
         return _reconstruct(settings, Path(data), group, device, extractor, scorer or adm_scorer_factory, on_shard_done)
     finally:
+        release_run_folders()
         shutdown(group)
 
 
 def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device: str, extractor,
                  scorer: ScorerFactory, on_shard_done) -> dict[str, Any] | None:
     started = time.perf_counter()
-    if settings.batch_size < 1 or settings.shard_size < 1:
-        raise BenchError("--batch-size and --shard-size must be at least 1")
     generator, files = build_generator(settings, device, group)
     source = open_images(data, center_crop=generator.image_size if Path(data).is_dir() else None)
     if isinstance(source, NpzImages) and source.shape[1:3] != (generator.image_size, generator.image_size):
@@ -126,7 +124,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
         "format": 1, "task": "reconstruct", "generator": settings.generator,
         "generator_config": device_types(generator.config()), "files": files,
         "data": {"path": str(data), "fingerprint": data_fingerprint(source), "num_images": num},
-        "batch_size": settings.batch_size, "shard_size": settings.shard_size, "image_size": generator.image_size,
+        "shard_size": settings.shard_size, "image_size": generator.image_size,
         "eval_size": generator.eval_size, "extractor": device_types(getattr(extractor, "provenance", None) or {}),
     })
     run_id = settings.run_id or f"{settings.generator}-reconstruct-{fingerprint(config)[:12]}"
@@ -185,7 +183,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
         "images_processed": generated, "images_resumed": num - generated,
         "images_per_s": generated / seconds if generated and seconds > 0 else None, "warnings": warnings,
     }
-    write_json(folder.path / "result.json", result)
+    folder.write_result(result)
     return result
 
 

@@ -3,18 +3,23 @@
     runs/<run-id>/manifest.json               the fingerprinted configuration every shard was made with
     runs/<run-id>/shards/00000000-00001000.features.npz   Inception features of samples [0, 1000)
     runs/<run-id>/shards/00000000-00001000.images.npy     the images themselves (only with --save-npz)
+    runs/<run-id>/result.json                 the scored result (one scored against another reference before
+                                              is kept beside it as result-<its reference sha256[:12]>.json)
 
 Each file is written atomically, so a killed run leaves only complete shards; restarting the same command
-skips them. A run folder refuses to be reused by a different configuration rather than mixing shards.
+skips them, after reading each back (a damaged one is set aside and sampled again). A run folder refuses to be
+reused by a different configuration rather than mixing shards, and is locked while a run uses it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import click
 import numpy as np
 
 from bench.atomic import atomic_path, write_json
@@ -22,6 +27,16 @@ from bench.errors import BenchError
 from bench.run.dist import ProcessGroup
 
 Shard = tuple[int, int]
+
+#: run folders this process has locked (by resolved path): reopening its own folder is not a conflict
+_LOCKS: dict[Path, IO[str]] = {}
+
+
+def release_run_folders() -> None:
+    """Unlock every run folder this process holds; called when a run ends, however it ends."""
+    for handle in _LOCKS.values():
+        handle.close()
+    _LOCKS.clear()
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -51,12 +66,29 @@ class RunFolder:
         killed run's half-written files), then the other ranks, which only check it."""
         folder = cls(path)
         if group.is_main:
+            folder.lock()
             folder.claim(config)
             folder.remove_partial_files()
         group.barrier()
         if not group.is_main:
             folder.claim(config)
         return folder
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the folder until `release_run_folders`: a second run into the same folder
+        (the same --run-id, or the same command started twice) is refused instead of sharing its shards."""
+        key = self.path.resolve()
+        if key in _LOCKS:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise BenchError(f"{self.path} is in use by another bench run; wait for it to finish, "
+                             "or give this one another --run-id") from None
+        _LOCKS[key] = handle
 
     # -- manifest -------------------------------------------------------------------------------------
     def claim(self, config: dict[str, Any]) -> bool:
@@ -96,7 +128,27 @@ class RunFolder:
         return self.shards_dir / f"{shard[0]:08d}-{shard[1]:08d}.{suffix}"
 
     def is_done(self, shard: Shard, kinds: tuple[str, ...]) -> bool:
-        return all(self.shard_file(shard, kind).exists() for kind in kinds)
+        """Whether every file of the shard exists and reads back whole. A damaged one (a crash on a filesystem
+        that lost the write, a truncated copy, a flipped bit) is renamed `*.corrupt` and the shard redone."""
+        for kind in kinds:
+            path = self.shard_file(shard, kind)
+            if not path.exists():
+                return False
+            try:
+                self.read_features(shard) if kind == "features" else self._check_images(shard)
+            except Exception as err:  # any failure to read it back: zip, CRC, npy header, keys, sample range
+                aside = path.with_name(path.name + ".corrupt")
+                path.replace(aside)
+                click.echo(f"Warning: {path} is damaged ({type(err).__name__}: {err}); moved to {aside.name}, "
+                           "its samples are generated again", err=True)
+                return False
+        return True
+
+    def _check_images(self, shard: Shard) -> None:
+        images = self.read_images(shard)
+        if len(images) != shard[1] - shard[0] or images.dtype != np.uint8 or images.ndim != 4:
+            raise BenchError(f"holds {images.dtype} {images.shape}, not {shard[1] - shard[0]} uint8 images")
+        np.asarray(images[-1])  # reads the last page: a truncated file fails here
 
     def write_features(self, shard: Shard, arrays: dict[str, np.ndarray]) -> None:
         with atomic_path(self.shard_file(shard, "features")) as tmp, open(tmp, "wb") as f:
@@ -115,6 +167,20 @@ class RunFolder:
 
     def read_images(self, shard: Shard) -> np.ndarray:
         return np.load(self.shard_file(shard, "images"), mmap_mode="r", allow_pickle=False)
+
+    def write_result(self, result: dict[str, Any]) -> Path:
+        """`result.json`, atomically. A previous result scored against another reference batch is not lost:
+        it moves to `result-<its reference sha256[:12]>.json` (`bench report` reads both)."""
+        path = self.path / "result.json"
+        if path.exists():
+            try:
+                previous = (json.loads(path.read_text()).get("reference") or {}).get("sha256")
+            except (ValueError, AttributeError):
+                previous = None
+            if previous and previous != (result.get("reference") or {}).get("sha256"):
+                path.replace(self.path / f"result-{previous[:12]}.json")
+        write_json(path, result)
+        return path
 
     def concat_features(self, shards: list[Shard]) -> dict[str, np.ndarray]:
         """Every shard's arrays concatenated in sample-index order."""
