@@ -23,6 +23,7 @@ a preset without any download. A factory may carry a `PresetInfo` (see `describe
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -138,6 +139,28 @@ def check_overrides(preset: str, overrides: dict[str, Any], accepted: set[str]) 
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         takes = ", ".join("--" + k.replace("_", "-") for k in sorted(accepted)) or "none"
         raise BenchError(f"generator {preset!r} does not take {flags}; it takes: {takes}")
+
+
+#: what each common sampling setting must be. A NaN or out-of-range value would still sample, silently wrong (NaN
+#: guidance turns every token to 0; a temperature of 0 is greedy decoding), so it is refused up front.
+SAMPLING_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "cfg_scale": (lambda v: math.isfinite(v) and v >= 1, "a finite number >= 1 (1 = no guidance)"),
+    "temperature": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "top_k": (lambda v: float(v).is_integer() and v >= 0, "an integer >= 0 (0 = every token)"),
+    "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1] (1 = off)"),
+    "cfg_interval": (lambda v: float(v).is_integer() and v >= -1, "an integer >= -1 (-1 = guide every token)"),
+    "eta": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = deterministic DDIM)"),
+}
+
+
+def check_sampling(preset: str, settings: dict[str, Any]) -> None:
+    """Refuse a sampling setting outside its range (`SAMPLING_RULES`), naming the flag and what it must be."""
+    for key, value in settings.items():
+        if key not in SAMPLING_RULES or value is None:
+            continue
+        valid, expected = SAMPLING_RULES[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
+            raise BenchError(f"generator {preset!r}: --{key.replace('_', '-')} must be {expected}, found {value!r}")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

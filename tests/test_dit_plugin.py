@@ -118,7 +118,11 @@ def test_presets_and_factories():
     (dict(top_k=100), "does not take --top-k"),
     (dict(sampler="euler"), "sampler"),
     (dict(precision="fp8"), "precision"),
-    (dict(cfg_scale=0.5), "cfg_scale"),
+    (dict(cfg_scale=0.5), "--cfg-scale must be"),
+    (dict(cfg_scale=float("nan")), "--cfg-scale must be"),
+    (dict(eta=float("inf")), "--eta must be"),
+    (dict(steps="ddimx"), "bad step spec"),
+    (dict(steps="2000"), "cannot take 2000 steps"),
     (dict(vae="/no/such/vae"), "vae"),
 ])
 def test_bad_overrides(overrides, message):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import bench.run.loop
 from bench.errors import BenchError
-from bench.generator import Generator, check_overrides, preset_info
+from bench.generator import Generator, check_overrides, check_sampling, preset_info
 from bench.run.loop import generators_command
 from test_run_helpers import ToyGenerator, toy_factory
 
@@ -105,3 +105,23 @@ def test_per_sample_seeds_are_the_run_plans_and_pass_given_seeds_through():
     a, b = per_sample_generators(torch.tensor([1, 1, 2]), "cpu")[:2], per_sample_generators(torch.tensor([1]), "cpu")
     assert torch.equal(torch.rand(3, generator=a[0]), torch.rand(3, generator=b[0]))
     assert torch.equal(torch.rand(3, generator=a[1]), torch.rand(3, generator=per_sample_generators(torch.tensor([1]), "cpu")[0]))
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("key,good,bad", [
+    ("cfg_scale", [1, 1.0, 1.75, 10], [0.5, -1, NAN, INF, "2", True]),
+    ("temperature", [0.1, 1, 2.5], [0, -1, NAN, INF]),
+    ("top_k", [0, 1, 1000], [-1, 2.5, NAN]),
+    ("top_p", [1, 1.0, 0.9, 1e-6], [0, -0.1, 1.5, NAN]),
+    ("cfg_interval", [-1, 0, 30], [-2, 1.5, NAN]),
+    ("eta", [0, 0.0, 1.0], [-0.1, NAN, INF]),
+])
+def test_sampling_settings_are_range_checked(key, good, bad):
+    for value in good:
+        check_sampling("p", {key: value})
+    for value in bad:
+        with pytest.raises(BenchError, match=f"--{key.replace('_', '-')} must be"):
+            check_sampling("p", {key: value})
+    check_sampling("p", {key: None, "steps": "anything"})  # unset settings and ones without a rule pass

@@ -160,6 +160,9 @@ def test_bad_overrides_and_inputs_are_bench_errors(tiny_checkpoints):
         plugin.llamagen_xl(precision="int8")
     with pytest.raises(BenchError, match="does not take --cfg-scale"):
         plugin.llamagen_vq16(cfg_scale=2.0)
+    for bad in [dict(cfg_scale=float("nan")), dict(temperature=0.0), dict(top_p=1.5), dict(top_k=-1)]:
+        with pytest.raises(BenchError, match=f"--{next(iter(bad)).replace('_', '-')} must be"):
+            plugin.llamagen_xl(**bad)  # each would sample silently wrong images (NaN guidance: all tokens 0)
     assert plugin.llamagen_xl(steps=None).config()["cfg_scale"] == 1.75  # unset CLI options are ignored
     gen = make("llamagen-b-256", tiny_checkpoints)
     with pytest.raises(BenchError, match=r"class labels must lie in \[0, 1000\)"):

@@ -43,6 +43,8 @@ def space_timesteps(num_steps: int, spec: int | str) -> list[int]:
     """
     spec = str(spec).strip()
     if spec.startswith("ddim"):
+        if not spec[len("ddim"):].isdigit():
+            raise BenchError(f"bad step spec {spec!r}: expected e.g. 250, 'ddim25' or '10,15,20'")
         want = int(spec[len("ddim"):])
         for stride in range(1, num_steps):
             if len(range(0, num_steps, stride)) == want:

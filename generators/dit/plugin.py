@@ -17,8 +17,8 @@ import torch
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator, PresetInfo, check_overrides, describe, to_uint8
-from generators.dit.diffusion import SAMPLERS, sample_latents
+from bench.generator import Generator, PresetInfo, check_overrides, check_sampling, describe, to_uint8
+from generators.dit.diffusion import SAMPLERS, TRAIN_STEPS, sample_latents, space_timesteps
 from generators.dit.models import DiT, load_dit
 from generators.dit.presets import LATENT_SCALE, PRESETS, VAES, DiTPreset, vae_files
 
@@ -81,8 +81,8 @@ class DiTGenerator(Generator):
             raise BenchError(f"{self.name}: unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
         if self.precision not in PRECISIONS:
             raise BenchError(f"{self.name}: unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
-        if self.cfg_scale < 1.0:
-            raise BenchError(f"{self.name}: cfg_scale must be >= 1.0 (1.0 disables guidance), got {self.cfg_scale}")
+        check_sampling(self.name, {"cfg_scale": self.cfg_scale, "eta": self.eta})
+        space_timesteps(TRAIN_STEPS, self.steps)  # a bad --steps fails now, not after the weights are loaded
         if self.vae not in VAES and not Path(self.vae).expanduser().is_dir():
             raise BenchError(f"{self.name}: vae must be one of {', '.join(VAES)} or a local VAE folder, got {self.vae!r}")
         self.model: DiT | None = None

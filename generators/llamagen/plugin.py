@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator, PresetInfo, check_overrides, describe, to_uint8
+from bench.generator import Generator, PresetInfo, check_overrides, check_sampling, describe, to_uint8
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
 from generators.llamagen.presets import PRESETS, Preset, remote_file
@@ -62,6 +62,7 @@ class LlamaGen(Generator):
             self.ckpt, self.vq_ckpt = ckpt, overrides.get("vq_ckpt")
         self.sampling = {} if tokenizer else {
             k: overrides[k] if overrides.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}
+        check_sampling(preset.name, self.sampling)
         default_precision = "bf16" if self.device.type == "cuda" else "fp32"  # official sampler: bf16
         self.precision = overrides.get("precision") or default_precision
         if self.precision not in PRECISIONS:
