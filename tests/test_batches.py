@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.batches import (NpzWriter, center_crop_arr, check_images, has_images, open_images,
+from bench.batches import (FolderImages, NpzWriter, center_crop_arr, check_images, has_images, open_images,
                            read_statistics)
 from bench.errors import BenchError
 
@@ -133,3 +133,26 @@ def test_center_crop_output_size_for_odd_shapes():
     image = Image.fromarray(np.zeros((300, 451, 3), np.uint8))
     assert center_crop_arr(image, 256).shape == (256, 256, 3)
     assert center_crop_arr(image.convert("L"), 64).shape == (64, 64, 3)
+
+
+def test_wide_images_are_refused_not_clipped(tmp_path):
+    """convert("RGB") maps 16-bit values above 255 to white: a silently wrong FID. Refuse them."""
+    (tmp_path / "d").mkdir()
+    Image.fromarray(np.full((8, 8), 30000, dtype=np.uint16)).save(tmp_path / "d" / "a.png")
+    assert Image.open(tmp_path / "d" / "a.png").mode.startswith("I")
+    with pytest.raises(BenchError, match="more than 8 bits per channel"):
+        next(FolderImages(tmp_path / "d").batches(4))
+
+
+def test_center_crop_converts_to_rgb_before_resizing_as_adm_does():
+    """Pillow resizes palette and 1-bit images with nearest-neighbour whatever filter is asked for."""
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).quantize(64)
+    np.testing.assert_array_equal(center_crop_arr(palette, 16), center_crop_arr(palette.convert("RGB"), 16))
+
+
+def test_hidden_files_are_not_images(tmp_path):
+    (tmp_path / "d").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d" / "a.png")
+    (tmp_path / "d" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a macOS resource fork
+    assert [p.name for p in FolderImages(tmp_path / "d").files] == ["a.png"]

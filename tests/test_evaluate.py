@@ -13,6 +13,7 @@ import scipy.linalg
 from click.testing import CliRunner
 from PIL import Image
 
+import bench.evaluate
 import bench.inception
 from bench.batches import center_crop_arr
 from bench.cli import cli
@@ -236,3 +237,97 @@ def test_cli_eval_kid_line(batches, monkeypatch):
     out = CliRunner().invoke(cli, ["eval", str(ref_path), str(sample_path), "--kid"])
     assert out.exit_code == 0, out.output
     assert out.stdout.strip().splitlines()[-1].startswith("KID: ") and "(subsets of 30)" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Mistakes a researcher makes: refused before any work, or warned about, and no input is ever overwritten
+
+
+def _invoke_eval(monkeypatch, *args):
+    monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: ToyExtractor())
+    return CliRunner().invoke(cli, ["eval", *map(str, args)])
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(batches, monkeypatch, tmp_path):
+    ref_path, sample_path, _, sample = batches
+    out = _invoke_eval(monkeypatch, ref_path, sample_path, "--json", sample_path)
+    assert out.exit_code == 2 and "is also an input" in out.output
+    with np.load(sample_path) as npz:
+        np.testing.assert_array_equal(npz["arr_0"], sample)
+    out = CliRunner().invoke(cli, ["ref", "build", str(ref_path), "-o", str(ref_path)])
+    assert out.exit_code == 2 and "is also an input" in out.output
+    out = _invoke_eval(monkeypatch, ref_path, sample_path, "--json", tmp_path / "missing" / "r.json")
+    assert out.exit_code == 2 and "does not exist" in out.output
+
+
+def test_bad_batch_size_and_device_are_refused_up_front(batches, monkeypatch):
+    ref_path, sample_path, _, _ = batches
+    out = _invoke_eval(monkeypatch, ref_path, sample_path, "--batch-size", "0")
+    assert out.exit_code == 2 and "--batch-size" in out.output and "Traceback" not in out.output
+    for device, message in [("foo", "not a torch device"), ("cuda:99" if torch_cuda() else "cuda", "CUDA")]:
+        out = _invoke_eval(monkeypatch, ref_path, sample_path, "--device", device)
+        assert out.exit_code == 2 and message in out.output, out.output
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_a_damaged_activation_cache_is_recomputed(batches, capsys):
+    ref_path, sample_path, _, _ = batches
+    first = evaluate(ref_path, sample_path, ToyExtractor())
+    for cached in (bench.evaluate.cache_dir() / "activations").glob("*.npz"):
+        cached.write_bytes(cached.read_bytes()[:100])
+    again = evaluate(ref_path, sample_path, ToyExtractor())
+    assert again["fid"] == first["fid"] and again["precision"] == first["precision"]
+    assert "is damaged" in capsys.readouterr().err
+
+
+def test_an_unwritable_cache_costs_a_warning_not_the_result(batches, monkeypatch, capsys):
+    ref_path, sample_path, _, _ = batches
+    blocker = ref_path.parent / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("BENCH_CACHE", str(blocker / "cache"))
+    assert evaluate(ref_path, sample_path, ToyExtractor())["fid"] > 0
+    assert "activations not cached" in capsys.readouterr().err
+
+
+def test_too_few_images_for_precision_recall_still_give_the_other_numbers(batches, tmp_path):
+    ref_path, _, _, sample = batches
+    np.savez(tmp_path / "three.npz", sample[:3])
+    result = evaluate(ref_path, tmp_path / "three.npz", ToyExtractor())
+    assert result["precision"] is None and "k=3 nearest neighbours" in result["precision_recall_unavailable"]
+    assert result["fid"] > 0 and result["inception_score"] > 0
+
+
+def test_statistics_only_samples_are_refused_before_any_extraction(batches, tmp_path):
+    ref_path, _, _, _ = batches
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(6), sigma=np.eye(6), mu_s=np.zeros(5), sigma_s=np.eye(5))
+    extractor = ToyExtractor()
+    with pytest.raises(BenchError, match="has no images"):
+        evaluate(ref_path, tmp_path / "stats.npz", extractor)
+    assert extractor.calls == 0
+
+
+def test_size_warnings_for_mixed_folders_and_other_resolutions(tmp_path):
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "ref16.npz", rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8))
+    (tmp_path / "mixed").mkdir()
+    for i, size in enumerate([8, 8, 12, 8]):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(tmp_path / "mixed" / f"{i}.png")
+    np.savez(tmp_path / "s8.npz", rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8))
+    warnings = evaluate(tmp_path / "ref16.npz", tmp_path / "mixed", ToyExtractor8())["warnings"]
+    assert any("sample images come in 2 sizes (8x8, 12x12)" in w for w in warnings)
+    warnings = evaluate(tmp_path / "ref16.npz", tmp_path / "s8.npz", ToyExtractor8())["warnings"]
+    assert any("reference images are 16x16 but samples are 8x8" in w for w in warnings)
+
+
+class ToyExtractor8(ToyExtractor):
+    """The toy projection after a nearest resize to 8x8, so that batches of any size can be scored."""
+
+    def features(self, images):
+        n, h, w, _ = images.shape
+        rows, cols = np.arange(8) * h // 8, np.arange(8) * w // 8
+        return super().features(np.ascontiguousarray(images[:, rows][:, :, cols]))

@@ -429,3 +429,11 @@ def test_cli_end_to_end_and_ctrl_c(toy, tmp_path, monkeypatch):
     res = cli(args)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "runs" / "c" / "result.json").read_text())["images_resumed"] == 10
+
+
+def test_a_device_torch_cannot_use_is_refused_before_loading(toy, tmp_path):
+    with pytest.raises(BenchError, match="not a torch device"):
+        settings(tmp_path, toy, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BenchError, match="sees no CUDA GPU"):
+            settings(tmp_path, toy, device="cuda")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from bench.atomic import atomic_path
 from bench.batches import NpzWriter
+from bench.device import check_device
 from bench.download import resolve_all, sha256_file
 from bench.evaluate import PAPER_NUM_SAMPLES, package_versions, sample_size_warnings
 from bench.errors import BenchError
@@ -67,6 +68,7 @@ class RunSettings:
     def __post_init__(self):
         if self.run_id is not None and (self.run_id in ("", ".", "..") or Path(self.run_id).name != self.run_id):
             raise BenchError(f"--run-id {self.run_id!r}: a folder name inside --runs-dir, without '/' or '..'")
+        check_device(self.device)
         if self.batch_size < 1 or self.shard_size < 1:
             raise BenchError(f"--batch-size and --shard-size must be at least 1, found {self.batch_size} and "
                              f"{self.shard_size}")
@@ -482,13 +484,13 @@ def generators_command():
         click.echo("no generator plugins installed")
     for name in sorted(known):
         try:
-            info = preset_info(known[name].load())
-        except Exception as err:  # a broken plugin must not hide the others
+            factory = known[name].load()
+            info, label = preset_info(factory), "paper settings"
+            if info is None:
+                info, label = _describe_by_building(factory), "default settings"
+        except Exception as err:  # a broken plugin (failing import or failing factory) must not hide the others
             click.echo(f"{name}\n  (cannot be loaded: {err})")
             continue
-        label = "paper settings"
-        if info is None:
-            info, label = _describe_by_building(known[name].load()), "default settings"
         settings = ", ".join(f"{k}={v}" for k, v in info["paper_settings"].items()) or "-"
         click.echo(f"{name}\n  model: {info['model']}  resolution: {info['image_size']}  "
                    f"eval size: {info['eval_size']}\n  {label}: {settings}"
