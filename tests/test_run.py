@@ -437,3 +437,18 @@ def test_a_device_torch_cannot_use_is_refused_before_loading(toy, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(BenchError, match="sees no CUDA GPU"):
             settings(tmp_path, toy, device="cuda")
+
+
+def test_a_bad_reference_fails_before_any_sampling(toy, tmp_path):
+    sampled = []
+    one = tmp_path / "one.npz"
+    np.savez(one, np.zeros((1, 8, 8, 3), np.uint8))
+    with pytest.raises(BenchError, match="1 image"):  # ADM's own scorer, which reads the reference
+        run(settings(tmp_path, one), extractor=ProjectionExtractor(), on_shard_done=sampled.append)
+    wide = tmp_path / "wide.npz"
+    np.savez(wide, np.zeros((4, 8, 12, 3), np.uint8))
+    with pytest.raises(BenchError, match="8x12 images; a reference batch is square"):
+        go(settings(tmp_path, wide), on_shard_done=sampled.append)
+    assert sampled == []
+    with pytest.raises(BenchError, match="at least 2"):
+        settings(tmp_path, toy, num_samples=1)

@@ -69,6 +69,8 @@ class RunSettings:
         if self.run_id is not None and (self.run_id in ("", ".", "..") or Path(self.run_id).name != self.run_id):
             raise BenchError(f"--run-id {self.run_id!r}: a folder name inside --runs-dir, without '/' or '..'")
         check_device(self.device)
+        if self.num_samples < 2:
+            raise BenchError(f"--num-samples must be at least 2 (FID needs a covariance), found {self.num_samples}")
         if self.batch_size < 1 or self.shard_size < 1:
             raise BenchError(f"--batch-size and --shard-size must be at least 1, found {self.batch_size} and "
                              f"{self.shard_size}")
@@ -248,6 +250,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
         warning = check_resolution(ref, generator.eval_size, settings.force)
         warnings += [warn(warning)] if warning else []
     extractor = extractor if extractor is not None else default_extractor(device)
+    score = scorer(ref, extractor) if group.is_main else None  # reads the reference now: a bad one fails early
     config = shard_config(settings, generator, files, extractor)
     run_id = settings.run_id or f"{settings.generator}-{fingerprint(config)[:12]}"
     folder = RunFolder.open(Path(settings.runs_dir) / run_id, config, group)
@@ -281,7 +284,6 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     features.pop("index")
     dims = {k: v.shape[1] for k, v in features.items() if v.ndim == 2}
     warnings += [warn(w) for w in sample_size_warnings(plan.num_samples, dims)]
-    score = scorer(ref, extractor)
     metrics = score(features)
     outputs = {}
     if settings.save_npz:

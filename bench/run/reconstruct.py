@@ -120,6 +120,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
         warning = check_resolution(ref, generator.eval_size, settings.force)
         warnings += [warn(warning)] if warning else []
     extractor = extractor if extractor is not None else default_extractor(device)
+    score = scorer(ref, extractor) if group.is_main else None  # reads the reference now: a bad one fails early
     config = json_safe({
         "format": 1, "task": "reconstruct", "generator": settings.generator,
         "generator_config": device_types(generator.config()), "files": files,
@@ -155,7 +156,6 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     recon = {k[len("recon_"):]: v for k, v in arrays.items() if k.startswith("recon_")}
     orig = {k[len("orig_"):]: v for k, v in arrays.items() if k.startswith("orig_")}
     warnings += [warn(w) for w in sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2})]
-    score = scorer(ref, extractor)
     vs_reference = score(recon)
     metrics = {
         "rfid": vs_reference.get("fid"),

@@ -57,7 +57,10 @@ def resolve_reference(name_or_path: str, allow_download: bool = True) -> Referen
     resolution = None
     if path.is_file() and has_images(path):
         shape = NpzImages(path).shape
-        resolution = shape[1] if shape[1] == shape[2] else None
+        if shape[1] != shape[2]:
+            raise BenchError(f"--ref {name_or_path}: holds {shape[1]}x{shape[2]} images; a reference batch is square "
+                             "(ADM center-crops ImageNet), build one with `bench ref build`")
+        resolution = shape[1]
     return Reference(name_or_path, path, resolution)
 
 
