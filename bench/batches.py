@@ -267,10 +267,23 @@ def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
             stats = {}
             for key in STATISTICS_KEYS:
                 with archive.open(f"{key}.npy") as member:
-                    stats[key] = np.lib.format.read_array(member, allow_pickle=False).astype(np.float64)
-            return stats
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+                if array.dtype.kind not in "fiu":
+                    raise BenchError(f"{path}: {key} holds {array.dtype} values; statistics are numbers")
+                stats[key] = array.astype(np.float64)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        if "allow_pickle" in str(err):
+            raise BenchError(f"{path}: holds pickled Python objects, which are never loaded (they can run code); "
+                             "a batch holds plain arrays") from None
         raise BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?") from None
+    for mean, cov in (("mu", "sigma"), ("mu_s", "sigma_s")):
+        d = stats[mean].shape[0] if stats[mean].ndim == 1 else None
+        if d is None or stats[cov].shape != (d, d):
+            raise BenchError(f"{path}: {mean} has shape {stats[mean].shape} and {cov} {stats[cov].shape}; expected "
+                             "a vector [D] and a matrix [D, D] (ADM's 2048 for mu/sigma, 2023 for mu_s/sigma_s)")
+        if not (np.isfinite(stats[mean]).all() and np.isfinite(stats[cov]).all()):
+            raise BenchError(f"{path}: {mean}/{cov} contain NaN or inf; the statistics are corrupt")
+    return stats
 
 
 class NpzWriter:

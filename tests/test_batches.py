@@ -156,3 +156,16 @@ def test_hidden_files_are_not_images(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d" / "a.png")
     (tmp_path / "d" / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # a macOS resource fork
     assert [p.name for p in FolderImages(tmp_path / "d").files] == ["a.png"]
+
+
+@pytest.mark.parametrize("stats,message", [
+    (dict(mu=np.zeros((1, 3)), sigma=np.eye(3)), r"mu has shape \(1, 3\)"),
+    (dict(mu=np.zeros(3), sigma=np.eye(4)), r"sigma \(4, 4\)"),
+    (dict(mu=np.full(3, np.nan), sigma=np.eye(3)), "contain NaN or inf"),
+    (dict(mu=np.array(["a", "b", "c"]), sigma=np.eye(3)), "statistics are numbers"),
+    (dict(mu=np.array([{}, {}, {}], dtype=object), sigma=np.eye(3)), "pickled Python objects"),
+])
+def test_bad_reference_statistics_name_the_file_and_the_problem(tmp_path, stats, message):
+    np.savez(tmp_path / "ref.npz", mu_s=np.zeros(2), sigma_s=np.eye(2), **stats)
+    with pytest.raises(BenchError, match=message):
+        read_statistics(tmp_path / "ref.npz")
