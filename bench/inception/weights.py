@@ -369,6 +369,6 @@ def _converted(weights: InceptionWeights, canonical: Path) -> InceptionWeights:
 def logits_unavailable_reason(weights: InceptionWeights) -> str | None:
     if weights.has_logits:
         return None
-    return (f"the {weights.provenance.get('kind')} weights at {weights.provenance.get('path')} have no softmax layer; "
-            f"softmax/weights come with ADM's classify_image_graph_def.pb ({ADM_GRAPH.url}) or pytorch-fid's "
-            f"pt_inception-2015-12-05-6726825d.pth ({PYTORCH_FID.url}): put either in {cache_dir()} or pass weights=PATH")
+    return (f"the {weights.provenance.get('kind')} Inception weights have no softmax layer; put ADM's "
+            f"classify_image_graph_def.pb or pytorch-fid's pt_inception-2015-12-05-6726825d.pth in {cache_dir()} "
+            f"(sources: {ADM_GRAPH.url}, {PYTORCH_FID.url}), or pass it with --inception PATH")
