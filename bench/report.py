@@ -3,15 +3,18 @@
 A leaderboard is only honest if its rows were measured the same way, so `--compare` does more than subtract:
 it lists every recorded setting that differs between the runs (reference batch, sample count, Inception
 weights, cfg scale, ...) and marks the rows whose numbers are therefore not comparable with the baseline.
+Even without it, every row shows the reference batch it was scored against and its sample count.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
+import click
 import pandas as pd
 
 from bench import atomic
@@ -22,6 +25,8 @@ LOWER_IS_BETTER = {"fid", "sfid", "rfid"}
 # Settings that make two numbers incomparable when they differ (dotted paths into the flattened result).
 COMPARABILITY_KEYS = ("num_samples", "num_ref", "reference.sha256", "provenance.inception.sha256",
                       "provenance.distances")
+# How result files spell the non-finite floats strict JSON has no literal for (`bench.run.loop.json_safe`).
+NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
 def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -38,11 +43,17 @@ def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _metric_value(flat: dict[str, Any], metric: str) -> Any:
-    for key in (metric, f"metrics.{metric}"):
-        if key in flat:
-            return flat[key]
-    return None
+def _metric_value(flat: dict[str, Any], metric: str) -> float | None:
+    """The metric as a float (None if not recorded): a string left in the column would make sorting and deltas
+    fail, and a perfect reconstruction's PSNR is stored as "inf"."""
+    value = next((flat[key] for key in (metric, f"metrics.{metric}") if key in flat), None)
+    if value is None:
+        return None
+    if isinstance(value, str) and value in NON_FINITE:
+        return NON_FINITE[value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise BenchError(f"{metric} is {value!r}, not a number")
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -61,23 +72,42 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def _read_row(path: Path) -> dict[str, Any]:
+    """One result file as a table row: the metrics first, then every other recorded field, flattened."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise BenchError(f"{path}: not a readable result file ({err})") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"{path}: a result file holds a JSON object, found {type(data).__name__}")
+    flat = flatten(data)
+    row = {"run": data.get("run_id") or path.parent.name or path.stem, "path": str(path)}
+    try:
+        row.update({m: _metric_value(flat, m) for m in METRICS})
+    except BenchError as err:
+        raise BenchError(f"{path}: not a usable result file ({err})") from None
+    row.update({k: v for k, v in flat.items() if k not in METRICS and not k.startswith("metrics.")})
+    return row
+
+
 def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per result file: the metrics first, then every other recorded field, flattened."""
-    rows = []
+    """One row per result file. A damaged file is skipped with a warning (one bad run among fifty should not
+    hide the other 49); only when none is readable is that an error."""
+    rows, problems = [], []
     for path in find_results(paths):
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise BenchError(f"{path}: not a readable result file ({err})") from None
-        if not isinstance(data, dict):
-            raise BenchError(f"{path}: a result file holds a JSON object, found {type(data).__name__}")
-        flat = flatten(data)
-        row = {"run": data.get("run_id") or path.parent.name or path.stem, "path": str(path)}
-        row.update({m: _metric_value(flat, m) for m in METRICS})
-        row.update({k: v for k, v in flat.items() if k not in METRICS and not k.startswith("metrics.")})
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    return table.dropna(axis=1, how="all")
+            rows.append(_read_row(path))
+        except BenchError as err:
+            problems.append(str(err))
+    if not rows:
+        raise BenchError("no readable result file: " + "; ".join(problems))
+    for problem in problems:
+        click.echo(f"Warning: skipped {problem}", err=True)
+    table = pd.DataFrame(rows).dropna(axis=1, how="all")
+    # A field some rows lack would otherwise turn to float (50000 -> 50000.0000): keep integers integers.
+    integral = [c for c in table.columns if c not in METRICS and all(
+        isinstance(row[c], int) and not isinstance(row[c], bool) for row in rows if row.get(c) is not None)]
+    return table.astype({c: "Int64" for c in integral})
 
 
 def compare(table: pd.DataFrame, baseline: int = 0) -> tuple[pd.DataFrame, dict[str, list[Any]]]:
@@ -94,20 +124,44 @@ def compare(table: pd.DataFrame, baseline: int = 0) -> tuple[pd.DataFrame, dict[
             out[f"{metric} delta"] = out[metric] - out[metric].iloc[baseline]
     settings = [c for c in out.columns if c not in METRICS and not c.endswith(" delta")
                 and c not in ("run", "path") and not c.startswith(("provenance.versions", "wall_time", "timing"))]
-    differing = {c: out[c].tolist() for c in settings if out[c].astype(str).nunique() > 1}
+    # dropna=False: a setting recorded by one run and missing from another differs too
+    differing = {c: out[c].tolist() for c in settings if out[c].astype(str).nunique(dropna=False) > 1}
     key_columns = [c for c in COMPARABILITY_KEYS if c in out.columns]  # a row missing one is not comparable
     base = out.iloc[baseline]
+    out["baseline"] = [i == baseline for i in range(len(out))]  # the board is re-sorted: say which row it was
     out["comparable"] = [all(str(row[c]) == str(base[c]) for c in key_columns) for _, row in out.iterrows()]
     return out, differing
 
 
+def _reference_ids(table: pd.DataFrame) -> list[str | None]:
+    """`imagenet256@1a2b3c4d5e6f` per row: the reference batch's name (or file name) and sha256[:12], short
+    enough for a board column. Numbers scored against different batches must not pass for one ranking."""
+    def recorded(row: pd.Series, column: str) -> str:
+        return str(row[column]) if column in row and pd.notna(row[column]) else ""
+
+    ids: list[str | None] = []
+    for _, row in table.iterrows():
+        label = next(filter(None, (Path(recorded(row, c)).name for c in ("reference.name", "reference.path"))), "")
+        ids.append("@".join(filter(None, (label, recorded(row, "reference.sha256")[:12]))) or None)
+    return ids
+
+
 def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
-    """The metric columns (and deltas) ranked by `sort_by`, best first."""
+    """The metric columns (and deltas) ranked by `sort_by`, best first, with what each row was measured
+    against: reference batch and sample count always (missing ones show as missing), cfg scale and generator
+    where recorded."""
     if sort_by not in table:
         raise BenchError(f"cannot sort by {sort_by!r}: not in the results (have {', '.join(table.columns)})")
-    columns = ["run"] + [c for c in table.columns if c in METRICS or c.endswith(" delta") or c == "comparable"]
-    columns += [c for c in ("num_samples", "config.cfg_scale", "generator") if c in table and c not in columns]
-    return table.sort_values(sort_by, ascending=sort_by in LOWER_IS_BETTER)[columns].reset_index(drop=True)
+    ranked = table.sort_values(sort_by, ascending=sort_by in LOWER_IS_BETTER).reset_index(drop=True)
+    columns = ["run"] + [c for c in ranked.columns if c in METRICS or c.endswith(" delta")]
+    board = ranked[columns + [c for c in ("baseline", "comparable") if c in ranked]].copy()
+    board["reference"] = _reference_ids(ranked)
+    board["num_samples"] = ranked.get("num_samples", pd.Series(pd.NA, index=ranked.index, dtype="Int64"))
+    if "config.generator_config.cfg_scale" in ranked:  # where `bench run` records the resolved setting
+        board["cfg_scale"] = ranked["config.generator_config.cfg_scale"]
+    if "generator" in ranked:
+        board["generator"] = ranked["generator"]
+    return board
 
 
 def to_html(board: pd.DataFrame, differing: dict[str, list[Any]], title: str = "bench leaderboard") -> str:

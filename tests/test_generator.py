@@ -125,3 +125,22 @@ def test_sampling_settings_are_range_checked(key, good, bad):
         with pytest.raises(BenchError, match=f"--{key.replace('_', '-')} must be"):
             check_sampling("p", {key: value})
     check_sampling("p", {key: None, "steps": "anything"})  # unset settings and ones without a rule pass
+
+
+def test_generators_command_survives_a_factory_that_fails_to_build(monkeypatch):
+    """Presets without a PresetInfo are built to be described; one that raises must not hide the others."""
+    class EP:
+        def __init__(self, name, target):
+            self.name, self.target = name, target
+
+        def load(self):
+            return self.target
+
+    def needs_a_gpu(**kw):
+        raise RuntimeError("CUDA is required")
+
+    monkeypatch.setattr(bench.run.loop, "available_generators", lambda: {
+        "gpu-only": EP("gpu-only", needs_a_gpu), "toy": EP("toy", toy_factory)})
+    out = CliRunner().invoke(generators_command)
+    assert out.exit_code == 0 and out.exception is None, out.output
+    assert "gpu-only\n  (cannot be loaded: CUDA is required)\ntoy\n  model: Toy-S" in out.output
