@@ -198,7 +198,7 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path):
     if compare:
         table, differing = report.compare(table, baseline)
     board = report.leaderboard(table, sort_by)
-    click.echo(board.to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4f}"))
+    click.echo(report.to_text(board))
     if differing:
         click.echo("\nSettings that differ between runs:")
         for key, values in differing.items():

@@ -164,9 +164,23 @@ def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
     return board
 
 
+def to_text(board: pd.DataFrame) -> str:
+    """The board for a terminal: 4 decimals, "-" where a run has no value."""
+    return _na_as_dash(board).to_string(index=False, na_rep="-", float_format=lambda x: f"{x:.4f}")
+
+
+def _na_as_dash(board: pd.DataFrame) -> pd.DataFrame:
+    """pandas ignores `na_rep` for nullable integer columns (it prints <NA>): give those a "-" itself."""
+    out = board.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.Int64Dtype):
+            out[column] = out[column].astype(object).where(out[column].notna(), "-")
+    return out
+
+
 def to_html(board: pd.DataFrame, differing: dict[str, list[Any]], title: str = "bench leaderboard") -> str:
     """A standalone HTML page; every value is escaped, since run names and configs come from users."""
-    body = board.to_html(index=False, escape=True, na_rep="-", float_format=lambda x: f"{x:.4f}")
+    body = _na_as_dash(board).to_html(index=False, escape=True, na_rep="-", float_format=lambda x: f"{x:.4f}")
     notes = "".join(
         f"<li><code>{html.escape(str(k))}</code>: {html.escape(', '.join(map(str, v)))}</li>"
         for k, v in differing.items()

@@ -160,8 +160,9 @@ def test_integer_fields_stay_integers_when_a_row_lacks_them(tmp_path):
     assert table["fid"].dtype == "float64" and table["config.generator_config.cfg_scale"].dtype == "float64"
     out = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    assert "100" in out.output and "100.0" not in out.output
+    assert "100" in out.output and "100.0" not in out.output and "<NA>" not in out.output
     assert "100.0" not in leaderboard(table).to_csv(index=False)
+    assert "&lt;NA&gt;" not in to_html(leaderboard(table), {})
 
 
 def test_unreadable_result_files_are_skipped_with_a_warning(runs):
