@@ -251,6 +251,25 @@ def test_mismatched_checkpoint_names_expected_and_found(tmp_path, dit_s2_state):
     with pytest.raises(BenchError) as e:
         load_dit(path, "DiT-S/2", image_size=32, num_classes=1000)
     assert "y_embedder.embedding_table.weight: expected shape [1001, 384], found [11, 384]" in str(e.value)
+    # the hint names what `bench run` takes (there is no --model option: the preset fixes the model)
+    assert "--model" not in str(e.value) and "-g dit-xl-2-512" in str(e.value) and "--ckpt" in str(e.value)
+
+
+@pytest.mark.parametrize("wrap", [
+    pytest.param(lambda sd: {"model": sd, "epoch": torch.tensor(3)}, id="model"),
+    pytest.param(lambda sd: {"module": sd}, id="deepspeed"),
+    pytest.param(lambda sd: {"state_dict": sd}, id="state_dict"),
+    pytest.param(lambda sd: {f"module.{k}": v for k, v in sd.items()}, id="ddp-prefix"),
+    pytest.param(lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()}, id="compile-prefix"),
+    pytest.param(lambda sd: {"ema": {f"_orig_mod.module.{k}": v for k, v in sd.items()}}, id="ema-compiled-ddp"),
+])
+def test_wrapped_checkpoints_load(tmp_path, dit_s2_state, wrap):
+    """The containers and key prefixes of DDP / DeepSpeed / torch.compile saves, as LlamaGen's loader accepts."""
+    path = tmp_path / "wrapped.pt"
+    torch.save(wrap(dit_s2_state), path)
+    loaded = load_dit(path, "DiT-S/2", image_size=32, num_classes=10).state_dict()
+    for k, v in dit_s2_state.items():
+        assert torch.equal(loaded[k], v), k
 
 
 def test_foreign_checkpoints_are_refused(tmp_path):
@@ -265,14 +284,18 @@ def test_foreign_checkpoints_are_refused(tmp_path):
 
     not_torch = tmp_path / "notes.pt"
     not_torch.write_text("hello")
-    with pytest.raises(BenchError, match="weights-only torch checkpoint"):
+    with pytest.raises(BenchError, match="cannot be read as a torch DiT checkpoint"):
         load_dit(not_torch, "DiT-S/2", image_size=32, num_classes=10)
 
     unsafe = tmp_path / "unsafe.pt"
     with open(unsafe, "wb") as f:
         pickle.dump({"model": np.float64}, f, protocol=2)  # needs a global the weights-only unpickler refuses
-    with pytest.raises(BenchError, match="weights-only"):
+    with pytest.raises(BenchError) as e:
         load_dit(unsafe, "DiT-S/2", image_size=32, num_classes=10)
+    message = str(e.value)
+    assert str(unsafe) in message and "pickled objects other than tensors" in message
+    assert "refused for safety" in message and "numpy.float64" in message  # the global torch blocked
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
 
-    with pytest.raises(BenchError, match="not found"):
+    with pytest.raises(BenchError, match="does not exist"):
         load_dit(tmp_path / "missing.pt", "DiT-S/2", image_size=32, num_classes=10)

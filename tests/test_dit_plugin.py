@@ -4,6 +4,9 @@ End to end uses a random 2-block DiT at 32x32 pixels (a 4x4 latent) saved in the
 `AutoencoderKL` saved in the hub folder layout; images are compared with a pipeline assembled in the test.
 """
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -156,9 +159,28 @@ def test_load_from_cache_layout(tiny_files, monkeypatch):
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
         DiTGenerator(TINY_PRESET, ckpt=ckpt).sample(torch.tensor([4]), torch.tensor([9]))
     assert weights.exists()
-    monkeypatch.setitem(VAE_SHA256, ("ema", weights.name), sha256_file(weights))
+    for f in (weights, weights.with_name("config.json")):
+        monkeypatch.setitem(VAE_SHA256, ("ema", f.name), sha256_file(f))
     gen = DiTGenerator(TINY_PRESET, ckpt=ckpt)
     assert gen.sample(torch.tensor([4]), torch.tensor([9])).shape == (1, 32, 32, 3)
+
+
+def test_cached_vae_config_is_pinned(tiny_files, monkeypatch):
+    """A config edit that keeps every tensor shape loads cleanly and changes the decoder, so the digest must
+    catch it: with the weights pinned to the cached file, the edited config alone is refused."""
+    ckpt, vae_dir = tiny_files
+    folder = cache_dir() / "sd-vae-ft-ema"
+    folder.mkdir(parents=True)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes((vae_dir / weights.name).read_bytes())
+    config = json.loads((vae_dir / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "norm_num_groups": 2}))
+    load_vae(folder)  # loads: the shapes do not depend on the group count
+    monkeypatch.setattr(bench.download, "download", lambda remote: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setitem(VAE_SHA256, ("ema", weights.name), sha256_file(weights))
+    with pytest.raises(ChecksumError, match="config.json"):
+        DiTGenerator(TINY_PRESET, ckpt=ckpt).sample(torch.tensor([4]), torch.tensor([9]))
+    assert VAE_SHA256[("ema", "config.json")] == VAE_SHA256[("mse", "config.json")]  # one file in both repos
 
 
 def test_bad_vae_folder(tmp_path):
@@ -167,3 +189,42 @@ def test_bad_vae_folder(tmp_path):
     (tmp_path / "config.json").write_text('{"_class_name": "AutoencoderKL"}')
     with pytest.raises(BenchError, match="cannot load the VAE"):
         load_vae(tmp_path)
+
+
+def test_vae_weights_must_match_the_config(tiny_files, tmp_path):
+    """diffusers only warns about missing and unused weights (missing ones stay random): here they are errors."""
+    from safetensors.torch import load_file, save_file
+
+    _, vae_dir = tiny_files
+    weights = load_file(vae_dir / "diffusion_pytorch_model.safetensors")
+
+    def folder(name, state=None, bin_state=None):
+        out = tmp_path / name
+        out.mkdir()
+        shutil.copy(vae_dir / "config.json", out)
+        if state is not None:
+            save_file(state, out / "diffusion_pytorch_model.safetensors")
+        if bin_state is not None:
+            torch.save(bin_state, out / "diffusion_pytorch_model.bin")
+        return out
+
+    no_decoder = folder("no-decoder", {k: v for k, v in weights.items() if not k.startswith("decoder.")})
+    with pytest.raises(BenchError) as e:
+        load_vae(no_decoder)
+    assert str(no_decoder) in str(e.value) and "missing keys (" in str(e.value)
+    assert "decoder.conv_in.bias, decoder.conv_in.weight" in str(e.value)  # sorted, first few named
+    with pytest.raises(BenchError, match=r"unexpected keys \(1\): extra.weight"):
+        load_vae(folder("extra", {**weights, "extra.weight": torch.zeros(2)}))
+    dit_as_vae = folder("dit-as-vae", bin_state=DiT(TINY).state_dict())
+    with pytest.raises(BenchError) as e:
+        load_vae(dit_as_vae)
+    assert "missing keys (" in str(e.value) and "unexpected keys (" in str(e.value) and "blocks.0" in str(e.value)
+    assert isinstance(load_vae(folder("complete", dict(weights))), torch.nn.Module)
+
+
+def test_empty_batch_gives_no_images(tiny_files):
+    ckpt, vae_dir = tiny_files
+    gen = DiTGenerator(TINY_PRESET, ckpt=ckpt, vae=str(vae_dir))
+    no_labels = torch.zeros(0, dtype=torch.int64)
+    for images in (gen.sample(no_labels, no_labels), gen.sample_for_eval(no_labels, no_labels)):
+        assert images.shape == (0, 32, 32, 3) and images.dtype == np.uint8

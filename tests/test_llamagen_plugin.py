@@ -192,3 +192,11 @@ def test_missing_weights_offline_list_every_file():
         gen.sample(torch.tensor([1]), torch.tensor([1]))
     assert "vq_ds16_c2i.pt" in str(err.value) and "c2i_3B_384.pt" in str(err.value)
     assert f"https://huggingface.co/{HF_REPO}/resolve/main/c2i_3B_384.pt" in str(err.value)
+
+
+def test_empty_batch_gives_no_images(tiny_checkpoints):
+    gen = make("llamagen-b", tiny_checkpoints)
+    no_labels = torch.zeros(0, dtype=torch.int64)
+    assert gen.sample(no_labels, no_labels).shape == (0, 384, 384, 3)
+    images = gen.sample_for_eval(no_labels, no_labels)
+    assert images.shape == (0, 256, 256, 3) and images.dtype == np.uint8

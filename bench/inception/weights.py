@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.atomic import atomic_path
+from bench.checkpoint import load_torch_file
 from bench.download import RemoteFile, cache_dir, download, sha256_file, verify
 from bench.errors import BenchError, ChecksumError
 from bench.inception.network import CONFIG, InceptionV3
@@ -307,9 +308,10 @@ def load_file(path: str | Path) -> InceptionWeights:
         state = torch.jit.load(str(path), map_location="cpu").state_dict()
         return InceptionWeights(validate(from_torchscript_state(state), str(path)), {"kind": "torchscript", **provenance})
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BenchError(f"{path}: not a GraphDef (.pb), TorchScript, pytorch-fid .pth or canonical file ({e})") from e
+        obj = load_torch_file(path, "Inception weights file")
+    except BenchError as e:
+        raise BenchError(f"{e}\nInception weights are ADM's GraphDef (.pb), a TorchScript, pytorch-fid's .pth or a "
+                         "bench canonical file") from None
     if isinstance(obj, dict) and obj.get("format") == CANONICAL_FORMAT:
         original = dict(obj.get("provenance") or {})
         return InceptionWeights(validate(obj["tensors"], str(path)),

@@ -18,8 +18,6 @@ LayerNorms carry no affine parameters (adaLN supplies scale and shift), so they 
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bench.checkpoint import find_state_dict, load_torch_file
 from bench.errors import BenchError
 
 # depth, hidden size, heads for the four model sizes; each comes with patch 2, 4 and 8 (the 12 official configs)
@@ -297,26 +296,20 @@ class DiT(nn.Module):
 # Checkpoint loading
 # --------------------------------------------------------------------------------------------------------------
 
+#: containers a checkpoint may wrap its weights in, tried in this order: train.py saves
+#: {"model", "ema", "opt", "args"} and samples from "ema", as the paper does
+CONTAINER_KEYS = ("ema", "model", "module", "state_dict")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The model weights in an official release (a bare state dict) or a train.py checkpoint (its `ema` entry)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"DiT checkpoint not found: {path}")
-    # train.py stores its argparse.Namespace under "args": allow exactly that class, nothing else
-    # (torch < 2.5 has no `safe_globals`; there only bare state dicts load)
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    allow = safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
-    try:
-        with allow:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, or a pickle that needs arbitrary code
-        raise BenchError(f"{path}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e})") from e
-    if isinstance(obj, dict) and "ema" in obj and isinstance(obj["ema"], dict):
-        obj = obj["ema"]  # the EMA weights are the ones the paper samples from
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise BenchError(f"{path}: expected a DiT state dict or a train.py checkpoint with an 'ema' entry, "
-                         f"found {type(obj).__name__} with keys {list(obj)[:8] if isinstance(obj, dict) else '-'}")
-    return obj
+    """The model weights of a bare state dict or one wrapped in a `CONTAINER_KEYS` entry, wrapper prefixes removed."""
+    return find_state_dict(load_torch_file(path, "DiT checkpoint"), CONTAINER_KEYS, path)
+
+
+def key_listing(keys: list[str], limit: int = 8) -> str:
+    """The first `limit` keys, comma-separated, with a count of the rest."""
+    more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -328,23 +321,20 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     mismatched = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
     if not (missing or unexpected or mismatched):
         return
-
-    def listing(keys: list[str], limit: int = 8) -> str:
-        more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
-        return ", ".join(keys[:limit]) + more
-
     lines = [f"{source} does not match {_describe(model)}:"]
     if not set(expected) & set(found):
         lines[0] = f"{source} is not a DiT checkpoint (it has none of the DiT keys); expected {_describe(model)}:"
     if missing:
-        lines.append(f"  missing keys ({len(missing)}): {listing(missing)}")
+        lines.append(f"  missing keys ({len(missing)}): {key_listing(missing)}")
     if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): {listing(unexpected)}")
+        lines.append(f"  unexpected keys ({len(unexpected)}): {key_listing(unexpected)}")
     for k in mismatched[:8]:
         lines.append(f"  {k}: expected shape {list(expected[k])}, found {list(found[k])}")
     if len(mismatched) > 8:
         lines.append(f"  ... and {len(mismatched) - 8} more shape mismatches")
-    lines.append("Check --model, the image size (256 vs 512) and the number of classes against the checkpoint.")
+    lines.append("The preset fixes the model, the image size and the number of classes: pick the one the checkpoint "
+                 "was trained for (e.g. -g dit-xl-2 for 256 px, -g dit-xl-2-512 for 512 px), or pass the matching "
+                 "file with --ckpt.")
     raise BenchError("\n".join(lines))
 
 

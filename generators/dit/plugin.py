@@ -19,7 +19,7 @@ from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
 from bench.generator import Generator, PresetInfo, check_overrides, check_sampling, describe, to_uint8
 from generators.dit.diffusion import SAMPLERS, TRAIN_STEPS, sample_latents, space_timesteps
-from generators.dit.models import DiT, load_dit
+from generators.dit.models import DiT, key_listing, load_dit
 from generators.dit.presets import LATENT_SCALE, PRESETS, VAES, DiTPreset, vae_files
 
 #: sampling settings a DiT preset takes (`bench.generator.check_overrides` rejects the rest)
@@ -31,7 +31,12 @@ VAE_CHUNK = 16
 
 
 def load_vae(folder: str | Path) -> torch.nn.Module:
-    """An `AutoencoderKL` from a local hub-layout folder (config.json + diffusion_pytorch_model.*), in eval mode."""
+    """An `AutoencoderKL` from a local hub-layout folder (config.json + diffusion_pytorch_model.*), in eval mode.
+
+    Strict: for weights the file lacks, diffusers only logs a warning and keeps a random initialisation (and it
+    ignores extra ones), so a partial or foreign weights file would decode noise. Here any key that does not
+    match the model built from config.json is an error.
+    """
     from diffusers.models import AutoencoderKL
 
     folder = Path(folder)
@@ -39,9 +44,17 @@ def load_vae(folder: str | Path) -> torch.nn.Module:
         raise BenchError(f"VAE folder {folder} has no config.json; expected the layout of a hub VAE repo "
                          f"(config.json and diffusion_pytorch_model.safetensors), e.g. {VAES['ema']}")
     try:
-        return AutoencoderKL.from_pretrained(folder, local_files_only=True).eval()
-    except Exception as e:  # wrong config, missing/corrupt weights file
+        vae, info = AutoencoderKL.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    except Exception as e:  # wrong config, missing/corrupt weights file, mis-shaped tensors
         raise BenchError(f"cannot load the VAE from {folder}: {type(e).__name__}: {e}") from e
+    # missing_keys, unexpected_keys, mismatched_keys (tuples: key, found shape, expected shape), error_msgs
+    problems = [f"  {what.replace('_', ' ')} ({len(items)}): "
+                f"{key_listing(sorted(i[0] if isinstance(i, tuple) else str(i) for i in items))}"
+                for what, items in info.items() if items]
+    if problems:
+        raise BenchError("\n".join([f"cannot load the VAE from {folder}: its weights do not match the "
+                                     f"AutoencoderKL that its config.json describes"] + problems))
+    return vae.eval()
 
 
 @contextlib.contextmanager
@@ -127,6 +140,8 @@ class DiTGenerator(Generator):
         return to_uint8(torch.cat(chunks))
 
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
+        if labels.numel() == 0:  # the sampler cannot run an empty batch, and it needs no weights
+            return np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         if self.model is None:
             self.load()
         with matmul_precision(self.precision):

@@ -6,9 +6,10 @@ sd-vae-ft-ema, guidance on 3 of 4 latent channels as in the released sample_ddp.
   * DiT-XL/2 512x512: FID 3.04, sFID 5.02, IS 240.82, Precision 0.84, Recall 0.54 -- evaluated at 512x512
     against ADM's 512 reference batch (VIRTUAL_imagenet512.npz), not downsampled; hence eval_size = 512.
 
-Checksums: the official release publishes none. DiT-XL-2-256x256.pt (2,700,611,775 bytes) and the two VAE
-safetensors (334,643,276 bytes each) carry the sha256 that independent public projects pin for the same URL and
-size; DiT-XL-2-512x512.pt has none (used unverified; key/shape-checked on load, its sha256 recorded in results).
+Checksums: the official release publishes none. DiT-XL-2-256x256.pt (2,700,611,775 bytes), the two VAE
+safetensors (334,643,276 bytes each) and their config.json (547 bytes, the same file in both repos) carry the
+sha256 that independent public projects pin for the same URL and size; DiT-XL-2-512x512.pt has none (used
+unverified; key/shape-checked on load, its sha256 recorded in results).
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ LATENT_SCALE = 0.18215
 VAES = {"ema": "stabilityai/sd-vae-ft-ema", "mse": "stabilityai/sd-vae-ft-mse"}
 #: the files `AutoencoderKL.from_pretrained` needs from a hub VAE folder
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
-#: pinned sha256 of the VAE weights (the configs are not pinned: a changed config fails on load anyway)
+#: pinned sha256 of the VAE files. The configs are pinned too: an edit that keeps every tensor shape (e.g.
+#: norm_num_groups or act_fn) loads without complaint and silently changes what the decoder computes.
 VAE_SHA256 = {
+    ("ema", "config.json"): "92d3dfb746fca211a2c9e019e285f8597412211728dce3c5bcf4eda0f2d62e7e",
+    ("mse", "config.json"): "92d3dfb746fca211a2c9e019e285f8597412211728dce3c5bcf4eda0f2d62e7e",
     ("ema", "diffusion_pytorch_model.safetensors"): "32db726da04f06c1b6b14c0043ce115cc87a501482945c5add89a40d838fcb46",
     ("mse", "diffusion_pytorch_model.safetensors"): "a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815",
 }

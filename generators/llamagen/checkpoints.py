@@ -18,19 +18,20 @@ Files are read with `torch.load(weights_only=True)`. Training checkpoints also p
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from bench.checkpoint import find_state_dict, load_torch_file
 from bench.errors import BenchError
 from generators.llamagen.gpt import GPT, GPT_CONFIGS, gpt_config
 from generators.llamagen.vq import VQ_CONFIGS, VQModel, vq_config
 
-_CONTAINER_KEYS = ("model", "module", "state_dict")
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+#: containers a checkpoint may wrap its weights in: the official c2i releases use "model"
+CONTAINER_KEYS = ("model", "module", "state_dict")
+#: buffers the official checkpoints carry that are not weights (recomputed at load)
 _NON_WEIGHT_SUFFIXES = ("freqs_cis", "kv_cache.k_cache", "kv_cache.v_cache", "kv_cache.k", "kv_cache.v",
                         "causal_mask")
 _EXAMPLES = 5
@@ -38,49 +39,8 @@ _EXAMPLES = 5
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint file in any accepted container, prefixes stripped, non-weights dropped."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"checkpoint {path} does not exist")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, truncated, or pickles arbitrary objects
-        raise BenchError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from e
-    if not isinstance(obj, dict):
-        raise BenchError(f"{path}: expected a dict (a state dict or a checkpoint holding one), "
-                         f"found {type(obj).__name__}")
-    state = obj
-    if not _is_state_dict(obj):
-        for key in _CONTAINER_KEYS:
-            if key in obj and isinstance(obj[key], dict) and _is_state_dict(obj[key]):
-                state = obj[key]
-                break
-        else:
-            raise BenchError(
-                f"{path}: no state dict found. Expected a bare state dict or one under "
-                f"{' / '.join(repr(k) for k in _CONTAINER_KEYS)}; found top-level keys "
-                f"{_examples(sorted(map(str, obj)))}")
-    return _clean(state)
-
-
-def _is_state_dict(d: dict) -> bool:
-    return len(d) > 0 and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
-
-
-def _clean(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:  # e.g. "_orig_mod.module.layers..." from a compiled DDP model
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        if key.endswith(_NON_WEIGHT_SUFFIXES):
-            continue
-        out[key] = value
-    return out
+    state = find_state_dict(load_torch_file(path, "LlamaGen checkpoint"), CONTAINER_KEYS, path)
+    return {k: v for k, v in state.items() if not k.endswith(_NON_WEIGHT_SUFFIXES)}
 
 
 def _examples(items: list[str]) -> str:

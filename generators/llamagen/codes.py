@@ -21,7 +21,6 @@ from global state, so a resumed run and DataLoader workers see exactly the data 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from bench.atomic import write_json
 from bench.batches import center_crop_arr, resize_short_side
+from bench.checkpoint import load_torch_file
 from bench.errors import BenchError
 
 #: torchvision ImageFolder's extensions (matched case-insensitively).
@@ -333,15 +333,8 @@ class CodeDataset(Dataset):
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """torch.load(weights_only=True) of a training checkpoint; upstream ones also pickle an argparse Namespace."""
-    path = Path(path)
-    if not path.exists():
-        raise BenchError(f"{path}: no such checkpoint")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # unpickling errors come in many types
-            raise BenchError(f"{path}: not a loadable checkpoint ({err})") from None
+    """A training checkpoint, read weights-only (`bench.checkpoint`); upstream ones also pickle their arguments."""
+    ckpt = load_torch_file(path, "tokenizer checkpoint")
     if not isinstance(ckpt, dict):
         raise BenchError(f"{path}: expected a dict checkpoint, found {type(ckpt).__name__}")
     return ckpt

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from bench.download import RemoteFile, resolve, resolve_all
+from bench.checkpoint import load_torch_file
 from bench.errors import BenchError
 
 #: LPIPS v0.1 linear heads for VGG: taming-transformers' copy (md5 d507d7349b931f0638a25a48a722f98a) is byte for
@@ -159,7 +160,7 @@ class LPIPS(nn.Module):
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, "LPIPS weights file")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

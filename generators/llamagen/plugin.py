@@ -107,12 +107,12 @@ class LlamaGen(Generator):
 
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
         """uint8 [B, image_size, image_size, 3] at the native resolution (384 for most presets)."""
-        return np.concatenate([to_uint8(image) for image in self._sample_float(labels, seeds)])
+        return _stacked([to_uint8(image) for image in self._sample_float(labels, seeds)], self.image_size)
 
     def sample_for_eval(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
         """uint8 [B, eval_size, eval_size, 3]: the official float bicubic resize, then the uint8 conversion."""
-        return np.concatenate([to_uint8(resize_for_eval(image, self.eval_size))
-                               for image in self._sample_float(labels, seeds)])
+        return _stacked([to_uint8(resize_for_eval(image, self.eval_size))
+                         for image in self._sample_float(labels, seeds)], self.eval_size)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         if self.preset.gpt_model is not None:
@@ -139,6 +139,8 @@ class LlamaGen(Generator):
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise BenchError(f"class labels must lie in [0, {self.num_classes}), found "
                              f"[{int(labels.min())}, {int(labels.max())}]")
+        if not labels.numel():  # an empty batch: nothing to generate (token generation needs one row)
+            return []
         gpt, vq = self._models()
         tokens = generate_tokens(gpt, labels, seed=seeds, compile=self.compile, **self.sampling)
         grid = self.preset.image_size // self.preset.downsample
@@ -150,6 +152,11 @@ class LlamaGen(Generator):
             paths = resolve_all(remotes, self.explicit_files(), self.allow_download)
             self.load({r.filename: path for r, path in zip(remotes, paths)})
         return self._gpt, self._vq
+
+
+def _stacked(images: list[np.ndarray], size: int) -> np.ndarray:
+    """uint8 [B, size, size, 3] from one-image arrays, also for B = 0."""
+    return np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
 
 
 def _factory(name: str):
