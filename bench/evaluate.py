@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import click
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from bench import atomic
@@ -240,8 +241,8 @@ def score_features(ref: Scored, features: dict[str, np.ndarray], extractor, exac
 
 def package_versions() -> dict[str, str]:
     """Versions of everything that can move a number, for the provenance record."""
-    versions = {"python": platform.python_version()}
-    for name in ("bench", "torch", "numpy", "scipy", "pillow", "tensorflow-cpu", "tensorflow"):
+    versions = {"python": platform.python_version(), "cuda": torch.version.cuda or "none"}
+    for name in ("bench", "torch", "numpy", "scipy", "pillow", "diffusers", "tensorflow-cpu", "tensorflow"):
         try:
             versions[name] = version(name)
         except PackageNotFoundError:

@@ -197,4 +197,8 @@ def load_generator_factory(name: str) -> Callable[..., Generator]:
     if name not in known:
         listing = ", ".join(sorted(known)) or "(none installed)"
         raise BenchError(f"unknown generator {name!r}. Known generators: {listing}")
-    return known[name].load()
+    try:
+        return known[name].load()
+    except Exception as err:  # a broken third-party plugin: say which, not a traceback into its import
+        raise BenchError(f"generator {name!r}: its plugin {known[name].value} fails to import "
+                         f"({type(err).__name__}: {err})") from None

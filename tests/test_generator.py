@@ -144,3 +144,18 @@ def test_generators_command_survives_a_factory_that_fails_to_build(monkeypatch):
     out = CliRunner().invoke(generators_command)
     assert out.exit_code == 0 and out.exception is None, out.output
     assert "gpu-only\n  (cannot be loaded: CUDA is required)\ntoy\n  model: Toy-S" in out.output
+
+
+def test_a_plugin_that_fails_to_import_is_named_not_a_traceback(monkeypatch):
+    import bench.generator
+
+    class Broken:
+        name, value = "broken", "somepkg.plugin:factory"
+
+        def load(self):
+            raise ImportError("No module named 'somepkg'")
+
+    monkeypatch.setattr(bench.generator, "available_generators", lambda: {"broken": Broken()})
+    with pytest.raises(BenchError, match=r"generator 'broken': its plugin somepkg.plugin:factory fails to import "
+                                         r"\(ImportError: No module named 'somepkg'\)"):
+        bench.generator.load_generator_factory("broken")

@@ -452,3 +452,11 @@ def test_a_bad_reference_fails_before_any_sampling(toy, tmp_path):
     assert sampled == []
     with pytest.raises(BenchError, match="at least 2"):
         settings(tmp_path, toy, num_samples=1)
+
+
+def test_shards_of_another_bench_version_are_not_mixed_in(toy, tmp_path, monkeypatch):
+    go(settings(tmp_path, toy))
+    real = bench.run.loop.package_versions
+    monkeypatch.setattr(bench.run.loop, "package_versions", lambda: {**real(), "bench": "99.0"})
+    with pytest.raises(BenchError, match=r"bench: '0\.1\.0' -> '99\.0'"):
+        go(settings(tmp_path, toy))

@@ -130,6 +130,7 @@ def shard_config(settings: RunSettings, generator: Generator, files: dict[str, s
     """Everything that determines a shard's contents: the run folder's fingerprint is taken over this."""
     return json_safe({
         "format": 1,
+        "bench": package_versions().get("bench"),  # another version may sample differently: no mixing
         "task": "sample",
         "generator": settings.generator,
         "generator_config": device_types(generator.config()),

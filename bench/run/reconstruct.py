@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from bench.batches import FolderImages, NpzImages, open_images
 from bench.download import sha256_file
+from bench.evaluate import package_versions
 from bench.errors import BenchError
 from bench.generator import Generator
 from bench.run.loop import (RunSettings, ScorerFactory, adm_scorer_factory, device_types, is_oom, json_safe, build_generator,
@@ -122,7 +123,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     extractor = extractor if extractor is not None else default_extractor(device)
     score = scorer(ref, extractor) if group.is_main else None  # reads the reference now: a bad one fails early
     config = json_safe({
-        "format": 1, "task": "reconstruct", "generator": settings.generator,
+        "format": 1, "bench": package_versions().get("bench"), "task": "reconstruct", "generator": settings.generator,
         "generator_config": device_types(generator.config()), "files": files,
         "data": {"path": str(data), "fingerprint": data_fingerprint(source), "num_images": num},
         "shard_size": settings.shard_size, "image_size": generator.image_size,

@@ -33,7 +33,7 @@ class Reference:
     resolution: int | None
 
     def provenance(self) -> dict:
-        return {"name": self.name, "path": str(self.path), "sha256": sha256_file(self.path),
+        return {"name": self.name, "path": str(self.path.resolve()), "sha256": sha256_file(self.path),
                 "resolution": self.resolution}
 
 

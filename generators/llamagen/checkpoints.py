@@ -82,7 +82,7 @@ def load_vq(path: str | os.PathLike, model: str = "VQ-16", device: str | torch.d
     # `codebook_used` only records recent assignments during training; it does not affect inference.
     if hasattr(vq.quantize, "codebook_used"):
         vq.quantize.codebook_used.zero_()
-    load_strict(vq, read_state_dict(path), f"LlamaGen {model}", optional=("quantize.codebook_used",))
+    load_strict(vq, read_state_dict(path), f"LlamaGen {model} (from {path})", optional=("quantize.codebook_used",))
     return vq.to(device).eval()
 
 
@@ -101,5 +101,5 @@ def load_gpt(path: str | os.PathLike, model: str = "GPT-B", image_size: int = 25
     with torch.device("meta"):
         gpt = GPT(gpt_config(model, block_size=(image_size // downsample) ** 2))
     gpt = gpt.to_empty(device="cpu")
-    load_strict(gpt, read_state_dict(path), f"LlamaGen {model}")
+    load_strict(gpt, read_state_dict(path), f"LlamaGen {model} (from {path})")
     return gpt.to(device=device, dtype=dtype).eval()
