@@ -138,20 +138,30 @@ def ref_group() -> None:
 @click.option("--include-images", is_flag=True,
               help="Also store the (cropped) images as arr_0, so the batch serves Precision/Recall too.")
 @inception_options
-def ref_build_command(source, output, image_size, no_crop, include_images, weights, backend, device, batch_size):
+@click.pass_context
+def ref_build_command(ctx, source, output, image_size, no_crop, include_images, weights, backend, device, batch_size):
     """Compute a reference batch (mu, sigma, mu_s, sigma_s[, arr_0]) from an .npz or an image folder.
 
     For an ImageNet-style folder (class subfolders of JPEGs) this reproduces how ADM's reference batches were
     made: each image is center-cropped with ADM's `center_crop_arr`. The output is written atomically.
     """
-    from bench.batches import NpzWriter, open_images
+    from bench.batches import FolderImages, NpzWriter, open_images
     from bench.evaluate import compute_activations
     from bench.inception import load_extractor
     from bench.metrics import feature_statistics
 
     _check_output(output, "--output", [source])
+    given = ctx.get_parameter_source("image_size") == click.core.ParameterSource.COMMANDLINE
+    if Path(source).is_file() and (given or no_crop):
+        raise BenchError(f"--image-size and --no-crop apply to image folders; {source} is an npz, used as it is")
     crop = None if (no_crop or Path(source).is_file()) else image_size
     images = open_images(source, center_crop=crop)
+    if images.num_images < 2:
+        raise BenchError(f"{source}: {images.num_images} image(s); statistics need at least 2 (ADM's: 10,000)")
+    if include_images and isinstance(images, FolderImages) and not crop and len(sizes := images.sizes()) > 1:
+        shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+        raise BenchError(f"{source}: images of {len(sizes)} sizes ({shown}) cannot be stored as one arr_0; "
+                         "drop --no-crop to center-crop them to --image-size")
     extractor = load_extractor(weights=weights, backend=backend, device=device)
     writer = None
     if include_images:

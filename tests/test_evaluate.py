@@ -331,3 +331,20 @@ class ToyExtractor8(ToyExtractor):
         n, h, w, _ = images.shape
         rows, cols = np.arange(8) * h // 8, np.arange(8) * w // 8
         return super().features(np.ascontiguousarray(images[:, rows][:, :, cols]))
+
+
+def test_ref_build_refuses_what_it_cannot_honour(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: ToyExtractor())
+    np.savez(tmp_path / "batch.npz", np.zeros((4, 8, 8, 3), np.uint8))
+    out = CliRunner().invoke(cli, ["ref", "build", str(tmp_path / "batch.npz"), "-o", str(tmp_path / "r.npz"),
+                                   "--image-size", "64"])
+    assert out.exit_code == 2 and "apply to image folders" in out.output
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "a.png")
+    out = CliRunner().invoke(cli, ["ref", "build", str(tmp_path / "one"), "-o", str(tmp_path / "r.npz")])
+    assert out.exit_code == 2 and "at least 2" in out.output
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "one" / "b.png")
+    out = CliRunner().invoke(cli, ["ref", "build", str(tmp_path / "one"), "-o", str(tmp_path / "r.npz"),
+                                   "--no-crop", "--include-images"])
+    assert out.exit_code == 2 and "images of 2 sizes (8x8, 12x8)" in out.output
+    assert not (tmp_path / "r.npz").exists()
