@@ -22,6 +22,10 @@ from bench.errors import BenchError
 
 METRICS = ("fid", "sfid", "inception_score", "precision", "recall", "rfid", "psnr", "ssim")
 LOWER_IS_BETTER = {"fid", "sfid", "rfid"}
+# Recorded fields that are outcomes or names, not settings: "Settings that differ" leaves them out.
+NOT_SETTINGS = ("run", "path", "run_id", "fingerprint", "wall_time_s", "images_per_s", "images_generated",
+                "images_resumed", "images_processed", "reference.path", "settings.run_id", "settings.runs_dir")
+NOT_SETTINGS_PREFIXES = ("provenance.versions", "timing", "outputs.", "metrics.")
 # Settings that make two numbers incomparable when they differ (dotted paths into the flattened result).
 COMPARABILITY_KEYS = ("num_samples", "num_ref", "reference.sha256", "provenance.inception.sha256",
                       "provenance.distances")
@@ -123,7 +127,7 @@ def compare(table: pd.DataFrame, baseline: int = 0) -> tuple[pd.DataFrame, dict[
         if metric in out and pd.api.types.is_numeric_dtype(out[metric]):
             out[f"{metric} delta"] = out[metric] - out[metric].iloc[baseline]
     settings = [c for c in out.columns if c not in METRICS and not c.endswith(" delta")
-                and c not in ("run", "path") and not c.startswith(("provenance.versions", "wall_time", "timing"))]
+                and c not in NOT_SETTINGS and not c.startswith(NOT_SETTINGS_PREFIXES)]
     # dropna=False: a setting recorded by one run and missing from another differs too
     differing = {c: out[c].tolist() for c in settings if out[c].astype(str).nunique(dropna=False) > 1}
     key_columns = [c for c in COMPARABILITY_KEYS if c in out.columns]  # a row missing one is not comparable
@@ -152,7 +156,8 @@ def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
     where recorded."""
     if sort_by not in table:
         raise BenchError(f"cannot sort by {sort_by!r}: not in the results (have {', '.join(table.columns)})")
-    ranked = table.sort_values(sort_by, ascending=sort_by in LOWER_IS_BETTER).reset_index(drop=True)
+    lower_is_better = sort_by.removesuffix(" delta") in LOWER_IS_BETTER  # "fid delta" ranks like "fid"
+    ranked = table.sort_values(sort_by, ascending=lower_is_better, kind="stable").reset_index(drop=True)
     columns = ["run"] + [c for c in ranked.columns if c in METRICS or c.endswith(" delta")]
     board = ranked[columns + [c for c in ("baseline", "comparable") if c in ranked]].copy()
     board["reference"] = _reference_ids(ranked)

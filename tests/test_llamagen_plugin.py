@@ -200,3 +200,14 @@ def test_empty_batch_gives_no_images(tiny_checkpoints):
     assert gen.sample(no_labels, no_labels).shape == (0, 384, 384, 3)
     images = gen.sample_for_eval(no_labels, no_labels)
     assert images.shape == (0, 256, 256, 3) and images.dtype == np.uint8
+
+
+def test_a_checkpoint_named_for_another_resolution_is_warned_about():
+    with pytest.warns(UserWarning, match="the name says a 256 px model, but llamagen-b samples at 384 px"):
+        plugin.llamagen_b(ckpt="/ckpts/c2i_B_256.pt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plugin.llamagen_b(ckpt="/ckpts/c2i_B_384.pt")
+        plugin.llamagen_b_256(ckpt="/ckpts/c2i_B_256.pt")

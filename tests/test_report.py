@@ -180,3 +180,13 @@ def test_unreadable_result_files_are_skipped_with_a_warning(runs):
         assert f"Warning: skipped {problem}" in out.stderr
     with pytest.raises(BenchError, match="no readable result file: .*found list"):
         load_results([runs / "corrupt"])
+
+
+def test_sorting_by_a_delta_follows_its_metric_and_outcomes_are_not_settings(tmp_path):
+    for name, fid in (("a", 3.0), ("b", 2.0), ("c", 4.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(
+            {"run_id": name, "fid": fid, "wall_time_s": fid * 10, "fingerprint": name, "num_samples": 10}))
+    table, differing = compare(load_results([tmp_path]), baseline=0)
+    assert leaderboard(table, "fid delta")["run"].tolist() == ["b", "a", "c"]  # lower FID first
+    assert not {"wall_time_s", "fingerprint", "run_id"} & set(differing)

@@ -11,6 +11,8 @@ scores) applies the official float resize itself.
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,11 @@ class LlamaGen(Generator):
             self.ckpt, self.vq_ckpt = None, overrides.get("vq_ckpt") or ckpt
         else:
             self.ckpt, self.vq_ckpt = ckpt, overrides.get("vq_ckpt")
+            named = re.search(r"_(\d+)\.pt$", Path(ckpt).name) if ckpt else None
+            if named and int(named.group(1)) != preset.image_size:  # the weights alone cannot tell
+                warnings.warn(f"{ckpt}: the name says a {named.group(1)} px model, but {preset.name} samples at "
+                              f"{preset.image_size} px; a GPT's weights fit any size (RoPE learns no positions), "
+                              "so make sure it is the file you mean", stacklevel=2)
         self.sampling = {} if tokenizer else {
             k: overrides[k] if overrides.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}
         check_sampling(preset.name, self.sampling)
