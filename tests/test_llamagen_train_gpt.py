@@ -82,10 +82,41 @@ def test_resume_continues_exactly(codes, tmp_path):
 
 
 def test_resume_from_an_older_checkpoint_rewrites_the_log(codes, tmp_path):
-    train_gpt(config(codes, tmp_path / "run", max_steps=4, ckpt_every=2))
-    train_gpt(config(codes, tmp_path / "run", max_steps=4, ckpt_every=2,
-                     resume=str(tmp_path / "run" / "checkpoints" / "0000002")))
-    assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3, 4]
+    run = tmp_path / "run"
+    train_gpt(config(codes, run, max_steps=4, ckpt_every=2))
+    with open(run / "log.jsonl", "a") as log:
+        log.write('{"step": 5, "lo')  # a line torn by a crash mid-write
+    train_gpt(config(codes, run, max_steps=3, ckpt_every=3, resume=str(run / "checkpoints" / "0000002")))
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3]
+    # the abandoned branch's checkpoint is kept aside, where `--resume auto` does not find it
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["0000002", "0000003", "abandoned"]
+    assert [p.name for p in (run / "checkpoints" / "abandoned").iterdir()] == ["0000004"]
+    assert train_gpt(config(codes, run, max_steps=3, ckpt_every=3, resume="auto"))["step"] == 3
+
+
+def test_a_second_run_into_a_used_folder_is_refused(codes, tmp_path):
+    run = tmp_path / "run"
+    train_gpt(config(codes, run, max_steps=2, ckpt_every=2))
+    log = (run / "log.jsonl").read_text()
+    with pytest.raises(BenchError, match="already holds a run.*--resume auto"):
+        train_gpt(config(codes, run, max_steps=4, seed=2))
+    assert (run / "log.jsonl").read_text() == log
+
+
+def test_resuming_under_other_settings_is_refused(codes, tmp_path):
+    run = tmp_path / "run"
+    train_gpt(config(codes, run, max_steps=2, ckpt_every=2))
+    with pytest.raises(BenchError, match=r"other settings:\n  lr: 0.003 -> 0.001"):
+        train_gpt(config(codes, run, max_steps=4, lr=1e-3, resume="auto"))
+    assert train_gpt(config(codes, run, max_steps=3, ckpt_every=1, log_every=3, resume="auto"))["step"] == 3
+
+
+def test_a_non_finite_loss_stops_training_before_its_checkpoint(codes, tmp_path):
+    with pytest.raises(BenchError, match=r"step \d+: the (loss is nan|weights hold NaN or inf); training stopped"):
+        train_gpt(config(codes, tmp_path / "wild", max_steps=1000, ckpt_every=1, lr=1e30, max_grad_norm=0.0))
+    for ckpt in (tmp_path / "wild" / "checkpoints").glob("0*"):
+        weights = load_checkpoint(ckpt / "model.pt")["model"]
+        assert all(torch.isfinite(t).all() for t in weights.values())
 
 
 def test_gradient_accumulation_equals_the_full_batch(codes, tmp_path):

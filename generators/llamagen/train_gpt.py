@@ -33,9 +33,10 @@ from tqdm.auto import tqdm
 
 from bench.errors import BenchError
 from generators.llamagen.codes import CodeDataset, ResumableSampler
-from generators.llamagen.training import (PRECISIONS, adamw, autocast, epoch_batches, grad_scaler, mean_over_ranks,
-                                          read_checkpoint, resolve_resume, rng_state, seed_everything, set_rng_state,
-                                          setup_distributed, trim_log, update_ema, write_checkpoint)
+from generators.llamagen.training import (PRECISIONS, adamw, autocast, check_finite_loss, check_finite_weights,
+                                          check_resumed_config, epoch_batches, grad_scaler, mean_over_ranks,
+                                          read_checkpoint, resolve_resume, rewind, rng_state, seed_everything,
+                                          set_rng_state, setup_distributed, update_ema, write_checkpoint)
 
 # ================================================================================================================
 # GPT training
@@ -166,6 +167,7 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
     shared = own = None
     if resume is not None:
         shared, own = read_checkpoint(resume, env)
+        check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume)
         model.load_state_dict(shared["model"])
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema else None
     if ema is not None and shared is not None and "ema" in shared:
@@ -191,7 +193,7 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
 
     if env.is_main:
         results.mkdir(parents=True, exist_ok=True)
-        trim_log(results, step)
+        rewind(results, step)
         n_params = sum(p.numel() for p in model.parameters())
         tqdm.write(f"GPT {cfg.gpt_model}: {n_params:,} parameters; {len(dataset):,} images x {dataset.meta['views']} "
                    f"views; {sampler.batches_per_epoch} steps/epoch; starting at step {step} of {total_steps}")
@@ -213,6 +215,7 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
                     loss = next_token_loss(train_model, codes, labels) / cfg.grad_accum
                 scaler.scale(loss).backward()
             step_loss += loss.item()
+        check_finite_loss(mean_over_ranks(step_loss, env), step + 1, results)
         if cfg.max_grad_norm > 0:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -233,6 +236,7 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
                     f.write(json.dumps({"step": step, "loss": last_loss}) + "\n")
         if step % cfg.ckpt_every == 0 or step == total_steps:
             model_state, opt_state = _full_state(model, optimizer, fsdp)
+            check_finite_weights(model_state, step, results, env)
             shared_out = {"model": model_state, "optimizer": opt_state, "steps": step, "scaler": scaler.state_dict(),
                           "gpt_config": asdict(model.config), "train_config": asdict(cfg)}
             if ema is not None:

@@ -34,10 +34,10 @@ from bench.errors import BenchError
 from generators.llamagen.codes import ImageFolderDataset, ResumableSampler, to_model_range
 from generators.llamagen.losses import D_LOSSES, GEN_LOSSES, TokenizerLoss, TokenizerLossConfig
 from generators.llamagen.lpips import load_lpips
-from generators.llamagen.training import (PRECISIONS, autocast, epoch_batches, grad_scaler, mean_over_ranks,
-                                          read_checkpoint, resolve_resume, rng_state, seed_everything,
-                                          set_rng_state, setup_distributed, trim_log, update_ema,
-                                          write_checkpoint)
+from generators.llamagen.training import (PRECISIONS, autocast, check_finite_loss, check_finite_weights,
+                                          check_resumed_config, epoch_batches, grad_scaler, mean_over_ranks,
+                                          read_checkpoint, resolve_resume, rewind, rng_state, seed_everything,
+                                          set_rng_state, setup_distributed, update_ema, write_checkpoint)
 
 
 @dataclass
@@ -128,6 +128,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
     shared = own = None
     if resume is not None:
         shared, own = read_checkpoint(resume, env)
+        check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume)
         model.load_state_dict(shared["model"])
         loss_fn.discriminator.load_state_dict(shared["discriminator"])
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema else None
@@ -160,7 +161,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
 
     if env.is_main:
         results.mkdir(parents=True, exist_ok=True)
-        trim_log(results, step)
+        rewind(results, step)
         tqdm.write(f"VQ {cfg.vq_model}: {sum(p.numel() for p in model.parameters()):,} parameters, discriminator "
                    f"{sum(p.numel() for p in raw_disc.parameters()):,}; {len(dataset):,} images; "
                    f"{sampler.batches_per_epoch} steps/epoch; starting at step {step} of {total_steps}; "
@@ -177,6 +178,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
             recons, q = train_model(images)
             codebook = q.vq_loss + q.commit_loss + q.entropy_loss
             loss_g, logs = loss_fn.generator_loss(images, recons, codebook, n, last_layer)
+        check_finite_loss(mean_over_ranks(loss_g.item(), env), step + 1, results)
         scaler.scale(loss_g).backward()
         _clip_and_step(scaler, opt, model.parameters(), cfg.max_grad_norm)
         if ema is not None:
@@ -203,6 +205,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
                     f.write(json.dumps({"step": step, "loss": last_loss, "codebook_usage": q.codebook_usage,
                                         **logs}) + "\n")
         if step % cfg.ckpt_every == 0 or step == total_steps:
+            check_finite_weights(model.state_dict(), step, results, env)  # DDP: every rank holds the same weights
             shared_out = None
             if env.is_main:
                 shared_out = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -157,23 +158,83 @@ def read_checkpoint(path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str,
 
 
 def resolve_resume(resume: str | None, results_dir: Path) -> Path | None:
-    """--resume auto: newest checkpoint of this run if any; --resume PATH: that folder; None: fresh start."""
+    """--resume auto: newest checkpoint of this run if any; --resume PATH: that folder; None: fresh start.
+
+    A fresh start where checkpoints already are is refused: its log would replace theirs, and a later
+    `--resume auto` would pick their checkpoints up, mixing two runs. (Branching from an older checkpoint is
+    fine: `rewind` moves the newer ones aside.)
+    """
+    latest = latest_checkpoint(results_dir)
     if resume is None:
+        if latest is not None:
+            raise BenchError(f"{results_dir} already holds a run (checkpoints up to {latest.name}): continue it "
+                             "with --resume auto, or train into another folder")
         return None
     if resume == "auto":
-        return latest_checkpoint(results_dir)
+        return latest
     path = Path(resume)
     if not (path / "model.pt").exists():
         raise BenchError(f"{path}: not a checkpoint folder (expected model.pt and rank*.pt inside)")
     return path
 
 
-def trim_log(results_dir: Path, step: int) -> None:
-    """Drop log.jsonl lines past `step`: a run resumed from an older checkpoint rewrites that stretch."""
+#: train-config fields a resumed run may change: how long, how often and from where, not what is computed
+RESUMABLE_CHANGES = frozenset({"resume", "results_dir", "max_steps", "epochs", "ckpt_every", "log_every",
+                               "num_workers", "allow_download", "compile"})
+
+
+def check_resumed_config(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
+    """Refuse to continue a checkpoint under other settings (learning rate, seed, data, batch size, model...):
+    the run would no longer be the one its checkpoints and log describe."""
+    changed = [f"  {k}: {saved.get(k, '(absent)')!r} -> {current.get(k, '(absent)')!r}"
+               for k in sorted((set(saved) | set(current)) - RESUMABLE_CHANGES) if saved.get(k) != current.get(k)]
+    if changed:
+        raise BenchError(f"{checkpoint} was trained with other settings:\n" + "\n".join(changed) +
+                         "\nResume with the same ones, or start a new run in another folder.")
+
+
+def check_finite_loss(loss: float, step: int, results_dir: Path) -> None:
+    """Stop at the first non-finite loss (all ranks pass the same all-reduced value, so all stop together)."""
+    if not math.isfinite(loss):
+        raise _diverged(f"the loss is {loss}", step, results_dir)
+
+
+def check_finite_weights(state: dict[str, Any], step: int, results_dir: Path, env: DistEnv) -> None:
+    """Refuse to checkpoint NaN/inf weights (one huge step makes them before any loss shows it): the last good
+    checkpoint stays the newest. Every rank checks what it holds; the verdict is all-reduced."""
+    bad = sum(1 for v in state.values() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all())
+    if mean_over_ranks(float(bad), env) > 0:
+        raise _diverged("the weights hold NaN or inf", step, results_dir)
+
+
+def _diverged(what: str, step: int, results_dir: Path) -> BenchError:
+    latest = latest_checkpoint(results_dir)
+    return BenchError(f"step {step}: {what}; training stopped without writing this step. Lower --lr or clip "
+                      "gradients (--max-grad-norm), then " + (f"--resume {latest}" if latest else "start again"))
+
+
+def rewind(results_dir: Path, step: int) -> None:
+    """Start (again) from `step` (rank 0 only): log.jsonl lines past it are dropped, since the run rewrites that
+    stretch, and newer checkpoints move to `checkpoints/abandoned/`, so `--resume auto` never jumps back to them.
+    A torn last log line (a crash mid-write) is dropped too."""
     log = results_dir / "log.jsonl"
     if log.exists():
-        lines = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-        write_text(log, "".join(line + "\n" for line in lines))
+        kept = []
+        for line in log.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        write_text(log, "".join(line + "\n" for line in kept))
+    root = results_dir / "checkpoints"
+    newer = [p for p in root.iterdir() if CKPT_DIR_RE.match(p.name) and int(p.name) > step] if root.is_dir() else []
+    for path in newer:
+        target = root / "abandoned" / path.name
+        while target.exists():
+            target = target.with_name(target.name + "-")
+        target.parent.mkdir(exist_ok=True)
+        os.replace(path, target)
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
