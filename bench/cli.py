@@ -67,7 +67,7 @@ def inception_options(func):
 @click.argument("sample_batch", type=click.Path(exists=True))
 @inception_options
 @click.option("--exact", is_flag=True,
-              help="Precision/Recall with float64 distances instead of ADM's float16 ones (moves them by ~1e-3).")
+              help="Precision/Recall with float64 distances instead of ADM's float16 ones (moves them by up to ~0.006).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the numbers, sample counts and provenance to this JSON file (atomically).")
 @click.option("--no-cache", is_flag=True, help="Recompute activations even if cached for these inputs.")
@@ -137,13 +137,20 @@ def ref_group() -> None:
 @click.option("--no-crop", is_flag=True, help="Use folder images as they are (no ADM center crop).")
 @click.option("--include-images", is_flag=True,
               help="Also store the (cropped) images as arr_0, so the batch serves Precision/Recall too.")
+@click.option("--subset", type=click.IntRange(min=1), default=None,
+              help="With --include-images: store a seeded random N of the images (ADM's batches hold 10,000); "
+                   "the statistics still cover every image.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which --subset is drawn.")
 @inception_options
 @click.pass_context
-def ref_build_command(ctx, source, output, image_size, no_crop, include_images, weights, backend, device, batch_size):
+def ref_build_command(ctx, source, output, image_size, no_crop, include_images, subset, seed, weights, backend, device,
+                      batch_size):
     """Compute a reference batch (mu, sigma, mu_s, sigma_s[, arr_0]) from an .npz or an image folder.
 
     For an ImageNet-style folder (class subfolders of JPEGs) this reproduces how ADM's reference batches were
-    made: each image is center-cropped with ADM's `center_crop_arr`. The output is written atomically.
+    made: each image is center-cropped with ADM's `center_crop_arr`, the statistics cover the whole folder, and
+    `--include-images --subset 10000` stores 10,000 random images for Precision/Recall (all 1.28M would be
+    ~250 GB, and Precision/Recall depend on the reference count). The output is written atomically.
     """
     from bench.batches import FolderImages, NpzWriter, open_images
     from bench.evaluate import compute_activations
@@ -151,6 +158,8 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
     from bench.metrics import feature_statistics
 
     _check_output(output, "--output", [source])
+    if subset is not None and not include_images:
+        raise BenchError("--subset chooses which images --include-images stores; give both")
     given = ctx.get_parameter_source("image_size") == click.core.ParameterSource.COMMANDLINE
     if Path(source).is_file() and (given or no_crop):
         raise BenchError(f"--image-size and --no-crop apply to image folders; {source} is an npz, used as it is")
@@ -163,12 +172,23 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         raise BenchError(f"{source}: images of {len(sizes)} sizes ({shown}) cannot be stored as one arr_0; "
                          "drop --no-crop to center-crop them to --image-size")
     extractor = load_extractor(weights=weights, backend=backend, device=device)
-    writer = None
+    writer = store = None
     if include_images:
+        if subset is not None and subset > images.num_images:
+            raise BenchError(f"--subset {subset}: {source} holds only {images.num_images} images")
+        chosen = np.sort(np.random.default_rng(seed).choice(images.num_images, subset, replace=False)) if subset \
+            else None
         first = next(images.batches(1))
-        writer = NpzWriter(output, images.num_images, first.shape[1:])
+        writer = NpzWriter(output, images.num_images if chosen is None else len(chosen), first.shape[1:])
+        seen = 0
+
+        def store(block: np.ndarray) -> None:  # blocks stream in index order: keep the chosen rows of each
+            nonlocal seen
+            rows = block if chosen is None else block[chosen[(chosen >= seen) & (chosen < seen + len(block))] - seen]
+            writer.write(rows)
+            seen += len(block)
     try:
-        acts = compute_activations(images, extractor, batch_size, on_block=writer.write if writer else None)
+        acts = compute_activations(images, extractor, batch_size, on_block=store)
         mu, sigma = feature_statistics(acts.pool)
         mu_s, sigma_s = feature_statistics(acts.spatial)
         stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
@@ -181,8 +201,8 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         if writer:
             writer.abort()
         raise
-    click.echo(f"wrote {output}: statistics of {images.num_images} images"
-               + (" and the images" if include_images else ""))
+    stored = "" if not include_images else f" and {writer.num_rows} of the images"
+    click.echo(f"wrote {output}: statistics of {images.num_images} images{stored}")
 
 
 @cli.command("report")

@@ -228,3 +228,18 @@ def test_empty_batch_gives_no_images(tiny_files):
     no_labels = torch.zeros(0, dtype=torch.int64)
     for images in (gen.sample(no_labels, no_labels), gen.sample_for_eval(no_labels, no_labels)):
         assert images.shape == (0, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_without_diffusers_the_error_says_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_diffusers(name, *args, **kwargs):
+        if name.startswith("diffusers"):
+            raise ImportError("No module named 'diffusers'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_diffusers)
+    with pytest.raises(BenchError, match=r"pip install 'bench\[dit\]'"):
+        load_vae(tmp_path)

@@ -348,3 +348,21 @@ def test_ref_build_refuses_what_it_cannot_honour(tmp_path, monkeypatch):
                                    "--no-crop", "--include-images"])
     assert out.exit_code == 2 and "images of 2 sizes (8x8, 12x8)" in out.output
     assert not (tmp_path / "r.npz").exists()
+
+
+def test_ref_build_stores_a_seeded_subset_and_keeps_statistics_of_all(tmp_path, monkeypatch):
+    toy = ToyExtractor()
+    monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: toy)
+    images = np.random.default_rng(5).integers(0, 256, (23, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "all.npz", images)
+    out = CliRunner().invoke(cli, ["ref", "build", str(tmp_path / "all.npz"), "-o", str(tmp_path / "ref.npz"),
+                                   "--include-images", "--subset", "7", "--seed", "3", "--batch-size", "5"])
+    assert out.exit_code == 0, out.output
+    chosen = np.sort(np.random.default_rng(3).choice(23, 7, replace=False))
+    feats = toy.features(images)
+    with np.load(tmp_path / "ref.npz") as npz:
+        np.testing.assert_array_equal(npz["arr_0"], images[chosen])  # across batch boundaries, in index order
+        np.testing.assert_allclose(npz["mu"], feats["pool"].astype(np.float64).mean(0), rtol=1e-6)  # all 23
+    out = CliRunner().invoke(cli, ["ref", "build", str(tmp_path / "all.npz"), "-o", str(tmp_path / "r2.npz"),
+                                   "--subset", "7"])
+    assert out.exit_code == 2 and "give both" in out.output

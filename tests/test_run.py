@@ -416,7 +416,7 @@ def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
 
 
 def test_cli_end_to_end_and_ctrl_c(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device, allow_download: ProjectionExtractor())
     monkeypatch.setattr(bench.run.loop, "adm_scorer_factory", toy_scorer)
     args = ["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "c",
             "--num-samples", "20", "--shard-size", "10", "--batch-size", "10"]
@@ -460,3 +460,21 @@ def test_shards_of_another_bench_version_are_not_mixed_in(toy, tmp_path, monkeyp
     monkeypatch.setattr(bench.run.loop, "package_versions", lambda: {**real(), "bench": "99.0"})
     with pytest.raises(BenchError, match=r"bench: '0\.1\.0' -> '99\.0'"):
         go(settings(tmp_path, toy))
+
+
+def test_offline_runs_never_download_inception_weights_and_warn_before_sampling(monkeypatch, capsys):
+    import bench.inception
+
+    asked = {}
+
+    class NoSoftmax:
+        has_logits, logits_unavailable_reason = False, "the torchscript Inception weights have no softmax layer"
+
+    def fake_load_extractor(**kw):
+        asked.update(kw)
+        return NoSoftmax()
+
+    monkeypatch.setattr(bench.inception, "load_extractor", fake_load_extractor)
+    bench.run.loop.default_extractor("cpu", allow_download=False)
+    assert asked["allow_download"] is False
+    assert "no Inception Score for this run: the torchscript" in capsys.readouterr().err

@@ -136,9 +136,9 @@ def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
     group.add_command(run_command)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct"])
     assert res.exit_code == 2 and "--data is needed by --task reconstruct" in res.output
-    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device, allow_download: ProjectionExtractor())
     monkeypatch.setattr(bench.run.loop, "adm_scorer_factory", toy_scorer)
-    monkeypatch.setattr("bench.run.reconstruct.default_extractor", lambda device: ProjectionExtractor())
+    monkeypatch.setattr("bench.run.reconstruct.default_extractor", lambda device, allow_download: ProjectionExtractor())
     monkeypatch.setattr("bench.run.reconstruct.adm_scorer_factory", toy_scorer)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct", "--data",
                                      str(image_folder(tmp_path / "val", n=6)), "--ref", str(tokenizer),

@@ -103,11 +103,15 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup) -> 
     return generator, {r.filename: sha256_file(p) for r, p in zip(remotes, paths)}
 
 
-def default_extractor(device: str):
-    """The ADM Inception-v3 (pool, spatial, logits) on `device`."""
+def default_extractor(device: str, allow_download: bool = True):
+    """The ADM Inception-v3 (pool, spatial, logits) on `device`. Without softmax weights (offline, nothing in
+    the cache) the Inception Score will be missing: said now, not after the samples."""
     from bench.inception import load_extractor
 
-    return load_extractor(device=device)
+    extractor = load_extractor(device=device, allow_download=allow_download)
+    if not extractor.has_logits:
+        warn(f"no Inception Score for this run: {extractor.logits_unavailable_reason}")
+    return extractor
 
 
 def json_safe(value: Any) -> Any:
@@ -250,7 +254,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
         ref = resolve_reference(settings.ref or f"imagenet{generator.eval_size}", settings.allow_download)
         warning = check_resolution(ref, generator.eval_size, settings.force)
         warnings += [warn(warning)] if warning else []
-    extractor = extractor if extractor is not None else default_extractor(device)
+    extractor = extractor if extractor is not None else default_extractor(device, settings.allow_download)
     score = scorer(ref, extractor) if group.is_main else None  # reads the reference now: a bad one fails early
     config = shard_config(settings, generator, files, extractor)
     run_id = settings.run_id or f"{settings.generator}-{fingerprint(config)[:12]}"

@@ -120,7 +120,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
         ref = resolve_reference(settings.ref or f"imagenet{generator.eval_size}", settings.allow_download)
         warning = check_resolution(ref, generator.eval_size, settings.force)
         warnings += [warn(warning)] if warning else []
-    extractor = extractor if extractor is not None else default_extractor(device)
+    extractor = extractor if extractor is not None else default_extractor(device, settings.allow_download)
     score = scorer(ref, extractor) if group.is_main else None  # reads the reference now: a bad one fails early
     config = json_safe({
         "format": 1, "bench": package_versions().get("bench"), "task": "reconstruct", "generator": settings.generator,

@@ -37,7 +37,11 @@ def load_vae(folder: str | Path) -> torch.nn.Module:
     ignores extra ones), so a partial or foreign weights file would decode noise. Here any key that does not
     match the model built from config.json is an error.
     """
-    from diffusers.models import AutoencoderKL
+    try:
+        from diffusers.models import AutoencoderKL
+    except ImportError:
+        raise BenchError("DiT decodes with the Stable Diffusion VAE from diffusers: pip install 'bench[dit]' "
+                         "(or pip install diffusers)") from None
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
