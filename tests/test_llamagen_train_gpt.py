@@ -234,3 +234,37 @@ def test_ddp_and_fsdp_two_processes_equal_single_process(codes, single_run, tmp_
     # the FSDP checkpoint is unsharded: the same layout as DDP and single-process runs
     assert read_log(tmp_path / "fsdp")[2]["step"] == 3  # the second FSDP run resumed at step 2
     _assert_same_model(load_checkpoint(tmp_path / "fsdp" / "checkpoints" / "0000003" / "model.pt"), single_run[0])
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("code_too_big", r"codes.npy: values span \[0, 9999\], outside \[0, 32\)"),
+    ("label_is_null", r"labels.npy: values span \[0, 4\], outside \[0, 4\)"),
+    ("float_codes", "holds float32 values"),
+    ("torn_meta", "not a readable code dataset"),
+    ("no_labels", "not a readable code dataset"),
+])
+def test_a_malformed_code_dataset_is_refused_before_training(tmp_path, damage, message):
+    from generators.llamagen.codes import CodeDataset
+
+    path = make_codes(tmp_path / "codes")
+    if damage == "code_too_big":
+        codes = np.load(path / "codes.npy")
+        codes[3, 1, 7] = 9999
+        np.save(path / "codes.npy", codes)
+    elif damage == "label_is_null":
+        np.save(path / "labels.npy", np.full(16, CLASSES, np.int64) - np.arange(16) % 2)
+    elif damage == "float_codes":
+        np.save(path / "codes.npy", np.load(path / "codes.npy").astype(np.float32))
+    elif damage == "torn_meta":
+        (path / "meta.json").write_text('{"num_images": 16, "vie')
+    else:
+        (path / "labels.npy").unlink()
+    with pytest.raises(BenchError, match=message):
+        CodeDataset(path)
+
+
+@pytest.mark.parametrize("option", ["--ckpt-every", "--log-every", "--global-batch-size", "--grad-accum"])
+def test_zero_counts_are_usage_errors(codes, tmp_path, option):
+    out = CliRunner().invoke(train_gpt_command, [str(codes), "-o", str(tmp_path / "r"), option, "0"])
+    assert out.exit_code == 2 and option in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "r").exists()

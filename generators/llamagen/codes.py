@@ -289,16 +289,36 @@ class CodeDataset(Dataset):
         if not meta_path.exists():
             raise BenchError(f"{self.path}: not a finished code dataset (no meta.json). Run the code extraction "
                              "first (bench llamagen extract-codes), and let it finish.")
-        self.meta = json.loads(meta_path.read_text())
-        self.labels = np.load(self.path / "labels.npy")
-        self.shape = (self.meta["num_images"], self.meta["views"], self.meta["tokens"])
-        found = self._open_codes().shape
-        if found != self.shape or self.labels.shape != (self.shape[0],):
-            raise BenchError(f"{self.path}: codes.npy has shape {found} and labels.npy {self.labels.shape}; "
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            self.shape = (int(self.meta["num_images"]), int(self.meta["views"]), int(self.meta["tokens"]))
+            codebook_size, num_classes = int(self.meta["codebook_size"]), len(self.meta["classes"])
+            self.labels = np.load(self.path / "labels.npy", allow_pickle=False)
+            codes = self._open_codes()
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BenchError(f"{self.path}: not a readable code dataset ({type(err).__name__}: {err}); extract it "
+                             "again with bench llamagen extract-codes") from None
+        if codes.shape != self.shape or self.labels.shape != (self.shape[0],):
+            raise BenchError(f"{self.path}: codes.npy has shape {codes.shape} and labels.npy {self.labels.shape}; "
                              f"meta.json promises {self.shape} and ({self.shape[0]},)")
+        self._check_range("codes.npy", codes, codebook_size, "the codebook size")
+        self._check_range("labels.npy", self.labels, num_classes, "the number of classes in meta.json")
         self._codes: np.ndarray | None = None
         self.seed = seed
         self.epoch = 0
+
+    def _check_range(self, name: str, values: np.ndarray, bound: int, what: str, chunk: int = 1 << 16) -> None:
+        """Integers in [0, bound), scanned in chunks of the memory map. An out-of-range code or label would fail
+        mid-training as an index error (a device-side assert on GPU), or silently train as the null class."""
+        if values.dtype.kind not in "iu":
+            raise BenchError(f"{self.path / name}: holds {values.dtype} values; codes and labels are integers")
+        low, high = 0, -1
+        for start in range(0, len(values), chunk):
+            part = np.asarray(values[start:start + chunk])
+            if part.size:
+                low, high = min(low, int(part.min())), max(high, int(part.max()))
+        if low < 0 or high >= bound:
+            raise BenchError(f"{self.path / name}: values span [{low}, {high}], outside [0, {bound}) ({what})")
 
     def _open_codes(self) -> np.ndarray:
         return np.load(self.path / "codes.npy", mmap_mode="r")
@@ -372,13 +392,17 @@ def load_vq(path: str | os.PathLike, vq_model: str = "VQ-16", weights: str = "mo
 @click.option("--codebook-embed-dim", default=8, show_default=True, help="For upstream checkpoints.")
 @click.option("--weights", default="model", show_default=True, type=click.Choice(["model", "ema"]),
               help="Which weights of the checkpoint to encode with.")
-@click.option("--image-size", default=256, show_default=True, help="Crop size fed to the tokenizer.")
+@click.option("--image-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Crop size fed to the tokenizer.")
 @click.option("--ten-crop", is_flag=True,
               help="10 views per image (4 corners + center of a crop_range-larger center crop, and mirrors) "
                    "instead of 2 (center crop and its mirror). LlamaGen's 384px models use this.")
-@click.option("--crop-range", default=1.1, show_default=True, help="With --ten-crop: center crop to S*crop_range first.")
-@click.option("--batch-size", default=32, show_default=True, help="Images per batch (each brings all its views).")
-@click.option("--num-workers", default=4, show_default=True, help="Image decoding processes.")
+@click.option("--crop-range", default=1.1, show_default=True,
+              help="With --ten-crop: center crop to S*crop_range first.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per batch (each brings all its views).")
+@click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Image decoding processes.")
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
 def extract_codes_command(data_dir: str, out_dir: str, vq_ckpt: str, vq_model: str, codebook_size: int,
                           codebook_embed_dim: int, weights: str, image_size: int, ten_crop: bool, crop_range: float,

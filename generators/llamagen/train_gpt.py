@@ -256,10 +256,13 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
 @click.option("-o", "--results-dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoints/<step>/ (model.pt, rank*.pt) and log.jsonl.")
 @click.option("--gpt-model", default="GPT-B", help="GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-XXXL, GPT-1B/3B/7B.")
-@click.option("--global-batch-size", default=256, help="Images per optimizer step, summed over processes.")
-@click.option("--grad-accum", default=1, help="Split each process's share into this many sequential micro-batches.")
-@click.option("--epochs", default=300, help="Epochs to train (LlamaGen: 300 at 256px).")
-@click.option("--max-steps", default=0, help="Stop after this many optimizer steps instead (0: use --epochs).")
+@click.option("--global-batch-size", type=click.IntRange(min=1), default=256,
+              help="Images per optimizer step, summed over processes.")
+@click.option("--grad-accum", type=click.IntRange(min=1), default=1,
+              help="Split each process's share into this many sequential micro-batches.")
+@click.option("--epochs", type=click.IntRange(min=0), default=300, help="Epochs to train (LlamaGen: 300 at 256px).")
+@click.option("--max-steps", type=click.IntRange(min=0), default=0,
+              help="Stop after this many optimizer steps instead (0: use --epochs).")
 @click.option("--lr", default=1e-4)
 @click.option("--weight-decay", default=0.05, help="On weight matrices and embeddings only.")
 @click.option("--beta1", default=0.9)
@@ -277,9 +280,9 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
               help="Under torchrun: DDP replicates the model; FSDP shards it per transformer block (XXL and up).")
 @click.option("--compile/--no-compile", default=False, help="torch.compile the model (faster on GPUs).")
 @click.option("--seed", default=0)
-@click.option("--num-workers", default=4, help="DataLoader processes per rank.")
-@click.option("--log-every", default=100)
-@click.option("--ckpt-every", default=5000)
+@click.option("--num-workers", type=click.IntRange(min=0), default=4, help="DataLoader processes per rank.")
+@click.option("--log-every", type=click.IntRange(min=1), default=100)
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=5000)
 @click.option("--resume", default=None, help="'auto' (newest checkpoint in --results-dir) or a checkpoint folder.")
 def train_gpt_command(code_path: str, results_dir: str, **options) -> None:
     """Train a class-conditional LlamaGen GPT on a code dataset made by `extract-codes`.

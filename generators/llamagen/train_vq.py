@@ -231,10 +231,12 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
 @click.option("--codebook-embed-dim", default=8)
 @click.option("--commit-loss-beta", default=0.25, help="Weight of the commitment term.")
 @click.option("--entropy-loss-ratio", default=0.0, help="Weight of the codebook entropy regulariser.")
-@click.option("--image-size", default=256, help="Training crop size.")
-@click.option("--global-batch-size", default=128, help="Images per step, summed over processes.")
-@click.option("--epochs", default=40)
-@click.option("--max-steps", default=0, help="Stop after this many steps instead (0: use --epochs).")
+@click.option("--image-size", type=click.IntRange(min=1), default=256, help="Training crop size.")
+@click.option("--global-batch-size", type=click.IntRange(min=1), default=128,
+              help="Images per step, summed over processes.")
+@click.option("--epochs", type=click.IntRange(min=0), default=40)
+@click.option("--max-steps", type=click.IntRange(min=0), default=0,
+              help="Stop after this many steps instead (0: use --epochs).")
 @click.option("--lr", default=1e-4, help="For the tokenizer and the discriminator.")
 @click.option("--weight-decay", default=0.0, help="AdamW decoupled decay (upstream effectively uses 0).")
 @click.option("--beta1", default=0.9)
@@ -255,9 +257,9 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
 @click.option("--ema-decay", default=0.9999)
 @click.option("--compile/--no-compile", default=False, help="torch.compile the tokenizer.")
 @click.option("--seed", default=0)
-@click.option("--num-workers", default=8, help="Image decoding processes per rank.")
-@click.option("--log-every", default=100)
-@click.option("--ckpt-every", default=5000)
+@click.option("--num-workers", type=click.IntRange(min=0), default=8, help="Image decoding processes per rank.")
+@click.option("--log-every", type=click.IntRange(min=1), default=100)
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=5000)
 @click.option("--resume", default=None, help="'auto' (newest checkpoint in --results-dir) or a checkpoint folder.")
 def train_vq_command(data_path: str, results_dir: str, disc_start: int, disc_weight: float, disc_loss: str,
                      gen_loss: str, disc_adaptive_weight: bool, reconstruction_loss: str, perceptual_weight: float,
