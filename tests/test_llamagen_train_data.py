@@ -216,3 +216,12 @@ def test_extract_codes_with_two_ranks_equals_one(tmp_path):
     for name in ("codes.npy", "labels.npy"):
         np.testing.assert_array_equal(np.load(tmp_path / "two" / name), np.load(single / name))
     assert json.loads((tmp_path / "two" / "meta.json").read_text()) == json.loads((single / "meta.json").read_text())
+
+
+def test_extracting_into_a_finished_code_dataset_is_refused_and_keeps_it(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    out = extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(BenchError, match="already holds a finished code dataset"):
+        extract_codes(_toy_encoder, root, out, image_size=16, codebook_size=16, num_workers=0)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

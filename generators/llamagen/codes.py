@@ -229,8 +229,11 @@ def extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str 
     rank encodes images rank, rank + W, ... into the shared `codes.npy`; rank 0 finishes the folder.
     """
     rank, world = _dist_info()
-    files, labels, classes = list_image_folder(data_dir)
     out = Path(out_dir)
+    if (out / "meta.json").exists():  # checked on every rank, before any of them writes
+        raise BenchError(f"{out} already holds a finished code dataset; write the new one to another folder (or "
+                         "delete this one first)")
+    files, labels, classes = list_image_folder(data_dir)
     n_views = 10 if use_ten_crop else 2
     codes_path = out / "codes.npy"
     dtype = np.uint16 if codebook_size <= 65536 else np.int32
@@ -241,8 +244,7 @@ def extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str 
         n_tokens = int(encode(to_model_range(torch.from_numpy(probe).to(device))).reshape(1, -1).shape[1])
 
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "meta.json").unlink(missing_ok=True)  # the folder is incomplete until meta.json is rewritten
+        out.mkdir(parents=True, exist_ok=True)  # incomplete until meta.json is written, last
         np.lib.format.open_memmap(codes_path, mode="w+", dtype=dtype, shape=(len(files), n_views, n_tokens))
     _barrier()
     codes = np.lib.format.open_memmap(codes_path, mode="r+")
