@@ -34,13 +34,14 @@ PAPER_NUM_SAMPLES = 50_000
 
 
 def sample_size_warnings(num_samples: int, dims: dict[str, int]) -> list[str]:
-    """Which metrics `num_samples` is too few for, and why."""
+    """Which metrics `num_samples` is too few for, and why. `dims`: the feature widths there are ("pool",
+    "spatial", and "logits" only when an Inception Score is computed)."""
     out = []
     for key, metric in (("pool", "FID"), ("spatial", "sFID")):
         if key in dims and num_samples <= dims[key]:
             out.append(f"{metric} is unreliable: {num_samples} samples give a rank-deficient {dims[key]}-d covariance "
                        f"(needs more than {dims[key]} samples)")
-    if num_samples < IS_SPLIT_SIZE:
+    if "logits" in dims and num_samples < IS_SPLIT_SIZE:
         out.append(f"Inception Score is unreliable: ADM averages splits of {IS_SPLIT_SIZE} samples; "
                    f"{num_samples} samples make one partial split")
     if num_samples <= PR_NEIGHBOURS:
@@ -274,6 +275,8 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor, *, exact:
     sample = load_batch(sample_path, extractor, "sample", batch_size, cache)
     result = score(ref, sample, extractor, exact, with_kid)
     dims = {"pool": sample.stats["mu"].shape[0], "spatial": sample.stats["mu_s"].shape[0]}
+    if sample.acts.logits is not None:
+        dims["logits"] = sample.acts.logits.shape[1]
     result["warnings"] = warnings + sample_size_warnings(sample.num_images, dims)
     result["reference"] = {"path": str(ref_path), "sha256": _content_hash(Path(ref_path))}
     result["provenance"] = {

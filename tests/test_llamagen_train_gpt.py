@@ -268,3 +268,14 @@ def test_zero_counts_are_usage_errors(codes, tmp_path, option):
     out = CliRunner().invoke(train_gpt_command, [str(codes), "-o", str(tmp_path / "r"), option, "0"])
     assert out.exit_code == 2 and option in out.output and "Traceback" not in out.output
     assert not (tmp_path / "r").exists()
+
+
+def test_resuming_with_another_process_count_is_refused(codes, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    train_gpt(config(codes, run, max_steps=2, ckpt_every=2))
+    ckpt = run / "checkpoints" / "0000002"
+    shutil.copy(ckpt / "rank0.pt", ckpt / "rank1.pt")  # as if two processes had written it
+    with pytest.raises(BenchError, match=r"written by 2 process\(es\), this run has 1"):
+        train_gpt(config(codes, run, max_steps=4, resume="auto"))

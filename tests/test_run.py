@@ -298,9 +298,11 @@ def test_json_safe_keeps_results_strict_json():
 
 
 def test_sample_size_warnings_name_the_unreliable_metrics():
-    warnings = " | ".join(sample_size_warnings(3, {"pool": 2048, "spatial": 2023}))
+    warnings = " | ".join(sample_size_warnings(3, {"pool": 2048, "spatial": 2023, "logits": 1008}))
     assert "FID is unreliable" in warnings and "sFID is unreliable" in warnings
     assert "Inception Score is unreliable" in warnings and "Precision/Recall are undefined" in warnings
+    # no Inception Score (weights without softmax): no warning about one
+    assert not any("Inception Score" in w for w in sample_size_warnings(3, {"pool": 2048, "spatial": 2023}))
     assert sample_size_warnings(50_000, {"pool": 2048, "spatial": 2023}) == []
     assert not any("FID is unreliable" in w for w in sample_size_warnings(2049, {"pool": 2048, "spatial": 2023}))
     assert any(w.startswith("FID") for w in sample_size_warnings(2048, {"pool": 2048}))

@@ -151,9 +151,10 @@ def write_checkpoint(results_dir: Path, step: int, env: DistEnv, shared: dict[st
 def read_checkpoint(path: Path, env: DistEnv) -> tuple[dict[str, Any], dict[str, Any]]:
     """(model.pt, this rank's rank{r}.pt) of a checkpoint folder."""
     per_rank = path / f"rank{env.rank}.pt"
-    if not per_rank.exists():
-        raise BenchError(f"{path}: no {per_rank.name}. Resume with the same number of processes the run was "
-                         "started with (each rank's RNG streams are restored).")
+    saved_by = len(list(path.glob("rank*.pt")))
+    if saved_by != env.world_size:
+        raise BenchError(f"{path} was written by {saved_by} process(es), this run has {env.world_size}. Resume with "
+                         "the same number of processes (each rank's RNG and data streams are restored).")
     return load_checkpoint(path / "model.pt"), load_checkpoint(per_rank)
 
 
