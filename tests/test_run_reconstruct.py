@@ -145,3 +145,47 @@ def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
                                      "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
     assert "psnr: " in res.output and "ssim_llamagen_convention: " in res.output
+
+
+def test_reconstructions_are_scored_in_a_seeded_shuffled_order(tokenizer, tmp_path):
+    """IS averages splits of consecutive images: a class-sorted val folder must not be scored in file order."""
+    seen = []
+
+    def recording_scorer(ref, extractor):
+        def score(features):
+            seen.append(features["pool"])
+            return {"fid": 0.0}
+        return score
+
+    data = image_folder(tmp_path / "val")
+    reconstruct(settings(tmp_path, tokenizer), data, extractor=ProjectionExtractor(), scorer=recording_scorer)
+    files = sorted(data.rglob("*.png"))
+    in_order = ProjectionExtractor().extract(toy_factory().to_eval_size(
+        quantise(None, np.stack([center_crop_arr(Image.open(f), 16) for f in files]))))["pool"]
+    np.testing.assert_allclose(seen[0], in_order[np.random.default_rng(0).permutation(len(files))], rtol=1e-12)
+
+
+def test_a_replaced_image_of_the_same_size_is_not_taken_for_the_old_one(tmp_path):
+    import os
+
+    from bench.batches import FolderImages
+    from bench.run.reconstruct import data_fingerprint
+
+    data = image_folder(tmp_path / "val", n=3)
+    before = data_fingerprint(FolderImages(data))
+    target = sorted(data.rglob("*.png"))[0]
+    size = target.stat().st_size
+    target.write_bytes(target.read_bytes())  # same bytes count, a new write
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    assert target.stat().st_size == size and data_fingerprint(FolderImages(data)) != before
+
+
+def test_reconstruct_refuses_one_image_and_sampling_options(tokenizer, tmp_path):
+    data = image_folder(tmp_path / "val", n=1)
+    with pytest.raises(BenchError, match="1 image; FID needs at least 2"):
+        go(settings(tmp_path, tokenizer), data)
+    group = _Group()
+    group.add_command(run_command)
+    out = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct", "--data", str(data),
+                                     "--num-samples", "50", "--save-grid"])
+    assert out.exit_code == 2 and "--num-samples, --save-grid: sampling options" in out.output

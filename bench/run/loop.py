@@ -426,7 +426,8 @@ def device_description(device: str) -> str:
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--device", default=None, help="[cuda if available, else cpu]")
 @click.option("--offline", is_flag=True, help="never download; list what is missing instead")
-def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, cfg_interval,
+@click.pass_context
+def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, cfg_scale, cfg_interval,
                 top_k, top_p, temperature, steps, sampler, eta, vae, cfg_all_channels, vq_ckpt, precision, compile_,
                 shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
     """Sample a generator and score it (FID, sFID, IS, Precision, Recall) against ImageNet reference statistics.
@@ -457,6 +458,11 @@ def run_command(generator, task, data, ref, ckpt, num_samples, batch_size, seed,
     )
     if (task == "reconstruct") != (data is not None):
         raise BenchError("--data is needed by --task reconstruct, and only by it")
+    sampling_only = ["num_samples", "seed", "labels", "save_npz", "save_grid"]
+    given = [f"--{name.replace('_', '-')}" for name in sampling_only
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if task == "reconstruct" and given:
+        raise BenchError(f"{', '.join(given)}: sampling options; --task reconstruct encodes every image of --data")
     try:
         if task == "reconstruct":
             from bench.run.reconstruct import reconstruct

@@ -6,8 +6,11 @@ streamed shard by shard through the feature extractor, exactly like `bench run` 
 and torchrun sharding). The result holds:
 
 - rFID (`metrics.rfid`), and sFID/IS/Precision/Recall, of the reconstructions against the reference batch
-  (`--ref`): the number tokenizer papers report as rFID;
-- FID/sFID of the reconstructions against the originals themselves;
+  (`--ref`, ADM's training-set statistics by default). IS is taken over the reconstructions in a seeded
+  shuffled order, as LlamaGen's validation does: an ImageNet val folder is read class by class, and splits of
+  5,000 class-sorted images would cap IS near 100;
+- FID/sFID of the reconstructions against the originals themselves (`metrics.vs_originals`), the reading
+  LlamaGen-derived code reports as rFID. Papers differ: say which one you compare (docs/metrics.md);
 - PSNR (data_range 1 on [0, 1] images), and SSIM twice: the correct data_range=1.0, and data_range=2.0
   on the same [0, 1] images -- LlamaGen's validation script's convention, which inflates SSIM and is what
   its paper's table reports. Both are labelled; only the first is comparable across papers.
@@ -37,11 +40,13 @@ from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 
 
 def data_fingerprint(source) -> str:
-    """Cheap identity of the data: file list with sizes for a folder, the sha256 of an npz."""
+    """Cheap identity of the data: file list with sizes and modification times for a folder (an image replaced
+    by another of the same size must not pass for the old one on resume), the sha256 of an npz."""
     if isinstance(source, FolderImages):
         digest = hashlib.sha256()
         for file in source.files:
-            digest.update(f"{file.relative_to(source.path).as_posix()}\t{file.stat().st_size}\n".encode())
+            stat = file.stat()
+            digest.update(f"{file.relative_to(source.path).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
     return sha256_file(source.path)
 
@@ -114,6 +119,8 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
                          f"reconstructs {generator.image_size}x{generator.image_size} (pass an image folder to "
                          "have it center-cropped)")
     num = source.num_images
+    if num < 2:
+        raise BenchError(f"{data}: {num} image; FID needs at least 2 (tokenizer papers use the 50,000 val images)")
     shards = [(s, min(s + settings.shard_size, num)) for s in range(0, num, settings.shard_size)]
     ref, warnings = None, []
     if group.is_main:
@@ -157,7 +164,8 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     recon = {k[len("recon_"):]: v for k, v in arrays.items() if k.startswith("recon_")}
     orig = {k[len("orig_"):]: v for k, v in arrays.items() if k.startswith("orig_")}
     warnings += [warn(w) for w in sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2})]
-    vs_reference = score(recon)
+    shuffled = np.random.default_rng(0).permutation(num)  # only IS depends on the order (see the docstring)
+    vs_reference = score({k: v[shuffled] for k, v in recon.items()})
     metrics = {
         "rfid": vs_reference.get("fid"),
         "vs_reference": vs_reference,
