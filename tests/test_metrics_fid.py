@@ -137,3 +137,35 @@ def test_statistics_reject_bad_features():
         stats.update(np.ones((3, 5)))
     with pytest.raises(BenchError, match="at least 2 samples"):
         _ = RunningStatistics().update(np.ones((1, 4))).sigma
+
+
+def test_float32_statistics_of_few_samples_give_the_same_fid_both_ways():
+    """Rounding in float32 covariances leaves negative eigenvalues in proportion to the largest one: the
+    tolerance follows it, so FID(a, b) and FID(b, a) both succeed and agree (a fixed 1e-6 refused one order)."""
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(512, 512)) / np.sqrt(512)
+
+    def statistics(n):
+        x = np.maximum(rng.normal(size=(n, 512)) @ mix + 0.3, 0) * 3  # ReLU features, like pool_3
+        return x.mean(0).astype(np.float32), np.cov(x, rowvar=False).astype(np.float32)
+
+    few, many = statistics(100), statistics(4000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularCovarianceWarning)
+        assert frechet_distance(*many, *few) == pytest.approx(frechet_distance(*few, *many), rel=1e-4)
+
+
+def test_counts_and_bfloat16_inputs():
+    import torch
+
+    from bench.errors import BenchError
+    from bench.metrics import inception_score, precision_recall
+
+    feats = torch.randn(40, 8)
+    p, r = precision_recall(feats.bfloat16(), feats.bfloat16(), k=3.0)  # bfloat16 upcast; 3.0 is 3
+    assert p == r == 1.0
+    for bad in [dict(k=2.5), dict(batch_size=0)]:
+        with pytest.raises(BenchError, match="must be a positive integer"):
+            precision_recall(feats, feats, **bad)
+    with pytest.raises(BenchError, match="split_size must be a positive integer"):
+        inception_score(np.full((10, 4), 0.25), split_size=None)

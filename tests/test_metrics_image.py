@@ -72,3 +72,16 @@ def test_bad_images_raise():
         psnr(a[0, 0], a[0, 0], 1.0)
     with pytest.raises(BenchError, match="odd"):
         ssim(a, a, 1.0, win_size=6)
+
+
+def test_layouts_that_would_be_misread_are_refused():
+    from bench.errors import BenchError
+    from bench.metrics import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (16, 32, 32), dtype=np.uint8)  # a grayscale batch, not one 32-channel image
+    with pytest.raises(BenchError, match="add a channel axis"):
+        ssim(gray, gray, 255)
+    nchw = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    with pytest.raises(BenchError, match="channels first"):
+        psnr(nchw, nchw, 255)

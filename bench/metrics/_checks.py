@@ -9,7 +9,8 @@ from bench.errors import BenchError
 def as_numpy(x, name: str) -> np.ndarray:
     """Accept numpy arrays and torch tensors (any device) alike; metrics run on host memory."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype in (torch.bfloat16, torch.float16) else x).numpy()  # numpy has no bfloat16
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
@@ -40,3 +41,10 @@ def check_features(x, name: str, min_rows: int = 2) -> np.ndarray:
 def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
         raise BenchError(f"feature dimensions differ: {name_a} has {a.shape[1]}, {name_b} has {b.shape[1]}")
+
+
+def check_count(value, name: str) -> int:
+    """A positive integer argument (a split size, k, a batch size): 3.0 is accepted as 3, 2.5 and None are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)) or value != int(value) or value < 1:
+        raise BenchError(f"{name} must be a positive integer, found {value!r}")
+    return int(value)

@@ -28,8 +28,14 @@ from bench.errors import BenchError
 from bench.metrics._checks import as_numpy
 
 # ADM raises when sqrtm's diagonal has an imaginary part above 1e-3; a negative eigenvalue -l of S1 S2
-# contributes i*sqrt(l), so the equivalent bound is l > 1e-6.
+# contributes i*sqrt(l), so the equivalent bound is l > 1e-6 -- relative to the largest eigenvalue when that
+# exceeds 1, since rounding (float32 statistics above all) leaves negative eigenvalues in proportion to it; a
+# fixed bound made FID(a, b) succeed and FID(b, a) fail.
 _MAX_NEGATIVE_EIGENVALUE = 1e-6
+
+
+def _negative_beyond_rounding(eigenvalues: np.ndarray) -> bool:
+    return eigenvalues.min() < -_MAX_NEGATIVE_EIGENVALUE * max(1.0, float(np.abs(eigenvalues).max()))
 # M's eigenvalues below this fraction of the largest are treated as zero when deciding to warn.
 _SINGULAR_RTOL = 1e-10
 
@@ -61,7 +67,7 @@ def _sqrt_factor(sigma: np.ndarray) -> tuple[np.ndarray, bool]:
         return np.linalg.cholesky(sigma), False
     except np.linalg.LinAlgError:
         w, v = np.linalg.eigh(sigma)
-        if w.min() < -_MAX_NEGATIVE_EIGENVALUE:
+        if _negative_beyond_rounding(w):
             raise BenchError(
                 f"sigma1 has a negative eigenvalue {w.min():.3g}: it is not a covariance matrix "
                 "(ADM would fail with 'Imaginary component')"
@@ -79,7 +85,7 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, 
         return float("nan"), True
     if not np.isfinite(ev).all():
         return float("nan"), True
-    if ev.min() < -_MAX_NEGATIVE_EIGENVALUE:
+    if _negative_beyond_rounding(ev):
         raise BenchError(
             f"sigma1 @ sigma2 has a negative eigenvalue {ev.min():.3g}: the covariances are not positive "
             "semi-definite (ADM would fail with 'Imaginary component')"

@@ -31,6 +31,10 @@ def _as_batch(a, b) -> tuple[torch.Tensor, torch.Tensor, bool]:
         raise BenchError(f"images differ in shape: {a.shape} and {b.shape}")
     if a.ndim not in (3, 4):
         raise BenchError(f"expected [H, W, C] or [N, H, W, C] images, found shape {a.shape}")
+    if a.shape[-1] not in (1, 3, 4):
+        hint = " (channels first? pass [N, H, W, C])" if a.ndim == 4 and a.shape[1] in (1, 3, 4) else \
+            " (a grayscale batch? add a channel axis: images[..., None])" if a.ndim == 3 else ""
+        raise BenchError(f"expected channels last (1, 3 or 4 of them), found shape {a.shape}{hint}")
     single = a.ndim == 3
     if single:
         a, b = a[None], b[None]

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from bench.errors import BenchError
-from bench.metrics._checks import check_features
+from bench.metrics._checks import check_count, check_features
 
 _SUM_TOLERANCE = 1e-3  # a float32 softmax over 1008 classes sums to 1 within ~1e-6
 
@@ -19,8 +19,7 @@ _SUM_TOLERANCE = 1e-3  # a float32 softmax over 1008 classes sums to 1 within ~1
 def inception_score(probs, split_size: int = 5000) -> float:
     """Mean over consecutive `split_size`-row splits of exp(E_x KL(p(y|x) || p(y))); probs: [N, K] softmax rows."""
     probs = check_features(probs, "probs", min_rows=1).astype(np.float64)
-    if split_size < 1:
-        raise BenchError(f"split_size must be a positive number of rows, found {split_size}")
+    split_size = check_count(split_size, "split_size")
     if probs.min() < 0:
         raise BenchError(f"probs: found a negative probability {probs.min():.3g}; expected softmax outputs")
     sums = probs.sum(axis=1)

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.errors import BenchError
-from bench.metrics._checks import check_features, check_same_dim
+from bench.metrics._checks import check_count, check_features, check_same_dim
 
 # Eigen::half reductions in TF's CPU kernels (Eigen built for AVX): 8-lane packets, 4 packet accumulators,
 # and a recursive halving ("tree") split for rows longer than 200 packets (Eigen's LeafSize<half>).
@@ -173,8 +172,7 @@ def precision_recall(
     progress: bool = True,
 ) -> tuple[float, float]:
     """(precision, recall) of samples against references; ADM's float16 distances unless `exact=True`."""
-    if k < 1:
-        raise BenchError(f"k must be a positive neighbourhood size, found {k}")
+    k, batch_size = check_count(k, "k"), check_count(batch_size, "batch_size")
     ref = check_features(ref_features, "ref_features", min_rows=k + 1)
     sample = check_features(sample_features, "sample_features", min_rows=k + 1)
     check_same_dim(ref, sample, "ref_features", "sample_features")
