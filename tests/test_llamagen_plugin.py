@@ -211,3 +211,7 @@ def test_a_checkpoint_named_for_another_resolution_is_warned_about():
         warnings.simplefilter("error")
         plugin.llamagen_b(ckpt="/ckpts/c2i_B_384.pt")
         plugin.llamagen_b_256(ckpt="/ckpts/c2i_B_256.pt")
+
+
+def test_only_tokenizer_presets_can_reconstruct():
+    assert plugin.llamagen_vq16().can_reconstruct and not plugin.llamagen_xl().can_reconstruct

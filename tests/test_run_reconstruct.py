@@ -29,6 +29,7 @@ def quantise(self, images: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def tokenizer(toy, monkeypatch):
     monkeypatch.setattr(ToyGenerator, "reconstruct", quantise)
+    monkeypatch.setattr(ToyGenerator, "can_reconstruct", True)
     return toy
 
 
@@ -120,14 +121,18 @@ def test_npz_data_at_the_tokenizer_resolution(tokenizer, tmp_path):
 @pytest.mark.filterwarnings("ignore::bench.metrics.SingularCovarianceWarning")  # 6 images, 6-d features
 def test_perfect_reconstruction_has_infinite_psnr(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(ToyGenerator, "reconstruct", lambda self, images: images.copy())
+    monkeypatch.setattr(ToyGenerator, "can_reconstruct", True)
     result = go(settings(tmp_path, toy), image_folder(tmp_path / "val", n=6))
     assert result["metrics"]["psnr"] == "inf" and result["metrics"]["ssim"] == 1.0
     assert json.loads((tmp_path / "runs" / "rec" / "result.json").read_text())["metrics"]["psnr"] == "inf"
 
 
-def test_non_tokenizers_are_refused(toy, tmp_path):
-    with pytest.raises(BenchError, match="not a tokenizer"):
+def test_non_tokenizers_are_refused_before_their_weights_load(toy, tmp_path, monkeypatch):
+    loaded = []
+    monkeypatch.setattr(ToyGenerator, "load", lambda self, paths: loaded.append(paths))
+    with pytest.raises(BenchError, match="'toy' is not a tokenizer: --task reconstruct needs one"):
         go(settings(tmp_path, toy), image_folder(tmp_path / "val", n=3))
+    assert loaded == []
 
 
 @pytest.mark.filterwarnings("ignore::bench.metrics.SingularCovarianceWarning")  # 6 images, 6-d features

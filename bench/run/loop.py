@@ -77,13 +77,17 @@ class RunSettings:
 
 
 # -- set-up ---------------------------------------------------------------------------------------------------
-def build_generator(settings: RunSettings, device: str, group: ProcessGroup) -> tuple[Generator, dict[str, str]]:
+def build_generator(settings: RunSettings, device: str, group: ProcessGroup,
+                    task: str = "sample") -> tuple[Generator, dict[str, str]]:
     """Instantiate the preset, resolve and verify its files, load them; returns it and {file: sha256}.
 
     The first process of each node resolves first, so a download happens once per node, not once per rank.
     """
     factory = load_generator_factory(settings.generator)
     generator = factory(ckpt=settings.ckpt, device=device, **settings.overrides)
+    if task == "reconstruct" and not generator.can_reconstruct:  # before gigabytes of weights are fetched
+        raise BenchError(f"generator {settings.generator!r} is not a tokenizer: --task reconstruct needs one, "
+                         "e.g. -g llamagen-vq16")
     remotes = generator.required_files()
     if settings.ckpt and not remotes:
         raise BenchError(f"generator {settings.generator!r} needs no checkpoint: --ckpt is not accepted")

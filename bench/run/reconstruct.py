@@ -112,7 +112,7 @@ def reconstruct(settings: RunSettings, data: str | Path, *, extractor=None, scor
 def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device: str, extractor,
                  scorer: ScorerFactory, on_shard_done) -> dict[str, Any] | None:
     started = time.perf_counter()
-    generator, files = build_generator(settings, device, group)
+    generator, files = build_generator(settings, device, group, task="reconstruct")
     source = open_images(data, center_crop=generator.image_size if Path(data).is_dir() else None)
     if isinstance(source, NpzImages) and source.shape[1:3] != (generator.image_size, generator.image_size):
         raise BenchError(f"{data}: holds {source.shape[1]}x{source.shape[2]} images; {settings.generator!r} "

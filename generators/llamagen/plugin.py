@@ -57,6 +57,7 @@ class LlamaGen(Generator):
         check_overrides(preset.name, {k: v for k, v in overrides.items() if v is not None}, accepted)
         self.preset = preset
         self.name = preset.name
+        self.can_reconstruct = tokenizer
         self.device = torch.device(device)
         if tokenizer:  # the one checkpoint of a tokenizer preset is the VQ model's
             self.ckpt, self.vq_ckpt = None, overrides.get("vq_ckpt") or ckpt
