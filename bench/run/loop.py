@@ -277,7 +277,7 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
                 if on_shard_done is not None:
                     on_shard_done(shard)
     except KeyboardInterrupt:
-        done = sum(folder.is_done(s, kinds) for s in plan.shards())
+        done = sum(folder.is_written(s, kinds) for s in plan.shards())
         raise KeyboardInterrupt(f"{done} of {len(plan.shards())} shards are finished and kept in {folder.path}; "
                                 "run the same command again to resume") from None
     timing = group.gather((sum(e - s for s, e in todo), time.perf_counter() - sampling_started))

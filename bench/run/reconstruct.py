@@ -152,7 +152,7 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
                 if on_shard_done is not None:
                     on_shard_done(shard)
     except KeyboardInterrupt:
-        done = sum(folder.is_done(s, ("features",)) for s in shards)
+        done = sum(folder.is_written(s, ("features",)) for s in shards)
         raise KeyboardInterrupt(f"{done} of {len(shards)} shards are finished and kept in {folder.path}; "
                                 "run the same command again to resume") from None
     timing = group.gather((sum(e - s for s, e in todo), time.perf_counter() - sampling_started))

@@ -127,13 +127,17 @@ class RunFolder:
         suffix = {"features": "features.npz", "images": "images.npy"}[kind]
         return self.shards_dir / f"{shard[0]:08d}-{shard[1]:08d}.{suffix}"
 
+    def is_written(self, shard: Shard, kinds: tuple[str, ...]) -> bool:
+        """Whether every file of the shard exists (a count for messages; `is_done` also reads them back)."""
+        return all(self.shard_file(shard, kind).exists() for kind in kinds)
+
     def is_done(self, shard: Shard, kinds: tuple[str, ...]) -> bool:
         """Whether every file of the shard exists and reads back whole. A damaged one (a crash on a filesystem
         that lost the write, a truncated copy, a flipped bit) is renamed `*.corrupt` and the shard redone."""
+        if not self.is_written(shard, kinds):
+            return False
         for kind in kinds:
             path = self.shard_file(shard, kind)
-            if not path.exists():
-                return False
             try:
                 self.read_features(shard) if kind == "features" else self._check_images(shard)
             except Exception as err:  # any failure to read it back: zip, CRC, npy header, keys, sample range
