@@ -9,6 +9,7 @@ unreadable image) raises a `BenchError` that says what was found and what is exp
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import os
 import zipfile
@@ -178,27 +179,21 @@ class FolderImages(ImageSource):
         return len(self.files)
 
     def _load(self, file: Path) -> np.ndarray:
-        try:
-            with Image.open(file) as image:
-                image.load()
-                if image.mode in WIDE_MODES:  # convert("RGB") would clip 16-bit values to white, silently
-                    raise BenchError(f"{file}: a {image.mode} image (more than 8 bits per channel); ADM's evaluator "
-                                     "reads 8-bit RGB, so convert the images to 8 bits first")
-                if self.center_crop:
-                    return center_crop_arr(image, self.center_crop)
-                return np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise BenchError(f"{file}: unreadable image ({err})") from None
+        with _opened(file) as image:
+            image.load()
+            if image.mode in WIDE_MODES:  # convert("RGB") would clip 16-bit values to white, silently
+                raise BenchError(f"{file}: a {image.mode} image (more than 8 bits per channel); ADM's evaluator "
+                                 "reads 8-bit RGB, so convert the images to 8 bits first")
+            if self.center_crop:
+                return center_crop_arr(image, self.center_crop)
+            return np.asarray(image.convert("RGB"))
 
     def sizes(self) -> set[tuple[int, int]]:
         """The distinct (width, height) of the images, from their headers (no decoding)."""
         found = set()
         for file in self.files:
-            try:
-                with Image.open(file) as image:
-                    found.add(image.size)
-            except (UnidentifiedImageError, OSError, ValueError) as err:
-                raise BenchError(f"{file}: unreadable image ({err})") from None
+            with _opened(file) as image:
+                found.add(image.size)
         return found
 
     def read(self, start: int, end: int) -> np.ndarray:
@@ -222,6 +217,16 @@ class FolderImages(ImageSource):
         for file in self.files:
             digest.update(f"{file.relative_to(self.path).as_posix()}\t{sha256_file(file)}\n".encode())
         return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _opened(file: Path) -> Iterator[Image.Image]:
+    """`Image.open`, with any failure to read or decode the file (inside the block too) named as that file's."""
+    try:
+        with Image.open(file) as image:
+            yield image
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise BenchError(f"{file}: unreadable image ({err})") from None
 
 
 def open_images(path: str | os.PathLike, center_crop: int | None = None) -> ImageSource:
