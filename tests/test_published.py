@@ -1,0 +1,144 @@
+"""reports/published.csv: the papers' published numbers as data, each row citing its table.
+
+Structural checks on every row, then a handful of rows compared with values copied by hand from the papers
+(arXiv:2406.06525 v1 for LlamaGen, arXiv:2212.09748 for DiT), and the cross-table consistency the LlamaGen
+paper implies: its Table 5 and Table 6 print the appendix's three-decimal values truncated to two decimals.
+"""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CSV = Path(__file__).resolve().parent.parent / "reports" / "published.csv"
+
+COLUMNS = [
+    "model", "family", "params_m", "image_size", "eval_size", "epochs", "cfg_scale", "top_k", "top_p",
+    "fid", "sfid", "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens",
+    "source", "note",
+]
+REQUIRED = ["model", "family", "image_size", "eval_size", "source"]
+NUMERIC = [
+    "params_m", "image_size", "eval_size", "epochs", "cfg_scale", "top_k", "top_p", "fid", "sfid",
+    "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens",
+]
+KEY = ["model", "image_size", "eval_size", "epochs", "cfg_scale", "source"]
+LLAMAGEN = "arXiv:2406.06525"
+DIT = "arXiv:2212.09748"
+
+
+@pytest.fixture(scope="module")
+def raw() -> pd.DataFrame:
+    """Every cell as the string written in the file ('' for empty), so nothing is coerced before it is checked."""
+    return pd.read_csv(CSV, dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def df(raw) -> pd.DataFrame:
+    out = raw.copy()
+    for c in NUMERIC:
+        out[c] = pd.to_numeric(out[c].replace("", None), errors="raise")
+    return out
+
+
+def one(df: pd.DataFrame, **where) -> pd.Series:
+    """The single row matching every column=value in `where` (None matches an empty cell)."""
+    mask = pd.Series(True, index=df.index)
+    for col, val in where.items():
+        mask &= df[col].isna() if val is None else (df[col] == val)
+    hits = df[mask]
+    assert len(hits) == 1, f"{where}: {len(hits)} rows"
+    return hits.iloc[0]
+
+
+def test_columns_exact(raw):
+    assert list(raw.columns) == COLUMNS
+
+
+def test_required_columns_filled(raw):
+    for c in REQUIRED:
+        empty = raw[raw[c].str.strip() == ""]
+        assert empty.empty, f"{c} empty in rows {list(empty.index)}"
+
+
+def test_numeric_columns_parse(raw):
+    for c in NUMERIC:
+        for i, v in raw[c].items():
+            if v != "":
+                float(v)  # raises on anything that is not a number, e.g. '97.0%' or '1.4B'
+                assert math.isfinite(float(v)), (c, i, v)
+
+
+def test_ranges(df):
+    assert (df["fid"].dropna() > 0).all()
+    for c in ("precision", "recall", "ssim"):
+        s = df[c].dropna()
+        assert ((s >= 0) & (s <= 1)).all(), c
+    assert (df["codebook_usage"].dropna().between(0, 100)).all()  # percent, as printed
+    assert (df["image_size"] >= df["eval_size"]).all()
+    assert (df["cfg_scale"].dropna() > 1).all()
+
+
+def test_every_row_has_a_metric(df):
+    metrics = df[["fid", "inception_score", "rfid"]]
+    assert metrics.notna().any(axis=1).all()
+
+
+def test_no_duplicate_keys(raw):
+    dup = raw[raw.duplicated(KEY, keep=False)]
+    assert dup.empty, dup[KEY].to_string()
+
+
+def test_sources_cite_a_table(raw):
+    assert raw["source"].str.startswith("arXiv:").all()
+    assert raw["source"].str.contains(r" Table \d").all()
+
+
+def test_llamagen_known_rows(df):
+    # Table 9 (384 -> 256), LlamaGen-B 300 epochs; the README/brief round cfg 2.25 to 6.09, the table prints 6.092
+    b225 = one(df, source=f"{LLAMAGEN} Table 9", model="LlamaGen-B", epochs=300, cfg_scale=2.25)
+    assert b225["fid"] == 6.092 and round(b225["fid"], 2) == 6.09
+    assert b225["image_size"] == 384 and b225["eval_size"] == 256
+    assert one(df, source=f"{LLAMAGEN} Table 9", model="LlamaGen-B", epochs=300, cfg_scale=2.0)["fid"] == 6.437
+    # Table 8 (256), LlamaGen-L 300 epochs cfg 1.75
+    l175 = one(df, source=f"{LLAMAGEN} Table 8", model="LlamaGen-L", epochs=300, cfg_scale=1.75)
+    assert (l175["fid"], l175["inception_score"], l175["sfid"]) == (3.805, 248.28, 8.487)
+    # Table 6 headline and its Table 10 source row
+    t6 = one(df, source=f"{LLAMAGEN} Table 6", model="LlamaGen-3B", cfg_scale=1.65)
+    assert (t6["fid"], t6["inception_score"], t6["image_size"]) == (2.18, 263.33, 384)
+    assert one(df, source=f"{LLAMAGEN} Table 10", model="LlamaGen-3B", epochs=300, cfg_scale=1.65)["fid"] == 2.189
+    # Table 6 quotes DiT with one-decimal IS
+    assert one(df, source=f"{LLAMAGEN} Table 6", model="DiT-XL/2")["inception_score"] == 278.2
+
+
+def test_tokenizer_known_rows(df):
+    vq16 = one(df, source=f"{LLAMAGEN} Table 3", model="VQ-16", tokens=256)
+    assert (vq16["rfid"], vq16["psnr"], vq16["ssim"], vq16["codebook_usage"]) == (2.19, 20.79, 0.675, 97.0)
+    assert one(df, source=f"{LLAMAGEN} Table 3", model="VQ-16", tokens=576)["rfid"] == 0.94
+    assert one(df, source=f"{LLAMAGEN} Table 3", model="VQ-8", tokens=1024)["rfid"] == 0.59
+
+
+def test_dit_known_rows(df):
+    g = one(df, source=f"{DIT} Table 2", model="DiT-XL/2", cfg_scale=1.5)
+    assert (g["fid"], g["sfid"], g["inception_score"], g["precision"], g["recall"]) == (2.27, 4.60, 278.24, 0.83, 0.57)
+    assert one(df, source=f"{DIT} Table 2", model="DiT-XL/2", cfg_scale=None)["fid"] == 9.62
+    assert one(df, source=f"{DIT} Table 3", model="DiT-XL/2", cfg_scale=1.5)["fid"] == 3.04
+
+
+def _trunc2(x: float) -> float:
+    return math.floor(x * 100 + 1e-9) / 100
+
+
+@pytest.mark.parametrize("table", ["Table 5", "Table 6"])
+def test_two_decimal_tables_truncate_the_appendix(df, table):
+    """Every LlamaGen row of Tables 5/6 is an appendix (8/9/10) row cut to two decimals, at the same settings."""
+    short = df[(df["source"] == f"{LLAMAGEN} {table}") & (df["family"] == "llamagen")]
+    assert len(short) >= 7
+    appendix = df[df["source"].isin([f"{LLAMAGEN} Table {n}" for n in (8, 9, 10)])]
+    for _, r in short.iterrows():
+        long = appendix[(appendix["model"] == r["model"]) & (appendix["image_size"] == r["image_size"])
+                        & (appendix["epochs"] == r["epochs"]) & (appendix["cfg_scale"] == r["cfg_scale"])]
+        assert len(long) == 1, (table, r["model"], r["image_size"], r["epochs"], r["cfg_scale"])
+        for c in ("fid", "inception_score", "precision", "recall"):
+            assert _trunc2(long.iloc[0][c]) == r[c], (table, r["model"], c)
