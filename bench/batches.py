@@ -269,8 +269,11 @@ def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
             if len(present) != len(STATISTICS_KEYS):
                 missing = sorted(set(STATISTICS_KEYS) - set(present))
                 raise BenchError(f"{path}: has {present} but not {missing}: reference statistics come as all four")
+            names = archive.namelist()
+            extra = [k for k in (n.removesuffix(".npy") for n in names) if k.startswith("mu_") and k != "mu_s"
+                     and f"sigma_{k[3:]}.npy" in names]  # other networks' statistics, e.g. mu_dinov2/sigma_dinov2
             stats = {}
-            for key in STATISTICS_KEYS:
+            for key in [*STATISTICS_KEYS, *extra, *(f"sigma_{k[3:]}" for k in extra)]:
                 with archive.open(f"{key}.npy") as member:
                     array = np.lib.format.read_array(member, allow_pickle=False)
                 if array.dtype.kind not in "fiu":
@@ -281,7 +284,7 @@ def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
             raise BenchError(f"{path}: holds pickled Python objects, which are never loaded (they can run code); "
                              "a batch holds plain arrays") from None
         raise BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?") from None
-    for mean, cov in (("mu", "sigma"), ("mu_s", "sigma_s")):
+    for mean, cov in (("mu", "sigma"), ("mu_s", "sigma_s"), *((k, f"sigma_{k[3:]}") for k in extra)):
         d = stats[mean].shape[0] if stats[mean].ndim == 1 else None
         if d is None or stats[cov].shape != (d, d):
             raise BenchError(f"{path}: {mean} has shape {stats[mean].shape} and {cov} {stats[cov].shape}; expected "

@@ -62,26 +62,58 @@ def inception_options(func):
     return func
 
 
+def _dinov2_options(func):
+    options = [
+        click.option("--dinov2-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="FD_DINOv2: the official dinov2_vitl14_pretrain.pth [cache, else download]."),
+        click.option("--dinov2-resize", type=click.Choice(["tensor", "pil"]), default="tensor", show_default=True,
+                     help="FD_DINOv2 preprocessing: EDM2's default bicubic antialiased tensor resize to 224, or "
+                          "dgm-eval's PIL bicubic resize."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def load_extractors(arrays, weights, backend, device, dinov2_weights=None, dinov2_resize="tensor") -> list:
+    """The registered networks that provide `arrays`, each loaded once with its own options."""
+    from bench.features import load_extractor, network_for
+
+    options = {"inception": dict(weights=weights, backend=backend, device=device),
+               "dinov2": dict(weights=dinov2_weights, device=device, resize=dinov2_resize)}
+    names = dict.fromkeys(network_for(a).name for a in arrays)
+    return [load_extractor(name, **options.get(name, {"device": device})) for name in names]
+
+
 @cli.command("eval")
 @click.argument("ref_batch", type=click.Path(exists=True))
 @click.argument("sample_batch", type=click.Path(exists=True))
 @inception_options
+@click.option("--metrics", "metric_spec", default=None, metavar="LIST",
+              help="Which metrics: '+kid,+fd_dinov2' adds to ADM's five, '-sfid' drops one, 'fid,kid' is exactly "
+                   "these. Known: " + ", ".join(["inception_score", "fid", "sfid", "precision_recall", "kid",
+                                                 "fd_dinov2"]) + ". See docs/metrics.md.")
+@_dinov2_options
 @click.option("--exact", is_flag=True,
               help="Precision/Recall with float64 distances instead of ADM's float16 ones (moves them by up to ~0.006).")
+@click.option("--kid-subset-size", type=click.IntRange(min=2), default=None,
+              help="KID subset size [min(1000, half the smaller batch), so the spread over subsets means something].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the numbers, sample counts and provenance to this JSON file (atomically).")
+              help="Also write the result (metrics under `metrics`, schema in bench/result.py) to this JSON file.")
 @click.option("--no-cache", is_flag=True, help="Recompute activations even if cached for these inputs.")
-@click.option("--kid", "with_kid", is_flag=True,
-              help="Also print KID (unbiased, torch-fidelity's estimator), less biased than FID at small N.")
-def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, exact, json_path, no_cache, with_kid):
+@click.option("--force", is_flag=True, help="Score batches of different resolutions anyway (ADM would not).")
+@click.option("--kid", "with_kid", is_flag=True, help="Deprecated: use --metrics +kid.")
+def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, metric_spec, dinov2_weights,
+                 dinov2_resize, exact, kid_subset_size, json_path, no_cache, force, with_kid):
     """Score SAMPLE_BATCH against REF_BATCH: a drop-in for ADM's evaluations/evaluator.py.
 
     Both are ADM-format .npz files (uint8 NHWC images in `arr_0`) or folders of PNG/JPEG images. A reference
     .npz that carries `mu`, `sigma`, `mu_s`, `sigma_s` (like VIRTUAL_imagenet256_labeled.npz) has its FID/sFID
-    statistics taken from there, as ADM does. Prints ADM's five lines:
+    statistics taken from there, as ADM does. Prints ADM's five lines, then any metric added with --metrics:
 
     \b
       Inception Score, FID, sFID, Precision, Recall
+      bench eval ref.npz samples.npz --metrics +kid,+fd_dinov2 --json result.json
 
     A folder's images are scored as they are (no crop; Inception resizes each to 299x299), as ADM scores an
     npz: turn an ImageNet-style folder into a reference with `bench ref build`, which applies ADM's center crop.
@@ -89,21 +121,22 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
     Paper-comparable numbers need 50,000 samples against ADM's 10,000-image reference batch; see
     docs/metrics.md for what each number means and every convention it follows.
     """
-    from bench.evaluate import adm_lines, evaluate
-    from bench.inception import load_extractor
+    from bench.evaluate import evaluate, summary_lines
+    from bench.metrics import registry
 
     if json_path:
         _check_output(json_path, "--json", [ref_batch, sample_batch])
-    extractor = load_extractor(weights=weights, backend=backend, device=device)
-    result = evaluate(ref_batch, sample_batch, extractor, exact=exact, batch_size=batch_size, cache=not no_cache,
-                      with_kid=with_kid)
+    if with_kid:
+        metric_spec = ",".join(filter(None, [metric_spec, "+kid"])) if not metric_spec or metric_spec.startswith(("+", "-")) \
+            else f"{metric_spec},kid"
+    metrics = registry.select(metric_spec)
+    extractors = load_extractors(registry.arrays_needed(metrics), weights, backend, device, dinov2_weights,
+                                 dinov2_resize)
+    result = evaluate(ref_batch, sample_batch, extractors=extractors, metrics=metrics, exact=exact,
+                      kid_subset_size=kid_subset_size, batch_size=batch_size, cache=not no_cache, force=force)
     for warning in result["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
-    click.echo(adm_lines(result))
-    if with_kid:
-        kid_line = (f"{result['kid']!r} +- {result['kid_std']!r} (subsets of {result['kid_subset_size']})"
-                    if result["kid"] is not None else f"unavailable ({result['kid_unavailable']})")
-        click.echo(f"KID: {kid_line}")
+    click.echo(summary_lines(result))
     if json_path:
         try:
             atomic.write_json(json_path, result)
@@ -142,9 +175,12 @@ def ref_group() -> None:
                    "the statistics still cover every image.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which --subset is drawn.")
 @inception_options
+@click.option("--dinov2", "with_dinov2", is_flag=True,
+              help="Also store DINOv2 statistics (mu_dinov2, sigma_dinov2) for FD_DINOv2.")
+@_dinov2_options
 @click.pass_context
 def ref_build_command(ctx, source, output, image_size, no_crop, include_images, subset, seed, weights, backend, device,
-                      batch_size):
+                      batch_size, with_dinov2, dinov2_weights, dinov2_resize):
     """Compute a reference batch (mu, sigma, mu_s, sigma_s[, arr_0]) from an .npz or an image folder.
 
     For an ImageNet-style folder (class subfolders of JPEGs) this reproduces how ADM's reference batches were
@@ -153,8 +189,8 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
     ~250 GB, and Precision/Recall depend on the reference count). The output is written atomically.
     """
     from bench.batches import FolderImages, NpzWriter, open_images
-    from bench.evaluate import compute_activations
-    from bench.inception import load_extractor
+    from bench.features.cache import extract_source
+    from bench.features.featureset import statistics_keys
     from bench.metrics import feature_statistics
 
     _check_output(output, "--output", [source])
@@ -171,7 +207,8 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
         raise BenchError(f"{source}: images of {len(sizes)} sizes ({shown}) cannot be stored as one arr_0; "
                          "drop --no-crop to center-crop them to --image-size")
-    extractor = load_extractor(weights=weights, backend=backend, device=device)
+    arrays = ["pool", "spatial"] + (["dinov2"] if with_dinov2 else [])
+    extractors = load_extractors(arrays, weights, backend, device, dinov2_weights, dinov2_resize)
     writer = store = None
     if include_images:
         if subset is not None and subset > images.num_images:
@@ -188,10 +225,11 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
             writer.write(rows)
             seen += len(block)
     try:
-        acts = compute_activations(images, extractor, batch_size, on_block=store)
-        mu, sigma = feature_statistics(acts.pool)
-        mu_s, sigma_s = feature_statistics(acts.spatial)
-        stats = {"mu": mu, "sigma": sigma, "mu_s": mu_s, "sigma_s": sigma_s}
+        features = extract_source(images, extractors, batch_size, on_block=store)
+        stats = {}
+        for array in arrays:
+            (mu_key, sigma_key), (mu, sigma) = statistics_keys(array), feature_statistics(features[array])
+            stats.update({mu_key: mu, sigma_key: sigma})
         if writer:
             writer.close(**stats)
         else:
@@ -202,7 +240,11 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
             writer.abort()
         raise
     stored = "" if not include_images else f" and {writer.num_rows} of the images"
-    click.echo(f"wrote {output}: statistics of {images.num_images} images{stored}")
+    provenance = {e.name: e.provenance for e in extractors}
+    atomic.write_json(str(output) + ".json", {"source": str(Path(source).resolve()), "num_images": images.num_images,
+                                              "center_crop": crop, "stored_images": writer.num_rows if writer else 0,
+                                              "features": provenance})
+    click.echo(f"wrote {output}: statistics of {images.num_images} images{stored} (provenance: {output}.json)")
 
 
 @cli.command("report")

@@ -79,6 +79,8 @@ class TorchInception:
 class InceptionExtractor:
     """`extract(images)` in chunks of `batch_size`; `has_logits`, `logits_unavailable_reason`, `provenance`."""
 
+    name = "inception"
+
     def __init__(self, weights: InceptionWeights, backend: str = "torch", device: str = "cpu", batch_size: int = 50):
         if backend == "torch":
             self.runner = TorchInception(weights, device)
@@ -101,6 +103,13 @@ class InceptionExtractor:
             self.provenance["tf_graph"] = ("imported " + str(weights.graph_path) if weights.graph_path
                                            else "written from the canonical weights (tf_backend.build_graph_def)")
 
+    @property
+    def arrays(self) -> dict[str, int]:
+        """The feature arrays this extractor returns (logits only with softmax weights), name -> width."""
+        widths = {"pool": CONFIG.pool_dim, "spatial": CONFIG.spatial_size ** 2 * CONFIG.spatial_channels,
+                  "logits": CONFIG.num_classes}
+        return {k: v for k, v in widths.items() if k != "logits" or self.has_logits}
+
     def extract(self, images) -> dict[str, np.ndarray]:
         if isinstance(images, torch.Tensor):
             images = images.detach().cpu().numpy()
@@ -108,11 +117,8 @@ class InceptionExtractor:
         starts = range(0, len(images), self.batch_size)
         parts = [self.runner.run(images[i:i + self.batch_size])
                  for i in tqdm(starts, desc="inception", leave=False, disable=len(starts) < 8)]
-        keys = ["pool", "spatial"] + (["logits"] if self.has_logits else [])
-        widths = {"pool": CONFIG.pool_dim, "spatial": CONFIG.spatial_size ** 2 * CONFIG.spatial_channels,
-                  "logits": CONFIG.num_classes}
         return {k: np.concatenate([p[k] for p in parts]).astype(np.float32, copy=False) if parts
-                else np.zeros((0, widths[k]), np.float32) for k in keys}
+                else np.zeros((0, width), np.float32) for k, width in self.arrays.items()}
 
 
 def _tf_version(backend: str) -> str | None:

@@ -30,12 +30,14 @@ from bench.atomic import atomic_path
 from bench.batches import NpzWriter
 from bench.device import check_device
 from bench.download import resolve_all, sha256_file
-from bench.evaluate import PAPER_NUM_SAMPLES, package_versions, sample_size_warnings
+from bench.evaluate import package_versions
+from bench.metrics.registry import PAPER_NUM_SAMPLES
 from bench.errors import BenchError
 from bench.generator import Generator, available_generators, load_generator_factory, preset_info
 from bench.run.dist import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.run.plan import LABEL_MODES, SamplingPlan
 from bench.run.references import Reference, check_resolution, registry_file, resolve_reference
+from bench.metrics.registry import sample_size_warnings
 from bench.run.score import Scorer, adm_scorer
 from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 
@@ -292,8 +294,9 @@ def _run(settings: RunSettings, group: ProcessGroup, device: str, extractor, sco
     labels = features.pop("label")
     features.pop("index")
     dims = {k: v.shape[1] for k, v in features.items() if v.ndim == 2}
-    warnings += [warn(w) for w in sample_size_warnings(plan.num_samples, dims)]
-    metrics = score(features)
+    warnings += [warn(w) for w in sample_size_warnings(plan.num_samples, dims, score.metrics)]
+    scored = score(features)
+    metrics = {**scored['metrics'], **scored['details'], **{f'{k}_unavailable': v for k, v in scored['unavailable'].items()}, 'num_ref': score.num_ref}
     outputs = {}
     if settings.save_npz:
         if keep_images:

@@ -163,9 +163,10 @@ def _reconstruct(settings: RunSettings, data: Path, group: ProcessGroup, device:
     arrays = folder.concat_features(shards)
     recon = {k[len("recon_"):]: v for k, v in arrays.items() if k.startswith("recon_")}
     orig = {k[len("orig_"):]: v for k, v in arrays.items() if k.startswith("orig_")}
-    warnings += [warn(w) for w in sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2})]
+    warnings += [warn(w) for w in sample_size_warnings(num, {k: v.shape[1] for k, v in recon.items() if v.ndim == 2}, score.metrics)]
     shuffled = np.random.default_rng(0).permutation(num)  # only IS depends on the order (see the docstring)
-    vs_reference = score({k: v[shuffled] for k, v in recon.items()})
+    scored = score({k: v[shuffled] for k, v in recon.items()})
+    vs_reference = {**scored['metrics'], **scored['details'], 'num_ref': score.num_ref}
     metrics = {
         "rfid": vs_reference.get("fid"),
         "vs_reference": vs_reference,

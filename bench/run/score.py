@@ -1,27 +1,46 @@
-"""Scoring features a run already has against a reference batch, the way ADM's evaluator does.
+"""Scoring features a run already has against a reference batch, with the same code as `bench eval`.
 
-`bench run` extracts Inception features while it samples, so it scores activations rather than an `.npz`:
-the same five numbers `bench.evaluate.evaluate` gives for the saved batch, from the same code
-(`bench.evaluate.score`). The reference is read once: its activations (cached) and its statistics.
+`bench run` extracts features while it samples, so it scores activations rather than an `.npz`: the same
+numbers `bench.evaluate.evaluate` gives for the saved batch, from the same registry
+(`bench.metrics.registry.score`). The reference is read once, when the scorer is made: a bad reference fails
+before any sampling.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Sequence
 
 import numpy as np
 
-from bench.evaluate import distances_label, load_batch, score_features
+from bench.evaluate import distances_label, load_batch
+from bench.features import FeatureSet
+from bench.metrics import registry
+from bench.metrics.registry import Metric, ScoreOptions
 
-Scorer = Callable[[dict[str, np.ndarray]], dict[str, Any]]
+
+class Scorer:
+    """Scores sample feature arrays against one reference with the selected metrics."""
+
+    def __init__(self, ref_path, extractors: Sequence, metrics: list[Metric] | None = None, *,
+                 exact: bool = False, batch_size: int = 64):
+        self.metrics = list(metrics or registry.select(None))
+        self.need = registry.arrays_needed(self.metrics)
+        self.ref = load_batch(ref_path, extractors, self.need, "reference", batch_size)
+        self.options = ScoreOptions(exact=exact)
+        self.unavailable = {a: r for a, r in self.ref.unavailable.items()}
+        self.provenance = {"distances": distances_label(exact)}
+
+    @property
+    def num_ref(self) -> int | None:
+        return self.ref.num_images
+
+    def __call__(self, features: dict[str, np.ndarray]) -> dict[str, Any]:
+        """{"metrics", "unavailable", "details"} for the samples' arrays (as `registry.score` returns)."""
+        sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
+                            unavailable=dict(self.unavailable))
+        return registry.score(self.ref, sample, self.metrics, self.options)
 
 
 def adm_scorer(ref_path, extractor, *, exact: bool = False, batch_size: int = 64) -> Scorer:
-    """A scorer of sample features {"pool", "spatial", "logits"?} against the reference at `ref_path`."""
-    ref = load_batch(ref_path, extractor, "reference", batch_size)
-
-    def scorer(features: dict[str, np.ndarray]) -> dict[str, Any]:
-        return score_features(ref, features, extractor, exact)
-
-    scorer.provenance = {"distances": distances_label(exact)}
-    return scorer
+    """ADM's five numbers against the reference at `ref_path`, from one Inception extractor."""
+    return Scorer(ref_path, [extractor], exact=exact, batch_size=batch_size)

@@ -1,0 +1,72 @@
+"""Feature networks behind one registry: images in, named feature arrays out.
+
+Every network is described by a `FeatureNetwork`: the arrays it provides (name -> width), how to load it, and
+what it is. Metrics ask for arrays by name ("pool", "spatial", "logits", "dinov2"); the pipeline works out
+which networks provide them, loads each once and runs each once per image batch (`bench.features.cache`).
+
+    from bench.features import load_extractor
+    dinov2 = load_extractor("dinov2", weights="dinov2_vitl14_pretrain.pth", device="cpu")
+    dinov2.extract(images)          # uint8 [N, H, W, 3] -> {"dinov2": float32 [N, 1024]}
+
+Adding a network is one file with a `NETWORK = FeatureNetwork(...)` and one line in `_MODULES` below.
+An extractor object has `name`, `arrays`, `provenance` (weights source and sha256, preprocessing, backend),
+`has_logits`/`logits_unavailable_reason` where it can lack an output, and `extract(images)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from bench.errors import BenchError
+from bench.features.featureset import FeatureSet
+
+__all__ = ["EXTRACTORS", "FeatureNetwork", "FeatureSet", "Extractor", "load_extractor", "network_for"]
+
+
+class Extractor(Protocol):
+    name: str
+    arrays: dict[str, int]
+    provenance: dict[str, Any]
+
+    def extract(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class FeatureNetwork:
+    """A registered feature network: its arrays (name -> width), its loader and its provenance in words."""
+
+    name: str
+    arrays: dict[str, int]
+    load: Callable[..., Extractor]
+    description: str
+    #: arrays the loaded network may lack (Inception's logits need softmax weights not every file has)
+    optional: tuple[str, ...] = field(default=())
+
+
+#: the modules that define a `NETWORK`; one line per feature network
+_MODULES = ("bench.features.inception",)
+
+EXTRACTORS: dict[str, FeatureNetwork] = {}
+for _module in _MODULES:
+    _network = importlib.import_module(_module).NETWORK
+    EXTRACTORS[_network.name] = _network
+
+
+def network_for(array: str) -> FeatureNetwork:
+    """The network that provides a feature array ("pool" -> inception)."""
+    for network in EXTRACTORS.values():
+        if array in network.arrays:
+            return network
+    known = ", ".join(f"{a} ({n.name})" for n in EXTRACTORS.values() for a in n.arrays)
+    raise BenchError(f"no feature network provides {array!r}; known arrays: {known}")
+
+
+def load_extractor(name: str = "inception", **options: Any) -> Extractor:
+    """Load a registered network by name with its own options (weights=..., device=..., ...)."""
+    if name not in EXTRACTORS:
+        raise BenchError(f"unknown feature network {name!r}; known: {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[name].load(**options)

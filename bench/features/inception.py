@@ -1,0 +1,22 @@
+"""The ADM evaluator's Inception-v3 (2015-12-05 graph) as a registered feature network.
+
+The network itself lives in `bench/inception/` (PyTorch port, weight sources, TensorFlow ground truth);
+this file only declares what it provides: pool_3 [2048] for FID/Precision/Recall/KID, the first 7 channels
+of mixed_6/conv flattened NHWC [2023] for sFID, and the 1008 softmax logits for the Inception Score (only
+when the weights carry the softmax layer).
+"""
+
+from __future__ import annotations
+
+from bench.features import FeatureNetwork
+from bench.inception import load_extractor
+from bench.inception.network import CONFIG
+
+NETWORK = FeatureNetwork(
+    name="inception",
+    arrays={"pool": CONFIG.pool_dim, "spatial": CONFIG.spatial_size ** 2 * CONFIG.spatial_channels,
+            "logits": CONFIG.num_classes},
+    load=load_extractor,
+    description="Inception-v3 2015-12-05 as ADM's evaluator runs it (FID, sFID, IS, Precision/Recall, KID)",
+    optional=("logits",),
+)
