@@ -1,8 +1,13 @@
 """The generator contract and the plugin registry.
 
 A generator plugin turns (class labels, per-sample seeds) into uint8 NHWC images. Sample i of a run must
-depend only on (run seed, i) and its label -- never on batch size, process count or device order -- so
-that sharded, resumed and single-process runs produce identical images and identical metrics.
+depend only on (run seed, i) and its label -- never on batch size, process count or device order -- except
+through float rounding: kernels may sum in another order for another batch shape (e.g. GEMM blocking on AVX-512
+vs AVX2 CPUs). The harness cuts each shard into batches from its own start, so every image is sampled in the
+same batch whatever the process count, and sharded, resumed and single-process runs at the same --batch-size
+produce bitwise identical images and metrics; another --batch-size changes them by rounding only (DiT: pixels
+within +-1 on a tiny fraction of them; a sampler of discrete tokens: a draw that rounding tips continues as
+another sample of the same distribution; see README.md).
 
 Plugins register factories under the `bench.generators` entry-point group, one entry point per preset:
 

@@ -80,12 +80,21 @@ def test_end_to_end_images_match_a_hand_assembled_pipeline(tiny_files):
 
 
 def test_images_8_equal_4_plus_4(tiny_files):
+    """Another batch shape gives the same images up to float rounding: pixels within +-1 on at most 0.1% of them.
+
+    DiT's GEMMs and the VAE's convolutions sum in a batch-shape dependent order on AVX-512 CPUs (bitwise equal on
+    the AVX2 machine this was written on), so a pixel whose float value sits at an integer boundary can come out 1
+    apart: 1 of these 24576 (0.004%); at most 3 of 98304 (0.003%) over 32 images in batches of 1, 4, 8 and 32, with
+    or without MKL held to AVX2. Bugs are well beyond the bound: seeds off by one change ~99% of pixels (by up to
+    ~220), labels off by one ~2% (by 1: this random model barely uses labels). The same batch shape is bitwise."""
     ckpt, vae_dir = tiny_files
     gen = DiTGenerator(TINY_PRESET, ckpt=ckpt, vae=str(vae_dir), steps=3, sampler="ddpm")
     labels, seeds = torch.arange(8) % 10, torch.arange(1000, 1008)
     full = gen.sample(labels, seeds)
     halves = np.concatenate([gen.sample(labels[:4], seeds[:4]), gen.sample(labels[4:], seeds[4:])])
-    np.testing.assert_array_equal(full, halves)
+    diff = np.abs(full.astype(int) - halves.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3, f"max {diff.max()}, {(diff > 0).sum()} pixels differ"
+    np.testing.assert_array_equal(gen.sample(labels[4:], seeds[4:]), halves[4:])
 
 
 def test_sampling_settings_change_images(tiny_files):

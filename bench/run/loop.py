@@ -359,8 +359,8 @@ def write_npz(folder: RunFolder, shards: list[Shard], labels: np.ndarray, path: 
 def write_grid(generator: Generator, plan: SamplingPlan, batch_size: int, path: Path) -> Path:
     """A PNG grid of samples 0..63 at the generator's own resolution.
 
-    They are regenerated from their per-sample seeds (one extra batch or two), so they are exactly the run's
-    first samples without the run keeping any images.
+    They are regenerated from their per-sample seeds (one extra batch or two), so they are the run's first
+    samples -- up to float rounding, as the batches may be shaped differently -- without the run keeping any images.
     """
     indices = np.arange(min(GRID_SIZE, plan.num_samples))
     with torch.inference_mode():
@@ -443,12 +443,13 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
     bench run -g llamagen-xl                        # paper settings, 50k samples vs imagenet256
     bench run -g llamagen-xl --cfg-scale 2.0 --num-samples 10000 --save-npz
     bench run -g dit-xl-2 --sampler ddim --steps 50
-    torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; same numbers as 1 GPU
+    torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; same as 1 GPU at equal --batch-size
     bench run -g llamagen-vq16 --task reconstruct --data /imagenet/val   # rFID, PSNR, SSIM
 
-    Sample i depends only on (--seed, i) and its label, so results do not depend on the number of processes,
-    and on --batch-size only through float rounding. Rerunning the same command (with any --batch-size)
-    resumes a killed run from its last finished shard. The
+    Sample i depends only on (--seed, i) and its label, so results do not depend on the number of processes
+    (bitwise at the same --batch-size), and on --batch-size only through float rounding (DiT: pixels within +-1;
+    LlamaGen: a token draw that rounding tips makes that image another sample). Rerunning the same command (with
+    any --batch-size) resumes a killed run from its last finished shard. The
     result (every metric, the resolved config, checkpoint and reference sha256s, versions, timing) goes to
     runs/<run-id>/result.json; compare runs with `bench report runs/ --compare`.
     """

@@ -2,7 +2,8 @@
 
 Everything is a pure function of (run seed, sample index) -- hashed with splitmix64, not drawn from a
 stateful generator -- so any process can compute the label and seed of any sample without coordination:
-the images, and so the metrics, cannot depend on the number of processes, the batch size or resumption.
+labels and seeds cannot depend on the number of processes, the batch size or resumption (images can only
+through float rounding when the batch shape changes; see bench/generator.py).
 """
 
 from __future__ import annotations

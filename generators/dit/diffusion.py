@@ -9,8 +9,10 @@ The facts that decide the paper's numbers (facebookresearch/DiT `create_diffusio
   * x_0 predictions are not clipped (`clip_denoised=False`), latents are not bounded like pixels.
 
 Randomness is per sample: sample i draws its initial latent and every step's noise from its own
-`torch.Generator` seeded by seed i alone, so a sample never depends on batch size, batch composition or
-process count (unlike the official loop, which draws one noise tensor for the whole batch).
+`torch.Generator` seeded by seed i alone, so a sample's randomness never depends on batch size, batch composition
+or process count (unlike the official loop, which draws one noise tensor for the whole batch). Its value does, by
+float rounding only: GEMMs sum in a batch-shape dependent order (AVX-512 vs AVX2 blocking, GPU kernels), a few
+ulps of the largest latent in float32.
 """
 
 from __future__ import annotations

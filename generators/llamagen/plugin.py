@@ -137,8 +137,9 @@ class LlamaGen(Generator):
     # ---- internals ------------------------------------------------------------------------------------
 
     def _sample_float(self, labels: torch.Tensor, seeds: torch.Tensor) -> list[torch.Tensor]:
-        """Decoded float images [1, 3, H, W], one per sample: decoding one image at a time keeps image i
-        independent of the batch it was sampled in (conv kernels round differently per batch size)."""
+        """Decoded float images [1, 3, H, W], one per sample: decoding one image at a time keeps image i's decode
+        independent of the batch it was sampled in (conv kernels round differently per batch size). Its tokens are as
+        well, unless the batched GPT's rounding tips a near-tied draw (then image i is another sample)."""
         if self.preset.gpt_model is None:
             raise BenchError(f"{self.name} is a tokenizer: it reconstructs images, it cannot sample them")
         labels, seeds = torch.as_tensor(labels).long().view(-1), torch.as_tensor(seeds).long().view(-1)
