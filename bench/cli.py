@@ -240,7 +240,7 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
             writer.abort()
         raise
     stored = "" if not include_images else f" and {writer.num_rows} of the images"
-    provenance = {e.name: e.provenance for e in extractors}
+    provenance = {getattr(e, "name", "inception"): getattr(e, "provenance", None) for e in extractors}
     atomic.write_json(str(output) + ".json", {"source": str(Path(source).resolve()), "num_images": images.num_images,
                                               "center_crop": crop, "stored_images": writer.num_rows if writer else 0,
                                               "features": provenance})

@@ -50,13 +50,16 @@ class RemoteFile:
 def sha256_file(path: str | os.PathLike, progress: bool = False) -> str:
     """sha256 of a file, streamed in 4 MiB chunks.
 
-    The digest is memoised in the cache (keyed by absolute path, size and mtime), so multi-GB checkpoints and
-    sample batches are hashed once rather than on every run, without writing beside the user's files.
+    The digest is memoised in the cache, so multi-GB checkpoints and sample batches are hashed once rather than on
+    every run, without writing beside the user's files. The memo is keyed by absolute path, size, mtime, inode
+    and ctime: a file replaced by another of the same size with its mtime restored (`touch -r`, `rsync -t`, tar)
+    still gets a new inode or ctime -- which no user call can set back -- so it is hashed again, not served the
+    old file's digest (and, through the activation cache, the old file's features).
     """
     path = Path(path).resolve()
     stat = path.stat()
     sidecar = cache_dir() / "sha256" / (hashlib.sha1(str(path).encode()).hexdigest() + ".json")
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "ctime_ns": stat.st_ctime_ns}
     if sidecar.exists():
         try:
             memo = json.loads(sidecar.read_text())

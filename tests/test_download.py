@@ -81,21 +81,46 @@ def test_every_pinned_digest_is_well_formed_and_agrees_with_its_hub_prefix():
     torch.hub prefix (`-6726825d.pth`) must start with it."""
     import re
 
+    from bench.features.dinov2 import WEIGHTS as DINOV2
     from bench.inception.weights import ADM_GRAPH, PYTORCH_FID
     from bench.run.references import known_references
     from generators.dit.presets import PRESETS, VAE_SHA256
     from generators.llamagen import presets as llamagen_presets
     from generators.llamagen.lpips import LPIPS_HEADS, VGG16_WEIGHTS
 
-    pins = {r.filename: r.sha256 for r in [ADM_GRAPH, PYTORCH_FID, LPIPS_HEADS, VGG16_WEIGHTS]}
+    pins = {r.filename: r.sha256 for r in [ADM_GRAPH, PYTORCH_FID, LPIPS_HEADS, VGG16_WEIGHTS, DINOV2]}
     pins |= {p.checkpoint.filename: p.checkpoint.sha256 for p in PRESETS.values()}
     pins |= {f"{vae}/{name}": digest for (vae, name), digest in VAE_SHA256.items()}
     pins |= dict(llamagen_presets.SHA256)
     pins |= {entry["filename"]: entry["sha256"] for entry in known_references().values()}
     pinned = {name: digest for name, digest in pins.items() if digest is not None}
     assert {"classify_image_graph_def.pb", "pt_inception-2015-12-05-6726825d.pth", "vgg16-397923af.pth",
-            "VIRTUAL_imagenet256_labeled.npz", "DiT-XL-2-256x256.pt"} <= set(pinned)
+            "VIRTUAL_imagenet256_labeled.npz", "DiT-XL-2-256x256.pt", "dinov2_vitl14_pretrain.pth"} <= set(pinned)
     for name, digest in pinned.items():
         assert re.fullmatch(r"[0-9a-f]{64}", digest), name
         prefix = re.search(r"-([0-9a-f]{8})\.pth$", name)
         assert prefix is None or digest.startswith(prefix.group(1)), name
+
+
+def test_a_replaced_file_with_its_mtime_restored_is_hashed_again(tmp_path, monkeypatch):
+    """Same size, same mtime (as `touch -r`, rsync -t and tar leave it): the memo must not serve the old digest."""
+    import hashlib
+    import os
+    import time
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "batch.npz"
+    path.write_bytes(b"a" * 1000)
+    first = sha256_file(path)
+    stat = path.stat()
+    time.sleep(0.01)
+    replacement = tmp_path / "new.npz"
+    replacement.write_bytes(b"b" * 1000)
+    os.replace(replacement, path)  # another file now, same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # its mtime restored
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest() != first
+    with open(path, "r+b") as f:  # rewritten in place, same inode, mtime restored: ctime still moves
+        f.write(b"c" * 1000)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert sha256_file(path) == hashlib.sha256(b"c" * 1000).hexdigest()

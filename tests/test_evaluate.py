@@ -13,6 +13,7 @@ import scipy.linalg
 from click.testing import CliRunner
 from PIL import Image
 
+import bench.download
 import bench.evaluate
 import bench.inception
 from bench.batches import center_crop_arr
@@ -94,11 +95,11 @@ def test_numbers_match_independent_computations(batches):
     toy = ToyExtractor()
     result = evaluate(ref_path, sample_path, toy, exact=True, batch_size=7)
     fr, fs = toy.features(ref), toy.features(sample)
-    assert result["fid"] == pytest.approx(fid_scipy(fs["pool"], fr["pool"]), rel=1e-6)
-    assert result["sfid"] == pytest.approx(fid_scipy(fs["spatial"], fr["spatial"]), rel=1e-6)
-    assert result["inception_score"] == pytest.approx(is_direct(fs["logits"].astype(np.float64)), rel=1e-6)
-    assert (result["precision"], result["recall"]) == pytest.approx(pr_bruteforce(fr["pool"], fs["pool"]))
-    assert result["num_ref"] == 40 and result["num_samples"] == 30
+    assert result["metrics"]["fid"] == pytest.approx(fid_scipy(fs["pool"], fr["pool"]), rel=1e-6)
+    assert result["metrics"]["sfid"] == pytest.approx(fid_scipy(fs["spatial"], fr["spatial"]), rel=1e-6)
+    assert result["metrics"]["inception_score"] == pytest.approx(is_direct(fs["logits"].astype(np.float64)), rel=1e-6)
+    assert (result["metrics"]["precision"], result["metrics"]["recall"]) == pytest.approx(pr_bruteforce(fr["pool"], fs["pool"]))
+    assert result["reference"]["num_ref"] == 40 and result["samples"]["num_samples"] == 30
 
 
 def kid_direct(a, b, subset, subsets=100, seed=2020):
@@ -120,10 +121,10 @@ def test_kid_on_request(batches, tmp_path):
     ref_path, sample_path, ref, sample = batches
     toy = ToyExtractor()
     result = evaluate(ref_path, sample_path, toy, with_kid=True)
-    expected = kid_direct(toy.features(ref)["pool"], toy.features(sample)["pool"], subset=30)
-    assert (result["kid"], result["kid_std"]) == pytest.approx(expected, rel=1e-6)
-    assert result["kid_subset_size"] == 30
-    assert "kid" not in evaluate(ref_path, sample_path, toy)
+    expected = kid_direct(toy.features(ref)["pool"], toy.features(sample)["pool"], subset=15)
+    assert (result["metrics"]["kid"], result["details"]["kid_std"]) == pytest.approx(expected, rel=1e-6)
+    assert result["details"]["kid_subset_size"] == 15  # half the smaller batch: subsets of all 30 would not vary
+    assert "kid" not in evaluate(ref_path, sample_path, toy)["metrics"]
 
 
 def test_precomputed_reference_statistics_are_used(batches, tmp_path):
@@ -136,13 +137,13 @@ def test_precomputed_reference_statistics_are_used(batches, tmp_path):
     np.savez(tmp_path / "ref_stats.npz", ref, **stats)
     result = evaluate(tmp_path / "ref_stats.npz", sample_path, toy, exact=True)
     fs = toy.features(sample)
-    assert result["fid"] == pytest.approx(fid_scipy(fs["pool"], a), rel=1e-6)
-    assert result["sfid"] == pytest.approx(fid_scipy(fs["spatial"], b), rel=1e-6)
+    assert result["metrics"]["fid"] == pytest.approx(fid_scipy(fs["pool"], a), rel=1e-6)
+    assert result["metrics"]["sfid"] == pytest.approx(fid_scipy(fs["spatial"], b), rel=1e-6)
     # statistics only, no images: FID still works, Precision/Recall are unavailable with a reason
     np.savez(tmp_path / "stats_only.npz", **stats)
     result = evaluate(tmp_path / "stats_only.npz", sample_path, toy)
-    assert result["fid"] == pytest.approx(fid_scipy(fs["pool"], a), rel=1e-6)
-    assert result["precision"] is None and "statistics only" in result["precision_recall_unavailable"]
+    assert result["metrics"]["fid"] == pytest.approx(fid_scipy(fs["pool"], a), rel=1e-6)
+    assert result["metrics"]["precision"] is None and "statistics only" in result["unavailable"]["precision"]
 
 
 def test_activations_are_cached_by_content(batches):
@@ -159,8 +160,8 @@ def test_activations_are_cached_by_content(batches):
 def test_inception_score_unavailable_says_why(batches):
     ref_path, sample_path, _, _ = batches
     result = evaluate(ref_path, sample_path, ToyExtractor(with_logits=False))
-    assert result["inception_score"] is None
-    assert result["inception_score_unavailable"] == "toy weights have no softmax"
+    assert result["metrics"]["inception_score"] is None
+    assert result["unavailable"]["inception_score"] == "toy weights have no softmax"
 
 
 def test_bad_inputs(batches, tmp_path):
@@ -190,13 +191,17 @@ def test_cli_eval_with_the_real_inception(batches, tmp_path):
     lines = out.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["Inception Score", "FID", "sFID", "Precision", "Recall"]
     record = json.loads((tmp_path / "r.json").read_text())
-    for key in ("inception_score", "fid", "sfid", "precision", "recall", "num_ref", "num_samples", "provenance"):
-        assert key in record
-    assert record["inception_score"] is None and "softmax" in record["inception_score_unavailable"]
-    assert record["provenance"]["inception"]["kind"] == "torchscript"
+    assert record["schema_version"] == 1 and record["task"] == "eval"
+    for key in ("inception_score", "fid", "sfid", "precision", "recall"):
+        assert key in record["metrics"]
+    assert record["reference"]["num_ref"] == 10 and record["samples"]["num_samples"] == 6
+    assert record["samples"]["sha256"] == hashlib.sha256(sample_path.read_bytes()).hexdigest()
+    assert record["reference"]["resolution"] == record["samples"]["resolution"] == ref.shape[1]
+    assert record["metrics"]["inception_score"] is None and "softmax" in record["unavailable"]["inception_score"]
+    assert record["provenance"]["features"]["inception"]["kind"] == "torchscript"
     assert record["reference"]["sha256"] == hashlib.sha256(ref_path.read_bytes()).hexdigest()
-    assert len(record["provenance"]["inception"]["sha256"]) == 64
-    assert record["fid"] > 0 and 0 <= record["precision"] <= 1
+    assert len(record["provenance"]["features"]["inception"]["sha256"]) == 64
+    assert record["metrics"]["fid"] > 0 and 0 <= record["metrics"]["precision"] <= 1
     assert "FID is unreliable: 6 samples give a rank-deficient 2048-d covariance" in out.stderr
     assert record["warnings"] and "papers report 50000" in record["warnings"][-1]
 
@@ -234,9 +239,16 @@ def test_ref_build_from_an_imagenet_style_folder(tmp_path, monkeypatch):
 def test_cli_eval_kid_line(batches, monkeypatch):
     ref_path, sample_path, _, _ = batches
     monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: ToyExtractor())
-    out = CliRunner().invoke(cli, ["eval", str(ref_path), str(sample_path), "--kid"])
+    for flags in (["--kid"], ["--metrics", "+kid"]):  # --kid: the deprecated spelling of --metrics +kid
+        out = CliRunner().invoke(cli, ["eval", str(ref_path), str(sample_path), *flags])
+        assert out.exit_code == 0, out.output
+        last = out.stdout.strip().splitlines()[-1]
+        assert last.startswith("KID: ") and " +- " in last and "(subsets of 15)" in last
+    out = CliRunner().invoke(cli, ["eval", str(ref_path), str(sample_path), "--metrics", "fid,kid",
+                                   "--kid-subset-size", "30"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.strip().splitlines()[-1].startswith("KID: ") and "(subsets of 30)" in out.stdout
+    assert [line.split(":")[0] for line in out.stdout.strip().splitlines()] == ["FID", "KID"]
+    assert "spread unavailable" in out.stdout and "(subsets of 30)" in out.stdout  # 30 = every sample: no spread
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -278,10 +290,10 @@ def torch_cuda() -> bool:
 def test_a_damaged_activation_cache_is_recomputed(batches, capsys):
     ref_path, sample_path, _, _ = batches
     first = evaluate(ref_path, sample_path, ToyExtractor())
-    for cached in (bench.evaluate.cache_dir() / "activations").glob("*.npz"):
+    for cached in (bench.download.cache_dir() / "activations").glob("*.npz"):
         cached.write_bytes(cached.read_bytes()[:100])
     again = evaluate(ref_path, sample_path, ToyExtractor())
-    assert again["fid"] == first["fid"] and again["precision"] == first["precision"]
+    assert again["metrics"]["fid"] == first["metrics"]["fid"] and again["metrics"]["precision"] == first["metrics"]["precision"]
     assert "is damaged" in capsys.readouterr().err
 
 
@@ -290,7 +302,7 @@ def test_an_unwritable_cache_costs_a_warning_not_the_result(batches, monkeypatch
     blocker = ref_path.parent / "a_file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("BENCH_CACHE", str(blocker / "cache"))
-    assert evaluate(ref_path, sample_path, ToyExtractor())["fid"] > 0
+    assert evaluate(ref_path, sample_path, ToyExtractor())["metrics"]["fid"] > 0
     assert "activations not cached" in capsys.readouterr().err
 
 
@@ -298,8 +310,8 @@ def test_too_few_images_for_precision_recall_still_give_the_other_numbers(batche
     ref_path, _, _, sample = batches
     np.savez(tmp_path / "three.npz", sample[:3])
     result = evaluate(ref_path, tmp_path / "three.npz", ToyExtractor())
-    assert result["precision"] is None and "k=3 nearest neighbours" in result["precision_recall_unavailable"]
-    assert result["fid"] > 0 and result["inception_score"] > 0
+    assert result["metrics"]["precision"] is None and "k=3 nearest neighbours" in result["unavailable"]["precision"]
+    assert result["metrics"]["fid"] > 0 and result["metrics"]["inception_score"] > 0
 
 
 def test_statistics_only_samples_are_refused_before_any_extraction(batches, tmp_path):
@@ -320,8 +332,10 @@ def test_size_warnings_for_mixed_folders_and_other_resolutions(tmp_path):
     np.savez(tmp_path / "s8.npz", rng.integers(0, 256, (8, 8, 8, 3), dtype=np.uint8))
     warnings = evaluate(tmp_path / "ref16.npz", tmp_path / "mixed", ToyExtractor8())["warnings"]
     assert any("sample images come in 2 sizes (8x8, 12x12)" in w for w in warnings)
-    warnings = evaluate(tmp_path / "ref16.npz", tmp_path / "s8.npz", ToyExtractor8())["warnings"]
-    assert any("reference images are 16x16 but samples are 8x8" in w for w in warnings)
+    with pytest.raises(BenchError, match="reference images are 16x16 but samples are 8x8.*--force"):
+        evaluate(tmp_path / "ref16.npz", tmp_path / "s8.npz", ToyExtractor8())
+    warnings = evaluate(tmp_path / "ref16.npz", tmp_path / "s8.npz", ToyExtractor8(), force=True)["warnings"]
+    assert any("reference images are 16x16 but samples are 8x8" in w and "--force" in w for w in warnings)
 
 
 class ToyExtractor8(ToyExtractor):

@@ -48,7 +48,7 @@ class FeatureNetwork:
 
 
 #: the modules that define a `NETWORK`; one line per feature network
-_MODULES = ("bench.features.inception",)
+_MODULES = ("bench.features.inception", "bench.features.dinov2")
 
 EXTRACTORS: dict[str, FeatureNetwork] = {}
 for _module in _MODULES:

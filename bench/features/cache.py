@@ -22,7 +22,7 @@ from bench.batches import ImageSource
 from bench.download import cache_dir
 
 #: provenance fields that decide an extractor's numbers (paths, devices and versions do not key the cache)
-KEY_FIELDS = ("network", "sha256", "backend", "resize", "kind")
+KEY_FIELDS = ("network", "sha256", "weights_sha256", "backend", "resize", "kind")
 
 
 def cache_key(extractor) -> str:
@@ -30,7 +30,7 @@ def cache_key(extractor) -> str:
     prov = getattr(extractor, "provenance", None) or {}
     decisive = {k: prov.get(k) for k in KEY_FIELDS if prov.get(k) is not None}
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{extractor.name}-{digest}"
+    return f"{getattr(extractor, 'name', 'inception')}-{digest}"
 
 
 def _cache_file(source: ImageSource, extractor) -> Path:
@@ -77,7 +77,7 @@ def extract_source(source: ImageSource, extractors: Sequence, batch_size: int = 
     if not todo:
         return out
     parts: dict[int, dict[str, list[np.ndarray]]] = {id(e): {} for e in todo}
-    names = "+".join(e.name for e in todo)
+    names = "+".join(getattr(e, "name", "features") for e in todo)
     with tqdm(total=source.num_images, unit="img", desc=f"{names} {source.path.name}") as bar:
         for block in source.batches(batch_size):
             if on_block is not None:

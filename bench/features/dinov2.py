@@ -385,3 +385,14 @@ def load(weights: str | Path | None = None, device: str = "cpu", batch_size: int
     state_dict = find_state_dict(load_torch_file(path, "DINOv2 checkpoint"), ("model", "state_dict"), path)
     provenance = {"weights": str(path), "weights_sha256": sha256_file(path), "weights_source": WEIGHTS.source}
     return DINOv2Extractor(state_dict, VITL14, device, batch_size, resize, provenance, where=str(path))
+
+
+# The registration (bench/features/__init__.py lists this module): FD_DINOv2 reads the "dinov2" array.
+from bench.features import FeatureNetwork  # noqa: E402  (the registry imports this module while it loads)
+
+NETWORK = FeatureNetwork(
+    name="dinov2",
+    arrays={"dinov2": VITL14.dim},
+    load=lambda **options: load(**options),  # looked up at call time, so a test may replace `load`
+    description="DINOv2 ViT-L/14 final-norm CLS token, EDM2's preprocessing (FD_DINOv2)",
+)

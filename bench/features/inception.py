@@ -8,15 +8,21 @@ when the weights carry the softmax layer).
 
 from __future__ import annotations
 
+import bench.inception
 from bench.features import FeatureNetwork
-from bench.inception import load_extractor
 from bench.inception.network import CONFIG
+
+
+def load(**options):
+    """`bench.inception.load_extractor` (looked up at call time, so a test may replace it)."""
+    return bench.inception.load_extractor(**options)
+
 
 NETWORK = FeatureNetwork(
     name="inception",
     arrays={"pool": CONFIG.pool_dim, "spatial": CONFIG.spatial_size ** 2 * CONFIG.spatial_channels,
             "logits": CONFIG.num_classes},
-    load=load_extractor,
+    load=load,
     description="Inception-v3 2015-12-05 as ADM's evaluator runs it (FID, sFID, IS, Precision/Recall, KID)",
     optional=("logits",),
 )

@@ -92,7 +92,8 @@ def _frechet(array: str, output: str) -> Callable[[FeatureSet, FeatureSet, Score
     return compute
 
 
-def _reference_rows(ref: FeatureSet, sample: FeatureSet, array: str, fewest: int) -> tuple[np.ndarray, np.ndarray]:
+def _reference_rows(ref: FeatureSet, sample: FeatureSet, array: str, fewest: int,
+                    why: str = "") -> tuple[np.ndarray, np.ndarray]:
     if not ref.has(array):
         raise MetricUnavailable(ref.unavailable.get(array) or f"{ref.label} holds statistics only, no reference images")
     if not sample.has(array):
@@ -100,7 +101,7 @@ def _reference_rows(ref: FeatureSet, sample: FeatureSet, array: str, fewest: int
     too_few = [f"{name} has {len(s.arrays[array])}" for name, s in (("the reference", ref), ("the sample batch", sample))
                if len(s.arrays[array]) < fewest]
     if too_few:
-        raise MetricUnavailable(f"needs at least {fewest} images per side; {' and '.join(too_few)}")
+        raise MetricUnavailable(f"{why or f'needs at least {fewest} images per side'}; {' and '.join(too_few)}")
     return ref.arrays[array], sample.arrays[array]
 
 
@@ -111,7 +112,8 @@ def _inception_score(ref: FeatureSet, sample: FeatureSet, options: ScoreOptions)
 
 
 def _precision_recall(ref: FeatureSet, sample: FeatureSet, options: ScoreOptions) -> dict[str, Any]:
-    ref_pool, sample_pool = _reference_rows(ref, sample, "pool", PR_NEIGHBOURS + 1)
+    ref_pool, sample_pool = _reference_rows(ref, sample, "pool", PR_NEIGHBOURS + 1, f"k={PR_NEIGHBOURS} nearest "
+                                            f"neighbours need more than {PR_NEIGHBOURS} images")
     precision, recall = precision_recall(ref_pool, sample_pool, k=PR_NEIGHBOURS, exact=options.exact)
     return {"precision": precision, "recall": recall}
 
