@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +136,31 @@ def download(remote: RemoteFile) -> Path:
     return dest
 
 
+def offline_requested() -> bool:
+    """`HF_HUB_OFFLINE=1` (huggingface_hub's switch) or `BENCH_OFFLINE=1`: never try the network."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "BENCH_OFFLINE"))
+
+
+#: host -> whether it answered; asked once per process, so an offline machine waits seconds, not minutes of
+#: per-file retries (huggingface_hub retries each request for most of a minute before giving up)
+_REACHABLE: dict[str, bool] = {}
+PROBE_TIMEOUT_S = 3.0
+
+
+def reachable(url: str) -> bool:
+    """Whether the host of `url` accepts a TCP connection on its port within a few seconds (memoised)."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    if host not in _REACHABLE:
+        try:
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
+
+
 def resolve_all(remotes: list[RemoteFile], explicit: dict[str, str | os.PathLike] | None = None,
                 allow_download: bool = True) -> list[Path]:
     """Resolve every file (explicit path, then cache, then download), or raise one error listing the missing.
@@ -141,6 +168,7 @@ def resolve_all(remotes: list[RemoteFile], explicit: dict[str, str | os.PathLike
     `explicit` maps a RemoteFile.filename to a user-given path; an explicit path is verified like any other.
     """
     explicit = explicit or {}
+    allow_download = allow_download and not offline_requested()
     found: list[Path] = []
     missing: list[tuple[str, str, str]] = []
     for remote in remotes:
@@ -156,7 +184,7 @@ def resolve_all(remotes: list[RemoteFile], explicit: dict[str, str | os.PathLike
             verify(remote.cache_path, remote.sha256)
             found.append(remote.cache_path)
             continue
-        if allow_download and (remote.url or remote.hf_repo):
+        if allow_download and (remote.url or remote.hf_repo) and reachable(remote.source):
             try:
                 found.append(download(remote))
                 continue

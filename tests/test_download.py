@@ -124,3 +124,38 @@ def test_a_replaced_file_with_its_mtime_restored_is_hashed_again(tmp_path, monke
         f.write(b"c" * 1000)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert sha256_file(path) == hashlib.sha256(b"c" * 1000).hexdigest()
+
+
+def test_offline_fails_in_seconds_and_names_every_file(tmp_path, monkeypatch):
+    """No network: one probe per host, then one message for all files, without the hub's minute of retries."""
+    import time
+
+    import bench.download as download
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    probes = []
+
+    def refused(address, timeout=None):
+        probes.append(address)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(download.socket, "create_connection", refused)
+    monkeypatch.setattr(download, "_REACHABLE", {})
+    monkeypatch.setattr(download, "download", lambda remote: pytest.fail("a download was attempted offline"))
+    remotes = [RemoteFile(f"w{i}.pt", None, hf_repo="org/repo") for i in range(3)]
+    start = time.perf_counter()
+    with pytest.raises(MissingFilesError) as err:
+        resolve_all(remotes)
+    assert time.perf_counter() - start < 5 and len(probes) == 1  # the hub's host, asked once
+    assert all(f"w{i}.pt" in str(err.value) for i in range(3))
+
+
+def test_hf_hub_offline_is_honoured(tmp_path, monkeypatch):
+    import bench.download as download
+
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(download.socket, "create_connection", lambda *a, **k: pytest.fail("network touched"))
+    with pytest.raises(MissingFilesError, match="w.pt"):
+        resolve_all([RemoteFile("w.pt", None, url="https://example.org/w.pt")])
