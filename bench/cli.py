@@ -250,32 +250,52 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
 @cli.command("report")
 @click.argument("results", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--compare", is_flag=True,
-              help="Add deltas against the baseline row and list every setting that differs between runs.")
-@click.option("--baseline", type=int, default=0, show_default=True, help="Row (in the given order) to compare to.")
-@click.option("--sort-by", default="fid", show_default=True, help="Metric to rank by (lower-is-better for FIDs).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the table as CSV.")
+              help="Deltas against the baseline (beyond/within sampling noise where results carry an estimate), "
+                   "comparability with the reason, the published rows matched, and every setting that differs.")
+@click.option("--baseline", default="0", show_default=True,
+              help="The run to compare to: its name, or its row number in the order the files were found.")
+@click.option("--sort-by", default="fid", show_default=True,
+              help="Metric (or 'fid delta', ...) to rank by, in its direction: lower FID, higher IS first.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the table as CSV (column keys, full precision).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the table as a standalone HTML page.")
-def report_command(results, compare, baseline, sort_by, csv_path, html_path):
-    """Leaderboard of result files (runs/<id>/result.json, or `bench eval --json` outputs).
+              help="Write a self-contained HTML page: sortable table, settings behind each row, charts, sample grids.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the table as a Markdown table.")
+@click.option("--latex", "latex_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the table as a LaTeX booktabs tabular.")
+@click.option("--title", default="bench leaderboard", show_default=True, help="Title of the HTML page.")
+def report_command(results, compare, baseline, sort_by, csv_path, html_path, markdown_path, latex_path, title):
+    """Leaderboard of result files: `bench run`'s runs/<id>/result.json, `bench eval --json` outputs.
 
-    RESULTS are result files or folders searched for result.json. With --compare, rows whose reference
-    batch, sample count, Inception weights or distance mode differ from the baseline are marked not
-    comparable: a lower FID against another reference batch is not a better model.
+    RESULTS are result files, or folders searched (recursively) for *.json files in bench's result schema
+    (bench/result.py); any other JSON file, or a damaged one, is skipped with a warning naming it. Rows are
+    named by run_id, else by file name. Every metric a result holds gets a column (IS, KID, FD_DINOv2, ...),
+    and each run's model, resolution and cfg scale are matched with the paper's number (reports/published.csv).
+
+    \b
+    bench report runs/                                 rank by FID
+    bench report runs/ --compare --baseline my-base    deltas, noise, comparability, what differs
+    bench report runs/ --compare --html board.html --markdown board.md --latex board.tex
+
+    With --compare, rows whose reference batch, sample or reference count, Inception weights or Precision/Recall
+    distances differ from the baseline are marked not comparable, with the reason: a lower FID against another
+    reference batch is not a better model. A delta is beyond noise when |delta| > 2 sqrt(std_run^2 +
+    std_baseline^2), from the bootstrap estimates results carry (docs/metrics.md).
     """
     from bench import report
 
-    table = report.load_results(results)
-    differing: dict = {}
-    if compare:
-        table, differing = report.compare(table, baseline)
-    board = report.leaderboard(table, sort_by)
-    click.echo(report.to_text(board))
-    if differing:
-        click.echo("\nSettings that differ between runs:")
-        for key, values in differing.items():
-            click.echo(f"  {key}: {', '.join(map(str, values))}")
-    report.write_outputs(board, differing, csv_path, html_path)
+    outputs = {"--csv": csv_path, "--html": html_path, "--markdown": markdown_path, "--latex": latex_path}
+    for option, path in outputs.items():
+        if path:
+            _check_output(path, option, list(results))
+    board = report.build(results, compare=compare, baseline=baseline, sort_by=sort_by)
+    for skipped in board.skipped:
+        click.echo(f"Warning: skipped {skipped}", err=True)
+    click.echo(report.report_text(board))
+    for path in report.write(board, csv=csv_path, html=html_path, markdown=markdown_path, latex=latex_path,
+                             title=title):
+        click.echo(f"wrote {path}", err=True)
 
 
 def _attach_commands() -> None:

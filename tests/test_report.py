@@ -1,6 +1,9 @@
-"""Leaderboards: loading result files, deltas, comparability, CSV and escaped HTML."""
+"""`bench report`: finding and reading result files, naming rows, deltas, comparability, noise, what differs,
+and the terminal/CSV/Markdown/LaTeX formats. The HTML page is tested in test_report_html.py, the published
+numbers in test_report_published.py, the bootstrap in test_report_noise.py."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -8,185 +11,294 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.errors import BenchError
-from bench.report import compare, leaderboard, load_results, to_html
-
-
-def _write(folder, run_id, fid, num_samples=50000, ref="aa", cfg=1.5, name="result.json", **metrics):
-    """A `bench run` result, laid out as `bench.run.loop` writes it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    result = {"run_id": run_id, "metrics": {"fid": fid, "inception_score": 200.0 + fid, "precision": 0.8, **metrics},
-              "num_samples": num_samples, "config": {"generator_config": {"cfg_scale": cfg}},
-              "reference": {"name": "imagenet256", "path": "/cache/VIRTUAL_imagenet256_labeled.npz", "sha256": ref}}
-    (folder / name).write_text(json.dumps(result))
+from bench.report import build, compare, leaderboard, load_results, to_csv, to_latex, to_markdown, to_text
+from test_report_helpers import REF_B, write_json, write_result
 
 
 @pytest.fixture
 def runs(tmp_path):
-    _write(tmp_path / "runs" / "a", "a", 2.5)
-    _write(tmp_path / "runs" / "b", "b", 2.0, cfg=2.0)
-    _write(tmp_path / "runs" / "c", "<script>alert(1)</script>", 1.0, num_samples=10000, ref="bb")
+    write_result(tmp_path / "runs" / "a", "a", 2.5)
+    write_result(tmp_path / "runs" / "b", "b", 2.0, cfg=2.0)
+    write_result(tmp_path / "runs" / "c", "<script>alert(1)</script>", 1.0, num_samples=10000, ref=REF_B)
     return tmp_path / "runs"
 
 
-def test_deltas_and_differing_settings(runs):
-    table, differing = compare(load_results([runs]))
-    assert list(table["run"]) == ["a", "b", "<script>alert(1)</script>"]
-    assert table["fid delta"].tolist() == pytest.approx([0.0, -0.5, -1.5])
-    assert differing["config.generator_config.cfg_scale"] == [1.5, 2.0, 1.5]
-    assert "reference.sha256" in differing and "num_samples" in differing
-    # c used another reference batch and sample count: its lower FID is not comparable
-    assert table["comparable"].tolist() == [True, True, False]
+def report(*args):
+    return CliRunner().invoke(cli, ["report", *map(str, args)])
 
 
-def test_eval_and_run_results_of_the_same_setting_are_comparable(tmp_path):
-    """A `bench run` result (metrics nested, extra settings) and a `bench eval` result (metrics top level)."""
-    common = {"num_samples": 8, "num_ref": 20, "reference": {"sha256": "ab"},
-              "provenance": {"inception": {"sha256": "cd"}, "distances": "ADM"}}
-    run = {"run_id": "run", "metrics": {"fid": 3.0}, "settings": {"num_samples": 8}, **common}
-    evaluated = {"fid": 3.5, **common}
-    for name, result in (("run", run), ("eval", evaluated)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "result.json").write_text(json.dumps(result))
-    table, _ = compare(load_results([tmp_path / "run", tmp_path / "eval"]))
-    assert table["comparable"].tolist() == [True, True]
-    assert table["fid delta"].tolist() == pytest.approx([0.0, 0.5])
-    evaluated["provenance"]["inception"]["sha256"] = "other weights"
-    (tmp_path / "eval" / "result.json").write_text(json.dumps(evaluated))
-    table, _ = compare(load_results([tmp_path / "run", tmp_path / "eval"]))
-    assert table["comparable"].tolist() == [True, False]
+# -- finding and reading -------------------------------------------------------------------------------------------
+def test_rows_are_named_by_run_id_else_file_stem(tmp_path):
+    """`bench report rep/ab.json rep/ac.json` used to label both rows `rep` (the folder)."""
+    write_result(tmp_path / "rep", None, 2.0, name="ab.json")
+    write_result(tmp_path / "rep", None, 3.0, name="ac.json")
+    write_result(tmp_path / "rep", "named", 4.0, name="x.json")
+    table = load_results([tmp_path / "rep" / "ab.json", tmp_path / "rep" / "ac.json", tmp_path / "rep" / "x.json"])
+    assert table["run"].tolist() == ["ab", "ac", "named"]
 
 
-def test_leaderboard_ranks_lower_fid_first_and_higher_is_first(runs):
-    table = load_results([runs])
-    assert leaderboard(table, "fid")["run"].tolist()[0] == "<script>alert(1)</script>"
-    assert leaderboard(table, "inception_score")["run"].tolist()[0] == "a"
+def test_colliding_names_get_the_shortest_distinguishing_path(tmp_path):
+    write_result(tmp_path / "runs" / "a", "a", 2.0)
+    write_result(tmp_path / "runs" / "a", "a", 1.0, ref=REF_B, name=f"result-{REF_B[:12]}.json")
+    write_result(tmp_path / "x", None, 3.0)
+    write_result(tmp_path / "y", None, 4.0)
+    table = load_results([tmp_path / "runs", tmp_path / "x", tmp_path / "y"])
+    assert table["run"].tolist() == [f"a (result-{REF_B[:12]}.json)", "a (result.json)", "result (x/result.json)",
+                                     "result (y/result.json)"]
+    assert table["run"].is_unique
 
 
-def test_html_escapes_user_strings(runs):
-    table, differing = compare(load_results([runs]))
-    page = to_html(leaderboard(table), differing)
-    assert "<script>" not in page and "&lt;script&gt;" in page
-
-
-def test_cli_writes_csv_and_html(runs, tmp_path):
-    out = CliRunner().invoke(cli, ["report", str(runs), "--compare", "--csv", str(tmp_path / "b.csv"),
-                                   "--html", str(tmp_path / "b.html")])
+def test_folders_yield_every_schema_json_and_skip_others_with_a_warning(runs):
+    """Any *.json of the schema is a result (not just result*.json); a JSON object that is not a result is no row
+    (`{"foo": 1}` used to become the baseline); damaged files are skipped, each warning naming its file."""
+    write_result(runs / "d", "renamed", 3.0, name="scored-against-val.json")
+    write_json(runs / "foo.json", {"foo": 1})
+    write_json(runs / "corrupt" / "result.json", '{"run_id": "corr')
+    write_json(runs / "corrupt" / "list.json", "[1, 2]")
+    write_json(runs / "garbled" / "result.json", {"schema_version": 1, "task": "eval", "metrics": {"fid": "low"}})
+    write_json(runs / "a" / "manifest.json", {"fingerprint": "x", "config": {}})  # a run folder's own file: silent
+    out = report(runs, "--compare")
     assert out.exit_code == 0, out.output
-    assert "Settings that differ" in out.output
-    csv = pd.read_csv(tmp_path / "b.csv")
-    assert csv["fid"].tolist() == [1.0, 2.0, 2.5]
-    assert (tmp_path / "b.html").read_text().startswith("<!DOCTYPE html>")
+    assert "renamed" in out.stdout and "foo" not in out.stdout
+    board = build([runs], compare=True).board
+    assert sorted(board["run"]) == sorted(["a", "b", "<script>alert(1)</script>", "renamed"])
+    for name, why in (("foo.json", "not a bench result"), ("corrupt/result.json", "not a readable result file"),
+                      ("corrupt/list.json", "not a bench result (a JSON list)"), ("garbled/result.json", "'low'")):
+        line = next(l for l in out.stderr.splitlines() if str(runs / name) in l)
+        assert line.startswith("Warning: skipped ") and why in line
+    assert "manifest.json" not in out.stderr
 
 
-def test_bad_result_files(tmp_path):
-    (tmp_path / "result.json").write_text("{not json")
+def test_help_and_search_agree(runs):
+    """--help said folders are searched for result.json while the code globbed result*.json."""
+    text = " ".join(report("--help").output.split())
+    assert "searched (recursively) for *.json files in bench's result schema" in text
+    assert "skipped with a warning naming it" in text
+
+
+def test_a_single_damaged_file_is_an_error_said_once(tmp_path):
+    write_json(tmp_path / "result.json", "{not json")
     with pytest.raises(BenchError, match="not a readable result file"):
         load_results([tmp_path / "result.json"])
-    out = CliRunner().invoke(cli, ["report", str(tmp_path / "result.json")])
+    out = report(tmp_path / "result.json")
     assert out.exit_code == 2 and "Traceback" not in out.output and "not a readable" in out.output
-    assert "Warning" not in out.output  # said once, as the error
+    assert "Warning" not in out.output
     (tmp_path / "empty").mkdir()
     with pytest.raises(BenchError, match="no result files"):
         load_results([tmp_path / "empty"])
 
 
+def test_pre_schema_files_are_upgraded_and_compared_alike(tmp_path):
+    """A `bench run` result of the first layout and a `bench eval --json` one: metrics read, settings compared."""
+    common = {"num_samples": 8, "num_ref": 20, "reference": {"sha256": "ab"},
+              "provenance": {"inception": {"sha256": "cd"}, "distances": "ADM"}}
+    write_json(tmp_path / "run" / "result.json", {"run_id": "run", "metrics": {"fid": 3.0}, "config": {}, **common})
+    write_json(tmp_path / "eval" / "result.json", {"fid": 3.5, **common})
+    table, _ = compare(load_results([tmp_path / "run", tmp_path / "eval"]))
+    assert table["run"].tolist() == ["run", "result"]
+    assert table["comparable"].tolist() == [True, True]
+    assert table["fid delta"].tolist() == pytest.approx([0.0, 0.5])
+    common["provenance"]["inception"]["sha256"] = "other weights"
+    write_json(tmp_path / "eval" / "result.json", {"fid": 3.5, **common})
+    table, _ = compare(load_results([tmp_path / "run", tmp_path / "eval"]))
+    assert table["comparable"].tolist() == [True, False]
+    assert table["why not comparable"].tolist()[1] == "Inception weights other weight vs cd in the baseline"
+
+
+# -- comparing -----------------------------------------------------------------------------------------------------
+def test_deltas_comparability_and_why(runs):
+    table, _ = compare(load_results([runs]))
+    assert table["run"].tolist() == ["a", "b", "<script>alert(1)</script>"]
+    assert table["fid delta"].tolist() == pytest.approx([0.0, -0.5, -1.5])
+    assert table["comparable"].tolist() == [True, True, False]
+    assert table["why not comparable"].tolist()[2] == (
+        "reference batch bbbbbbbbbbbb vs aaaaaaaaaaaa in the baseline; samples 10000 vs 50000 in the baseline")
+
+
+def test_baseline_by_name_or_row(runs):
+    table, _ = compare(load_results([runs]), baseline="b")
+    assert table.loc[table["baseline"], "run"].tolist() == ["b"]
+    assert table["fid delta"].tolist() == pytest.approx([0.5, 0.0, -1.0])
+    with pytest.raises(BenchError, match="no such run"):
+        compare(load_results([runs]), baseline="nope")
+    with pytest.raises(BenchError, match="not a row"):
+        compare(load_results([runs]), baseline=3)
+    out = report(runs, "--compare", "--baseline", "1")
+    assert out.exit_code == 0 and "baseline" in out.stdout
+
+
+def test_settings_that_differ_are_keyed_by_run_in_board_order_without_padding(runs):
+    """They were listed in input order (not the board's), padded with nan/<NA>, and repeated the warnings."""
+    write_result(runs / "d", "d", 3.0, warnings=("only d warns",), seed_note=None)
+    board = build([runs], compare=True)
+    order = board.board["run"].tolist()
+    assert order == ["<script>alert(1)</script>", "b", "a", "d"]  # ranked by FID
+    cfg = board.differing["generator_config.cfg_scale"]
+    assert list(cfg) == order and cfg == {"<script>alert(1)</script>": 1.5, "b": 2.0, "a": 1.5, "d": 1.5}
+    assert list(board.differing["samples.num_samples"]) == order
+    for values in board.differing.values():
+        assert not any(isinstance(v, float) and math.isnan(v) for v in values.values())
+        assert all(v is not pd.NA for v in values.values())
+    assert not any("warning" in key for key in board.differing)
+    assert board.warnings == {"only d warns": ["d"]}
+    out = report(runs, "--compare")
+    settings = out.stdout.split("Settings that differ between runs:")[1]
+    assert "  generator_config.cfg_scale: <script>alert(1)</script>=1.5, b=2.0, a=1.5, d=1.5" in settings
+    assert "nan" not in settings and "<NA>" not in settings and "only d warns" not in settings.split("Warnings")[0]
+    assert "Warnings recorded by the runs:\n  [d] only d warns" in out.stdout
+
+
+def test_a_setting_some_runs_lack_differs_and_says_who_lacks_it(tmp_path):
+    write_result(tmp_path / "a", "a", 2.0)
+    write_result(tmp_path / "b", "b", 3.0, cfg=None)
+    board = build([tmp_path], compare=True)
+    assert board.differing["generator_config.cfg_scale"] == {"a": 1.5}
+    out = report(tmp_path, "--compare")
+    assert "generator_config.cfg_scale: a=1.5 (not recorded: b)" in out.stdout
+
+
+def test_outcomes_are_not_settings(tmp_path):
+    """Timings, paths, dates, versions and devices differ between any two runs; listing them hides what matters."""
+    write_result(tmp_path / "a", "a", 3.0, created="2026-01-01T00:00:00Z", grid="a.png")
+    write_result(tmp_path / "b", "b", 2.0, created="2026-02-02T00:00:00Z", grid="b.png", noise={"fid": 0.1})
+    _, differing = compare(load_results([tmp_path]))
+    assert differing == {}  # wall time, created, run_id, runs_dir, outputs, noise all differ; none is a setting
+    out = report(tmp_path, "--compare")
+    assert "Settings that differ between runs: none" in out.stdout
+
+
+def test_compare_with_a_single_run(tmp_path):
+    write_result(tmp_path / "only", "only", 2.0)
+    out = report(tmp_path / "only" / "result.json", "--compare")
+    assert out.exit_code == 0, out.output
+    board = build([tmp_path], compare=True).board
+    assert board["fid delta"].tolist() == [0.0] and board["comparable"].tolist() == [True]
+
+
+def test_noise_verdicts_follow_the_rule(tmp_path):
+    """beyond when |delta| > 2 sqrt(std_a^2 + std_b^2); nothing where either run has no estimate."""
+    write_result(tmp_path / "base", "base", 2.00, noise={"fid": 0.03})
+    write_result(tmp_path / "near", "near", 2.08, noise={"fid": 0.04})   # 0.08 <= 2 * 0.05 = 0.10
+    write_result(tmp_path / "far", "far", 2.11, noise={"fid": 0.04})    # 0.11 > 0.10
+    write_result(tmp_path / "none", "none", 2.50)                        # no estimate
+    table, _ = compare(load_results([tmp_path]), baseline="base")
+    verdicts = dict(zip(table["run"], table["fid noise"]))
+    assert verdicts["near"] == "within" and verdicts["far"] == "beyond"
+    assert pd.isna(verdicts["none"]) and pd.isna(verdicts["base"])
+    assert "inception_score noise" not in table  # no run estimates IS noise
+    out = report(tmp_path, "--compare", "--baseline", "base")
+    assert "beyond" in out.stdout and "2 x sqrt(std_run^2 + std_baseline^2)" in out.stdout
+
+
+# -- the board -------------------------------------------------------------------------------------------------
+def test_every_metric_computed_gets_a_column_with_date_version_and_paper(tmp_path):
+    """The board used to show no IS/KID column, no paper FID, no reason, no date or version, True/False."""
+    write_result(tmp_path / "a", "a", 6.5, cfg=2.0, kid=0.0012, fd_dinov2=80.0)
+    write_result(tmp_path / "b", "b", 7.0, cfg=2.0, num_samples=10000)
+    board = build([tmp_path], compare=True).board
+    for column in ("fid", "inception_score", "kid", "fd_dinov2", "paper fid", "fid vs paper", "paper source",
+                   "why not comparable", "created", "bench", "reference", "num_samples"):
+        assert column in board, column
+    assert board["paper fid"].tolist() == [6.437, 6.437]  # LlamaGen-B 384->256, cfg 2.0: Table 9
+    assert board["fid vs paper"].tolist() == pytest.approx([0.063, 0.563])
+    assert board["created"].tolist() == ["2026-12-01", "2026-12-01"] and board["bench"].tolist() == ["0.1.0"] * 2
+    text = to_text(board)
+    for shown in ("IS", "KID", "FD_DINOv2", "paper FID", "✓", "✗", "samples 10000 vs 50000 in the baseline"):
+        assert shown in text, shown
+    assert "True" not in text and "False" not in text
+    assert "0.00120" in text  # KID at the precision it is read at
+
+
+def test_no_paper_columns_when_nothing_matches(tmp_path):
+    write_result(tmp_path / "a", "a", 2.0, model="GPT-Custom")
+    board = build([tmp_path], compare=True)
+    assert "paper fid" not in board.board and board.paper.empty
+    assert "Published numbers" not in report(tmp_path, "--compare").stdout
+
+
+def test_ranking_follows_each_metrics_direction(runs):
+    table = load_results([runs])
+    assert leaderboard(table, "fid")["run"].tolist()[0] == "<script>alert(1)</script>"
+    write_result(runs / "d", "d", 3.0, recall=0.9)
+    assert leaderboard(load_results([runs]), "recall")["run"].tolist()[0] == "d"
+    compared, _ = compare(load_results([runs]))
+    assert leaderboard(compared, "fid delta")["run"].tolist()[0] == "<script>alert(1)</script>"
+    with pytest.raises(BenchError, match="cannot sort by 'nope'"):
+        leaderboard(table, "nope")
+
+
 def test_non_finite_metrics_sort_and_get_deltas(tmp_path):
     """Strict JSON stores a perfect reconstruction's PSNR as "inf"; the column must stay numeric."""
-    _write(tmp_path / "finite", "finite", 2.0, psnr=30.0)
-    _write(tmp_path / "perfect", "perfect", 1.0, psnr="inf")
-    _write(tmp_path / "undefined", "undefined", 3.0, psnr="nan", ssim="-inf")
+    write_result(tmp_path / "finite", "finite", 2.0, psnr=30.0)
+    write_result(tmp_path / "perfect", "perfect", 1.0, psnr="inf")
+    write_result(tmp_path / "undefined", "undefined", 3.0, psnr="nan", ssim="-inf")
     table = load_results([tmp_path])
     assert pd.api.types.is_float_dtype(table["psnr"]) and pd.api.types.is_float_dtype(table["ssim"])
     assert leaderboard(table, "psnr")["run"].tolist() == ["perfect", "finite", "undefined"]  # NaN ranks last
     compared, _ = compare(table)
     assert compared["psnr delta"].tolist()[:2] == [0.0, float("inf")] and pd.isna(compared["psnr delta"][2])
-    out = CliRunner().invoke(cli, ["report", str(tmp_path), "--sort-by", "psnr", "--compare"])
+    out = report(tmp_path, "--sort-by", "psnr", "--compare")
     assert out.exit_code == 0, out.output
-    assert "psnr delta" in out.output and "inf" in out.output
+    assert "PSNR Δ" in out.stdout and "inf" in out.stdout
 
 
-def test_board_shows_reference_and_sample_count_without_compare(tmp_path):
-    """Runs scored against other reference batches or with fewer samples are visible on a plain board, including
-    the earlier result a run folder keeps per reference batch (`result-<sha12>.json`)."""
-    _write(tmp_path / "runs" / "a", "a", 2.0, ref="1" * 64)
-    _write(tmp_path / "runs" / "a", "a", 1.0, ref="2" * 64, name=f"result-{'2' * 12}.json")
-    _write(tmp_path / "runs" / "b", "b", 1.5, num_samples=10000, ref="1" * 64)
-    evaluated = {"fid": 0.5, "num_samples": 5000,
-                 "reference": {"path": "/refs/my_ref.npz", "sha256": "3" * 64}}  # `bench eval --json`
-    (tmp_path / "runs" / "eval").mkdir()
-    (tmp_path / "runs" / "eval" / "result.json").write_text(json.dumps(evaluated))
-    board = leaderboard(load_results([tmp_path / "runs"]))
-    assert board[["run", "reference", "num_samples"]].values.tolist() == [
-        ["eval", "my_ref.npz@333333333333", 5000], ["a", "imagenet256@222222222222", 50000],
-        ["b", "imagenet256@111111111111", 10000], ["a", "imagenet256@111111111111", 50000]]
+def test_reference_and_sample_count_without_compare(tmp_path):
+    write_result(tmp_path / "a", "a", 2.0)
+    write_result(tmp_path / "a", "a", 1.0, ref=REF_B, name=f"result-{REF_B[:12]}.json")
+    write_result(tmp_path / "b", "b", 1.5, num_samples=10000)
+    board = build([tmp_path]).board
+    assert board[["reference", "num_samples"]].values.tolist() == [
+        ["imagenet256@bbbbbbbbbbbb", 50000], ["imagenet256@aaaaaaaaaaaa", 10000], ["imagenet256@aaaaaaaaaaaa", 50000]]
     assert "comparable" not in board and "baseline" not in board
-    out = CliRunner().invoke(cli, ["report", str(tmp_path / "runs"), "--csv", str(tmp_path / "b.csv"),
-                                   "--html", str(tmp_path / "b.html")])
-    assert out.exit_code == 0, out.output
-    assert "imagenet256@222222222222" in out.output and "10000" in out.output
-    csv = pd.read_csv(tmp_path / "b.csv")
-    assert csv["reference"].tolist()[0] == "my_ref.npz@333333333333" and csv["num_samples"].tolist()[0] == 5000
-    assert "imagenet256@111111111111" in (tmp_path / "b.html").read_text()
-
-
-def test_cfg_scale_is_read_from_the_generator_config(runs):
-    assert leaderboard(load_results([runs]))["cfg_scale"].tolist() == [1.5, 2.0, 1.5]
-
-
-def test_a_setting_only_some_runs_record_differs(tmp_path):
-    _write(tmp_path / "run", "run", 2.0)
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "result.json").write_text(json.dumps({"fid": 3.0, "num_samples": 50000,
-                                                               "reference": {"sha256": "aa"}}))
-    _, differing = compare(load_results([tmp_path]))
-    assert differing["config.generator_config.cfg_scale"][1] == 1.5 and pd.isna(
-        differing["config.generator_config.cfg_scale"][0])  # the eval result (listed first) records no cfg scale
-
-
-def test_compare_marks_the_baseline_row(runs):
-    table, _ = compare(load_results([runs]), baseline=1)
-    board = leaderboard(table)
-    assert board["run"][board["baseline"]].tolist() == ["b"] and board["baseline"].sum() == 1
-    out = CliRunner().invoke(cli, ["report", str(runs), "--compare", "--baseline", "1"])
-    assert out.exit_code == 0 and "baseline" in out.output
 
 
 def test_integer_fields_stay_integers_when_a_row_lacks_them(tmp_path):
-    _write(tmp_path / "a", "a", 2.0, num_samples=100)
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "result.json").write_text(json.dumps({"run_id": "b", "fid": 1.0}))
+    write_result(tmp_path / "a", "a", 2.0, num_samples=100)
+    write_json(tmp_path / "b" / "result.json", {"run_id": "b", "fid": 1.0})
     table = load_results([tmp_path])
-    assert table["num_samples"].dtype == "Int64"
-    assert table["fid"].dtype == "float64" and table["config.generator_config.cfg_scale"].dtype == "float64"
-    out = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert table["samples.num_samples"].dtype == "Int64" and table["fid"].dtype == "float64"
+    out = report(tmp_path)
     assert out.exit_code == 0, out.output
-    assert "100" in out.output and "100.0" not in out.output and "<NA>" not in out.output
-    assert "100.0" not in leaderboard(table).to_csv(index=False)
-    assert "&lt;NA&gt;" not in to_html(leaderboard(table), {})
+    assert "100" in out.stdout and "100.0" not in out.stdout and "<NA>" not in out.stdout
+    assert "100.0" not in to_csv(leaderboard(table))
 
 
-def test_unreadable_result_files_are_skipped_with_a_warning(runs):
-    (runs / "corrupt").mkdir()
-    (runs / "corrupt" / "result.json").write_text('{"run_id": "corr')
-    (runs / "corrupt" / "result-0123456789ab.json").write_text("[1, 2]")
-    (runs / "garbled").mkdir()
-    (runs / "garbled" / "result.json").write_text(json.dumps({"run_id": "garbled", "fid": "low"}))
-    out = CliRunner().invoke(cli, ["report", str(runs)])
+# -- formats -------------------------------------------------------------------------------------------------------
+def test_cli_writes_every_format(runs, tmp_path):
+    paths = {f: tmp_path / f"board.{f}" for f in ("csv", "html", "md", "tex")}
+    out = report(runs, "--compare", "--csv", paths["csv"], "--html", paths["html"], "--markdown", paths["md"],
+                 "--latex", paths["tex"])
     assert out.exit_code == 0, out.output
-    assert out.stdout.count("\n") == 4  # header and the three good runs
-    for problem in (f"{runs / 'corrupt' / 'result.json'}: not a readable result file",
-                    f"{runs / 'corrupt' / 'result-0123456789ab.json'}: a result file holds a JSON object, found list",
-                    f"{runs / 'garbled' / 'result.json'}: not a usable result file (fid is 'low', not a number)"):
-        assert f"Warning: skipped {problem}" in out.stderr
-    with pytest.raises(BenchError, match="no readable result file: .*found list"):
-        load_results([runs / "corrupt"])
+    csv = pd.read_csv(paths["csv"])
+    assert csv["fid"].tolist() == [1.0, 2.0, 2.5]
+    assert csv["comparable"].tolist() == ["no", "yes", "yes"] and csv["baseline"].tolist() == ["no", "no", "yes"]
+    assert paths["html"].read_text().startswith("<!DOCTYPE html>")
+    assert paths["md"].read_text().startswith("| run | generator | cfg | FID |")
+    assert paths["tex"].read_text().startswith(r"\begin{tabular}")
+    for path in paths.values():
+        assert f"wrote {path}" in out.stderr
 
 
-def test_sorting_by_a_delta_follows_its_metric_and_outcomes_are_not_settings(tmp_path):
-    for name, fid in (("a", 3.0), ("b", 2.0), ("c", 4.0)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "result.json").write_text(json.dumps(
-            {"run_id": name, "fid": fid, "wall_time_s": fid * 10, "fingerprint": name, "num_samples": 10}))
-    table, differing = compare(load_results([tmp_path]), baseline=0)
-    assert leaderboard(table, "fid delta")["run"].tolist() == ["b", "a", "c"]  # lower FID first
-    assert not {"wall_time_s", "fingerprint", "run_id"} & set(differing)
+def test_cli_refuses_to_overwrite_an_input(runs):
+    out = report(runs / "a" / "result.json", "--csv", runs / "a" / "result.json")
+    assert out.exit_code == 2 and "is also an input" in out.output
+
+
+def test_markdown_and_latex_escape_user_strings(tmp_path):
+    write_result(tmp_path / "a", "x|y *b* <img src=x> 100%_$#{}~^\\", 2.0)
+    board = leaderboard(load_results([tmp_path]))
+    markdown = to_markdown(board)
+    row = markdown.splitlines()[2]
+    assert row.startswith(r"| x\|y \*b\* &lt;img src=x&gt; 100%\_$\#{}~^\\ |")
+    assert len(row.split(" | ")) == len(board.columns)  # the | in the name split no cell
+    latex = to_latex(board)
+    assert r"x|y *b* \textless{}img src=x\textgreater{} 100\%\_\$\#\{\}\textasciitilde{}\textasciicircum{}" \
+           r"\textbackslash{}" in latex
+
+
+def test_latex_flags_are_words_and_markdown_marks(runs):
+    table, _ = compare(load_results([runs]))
+    board = leaderboard(table)
+    assert " & no & " in to_latex(board) and "✗" not in to_latex(board)
+    assert "| ✗ |" in to_markdown(board)
+    assert json.loads(json.dumps(to_csv(board)))  # plain text

@@ -1,0 +1,214 @@
+"""The board's charts, drawn by matplotlib as static SVG: the user's runs beside the papers' numbers.
+
+Why matplotlib: it is well kept, researchers already know (and trust) its plots, and its SVG output is a
+finished picture, so the HTML page needs no JavaScript charting library and no CDN, and opens offline. The page
+shows each SVG as an `<img>` data URI: an image cannot run scripts or fetch anything, and the ids matplotlib
+writes cannot clash between charts. Text is drawn as glyph outlines (`svg.fonttype: path`), math parsing is off
+so a "$" in a run name is just a dollar sign, and `svg.hashsalt` and no date make the output reproducible.
+
+    FID and IS vs cfg scale   each model's runs as a line, the paper's curve at the same resolution dashed
+    FID vs model size         runs at their model's parameter count, the family's published curve
+    Precision vs recall       runs and the published rows they match
+    IS vs FID                 the same, the trade-off guidance moves along
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.report import published
+from bench.report.board import Board
+
+RC = {"svg.fonttype": "path", "svg.hashsalt": "bench-board", "text.parse_math": False, "font.size": 9,
+      "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False}
+#: annotate points with run names up to this many runs (beyond, the labels would hide the points)
+MAX_LABELS = 12
+
+
+@dataclass
+class Chart:
+    title: str
+    svg: bytes
+    description: str
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise BenchError("--html draws its charts with matplotlib: pip install matplotlib") from None
+    return matplotlib, Figure
+
+
+def _points(board: Board) -> pd.DataFrame:
+    """Per run: name, metrics, cfg (1.0 when unguided), model (the CSV's name), resolutions, parameters, and the
+    published row it matches."""
+    table = board.table
+    rows = []
+    matches = published.match_runs(table)
+    params = published.published().groupby("model")["params_m"].max()
+    for (_, row), (_, match) in zip(table.iterrows(), matches.iterrows()):
+        cfg = published.run_field(row, "cfg_scale")
+        model = match["paper model"] if not pd.isna(match["paper model"]) else None
+        rows.append({
+            "run": row["run"], "generator": row.get("generator"), "model": model,
+            "cfg": 1.0 if published.unguided(cfg) and cfg is not None else cfg,
+            "image_size": published.run_field(row, "image_size"), "eval_size": published.run_field(row, "eval_size"),
+            "params": params.get(model) if model else None, "paper row": match["paper row"],
+            **{m: row.get(m) for m in ("fid", "inception_score", "precision", "recall")}})
+    return pd.DataFrame(rows)
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and not pd.isna(value) and math.isfinite(float(value))
+
+
+def _svg(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def _size(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{int(value)}"
+
+
+def _group_label(model: str | None, generator: Any, image: Any, evaluated: Any) -> str:
+    name = model or (generator if isinstance(generator, str) else None) or "runs"
+    sizes = f"{_size(image)}→{_size(evaluated)}" if _size(image) and _size(image) != _size(evaluated) else _size(image)
+    return f"{name} {sizes}".strip()
+
+
+def _annotate(axes, xs, ys, labels, many: bool) -> None:
+    if many:
+        return
+    for x, y, label in zip(xs, ys, labels):
+        axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.85)
+
+
+def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
+    """FID and IS over the cfg scale: per model and resolution, the runs as a line and the paper's curve."""
+    runs = points[[_finite(c) for c in points["cfg"]]]
+    if runs.empty or not any(_finite(v) for v in runs["fid"]):
+        return None
+    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    fid_axes, is_axes = figure.subplots(1, 2)
+    described = []
+    groups = runs.groupby([runs["model"].fillna(""), runs["generator"].fillna("").astype(str),
+                           runs["image_size"].fillna(-1), runs["eval_size"].fillna(-1)], sort=False)
+    for i, ((model, generator, image, evaluated), group) in enumerate(groups):
+        color = f"C{i % 10}"
+        image, evaluated = (None if v == -1 else v for v in (image, evaluated))
+        label = _group_label(model or None, generator or None, image, evaluated)
+        group = group.sort_values("cfg")
+        curve = published.paper_curve(model, image, evaluated) if model else pd.DataFrame()
+        for axes, metric in ((fid_axes, "fid"), (is_axes, "inception_score")):
+            mine = group[[_finite(v) for v in group[metric]]]
+            if not mine.empty:
+                axes.plot(mine["cfg"], mine[metric], "o-", color=color, label=f"{label} (yours)")
+            if not curve.empty and curve[metric].notna().any():
+                paper = curve[curve[metric].notna()]
+                training = _training(paper.iloc[0])
+                axes.plot(paper["cfg"], paper[metric], "s--", color=color, mfc="none", alpha=0.8,
+                          label=f"{label} paper ({_table(paper.iloc[0])}{training})")
+        described.append(f"{label}: {len(group)} runs" + (", with the paper's curve" if not curve.empty else ""))
+    for axes, name in ((fid_axes, "FID (lower is better)"), (is_axes, "Inception Score (higher is better)")):
+        axes.set_xlabel("cfg scale (1 = no guidance)")
+        axes.set_ylabel(name)
+        if axes.lines:
+            axes.legend(fontsize=7)
+    return Chart("FID and IS vs cfg scale", _svg(figure), "; ".join(described))
+
+
+def _table(row: pd.Series) -> str:
+    """"arXiv:2406.06525 Table 9" -> "Table 9": the legend names the table, the page's table the paper."""
+    return " ".join(str(row["source"]).split()[1:]) or str(row["source"])
+
+
+def _training(row: pd.Series) -> str:
+    if not pd.isna(row.get("epochs")):
+        return f", {row['epochs']:g} epochs"
+    steps = row.get("training")
+    return "" if steps is None or pd.isna(steps) else f", {steps / 1e6:g}M steps" if steps >= 1e6 \
+        else f", {steps / 1e3:g}K steps"
+
+
+def size_chart(points: pd.DataFrame, Figure) -> Chart | None:
+    """FID over parameters (log scale): runs at their model's size, the family's published numbers beside."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    runs = points[[_finite(p) and _finite(f) for p, f in zip(points["params"], points["fid"])]]
+    if runs.empty:
+        return None
+    figure = Figure(figsize=(5.2, 3.6), layout="constrained")
+    axes = figure.subplots()
+    settings = runs.groupby([runs["model"], runs["image_size"].fillna(-1), runs["eval_size"].fillna(-1),
+                             runs["cfg"].fillna(-1)], sort=False)
+    seen = set()
+    for i, ((model, image, evaluated, cfg), _) in enumerate(settings):
+        image, evaluated, cfg = (None if v == -1 else v for v in (image, evaluated, cfg))
+        family = published.family_at(model, image, evaluated, cfg)
+        key = (tuple(family["model"]), image, evaluated, cfg)
+        if family.empty or key in seen:
+            continue
+        seen.add(key)
+        cfg_words = "no guidance" if published.unguided(cfg) else f"cfg {cfg:g}"
+        axes.plot(family["params_m"], family["fid"], "s--", color=f"C{i % 10}", mfc="none", alpha=0.8,
+                  label=f"paper {_group_label(None, str(model).split('-')[0], image, evaluated)}, "
+                        f"{cfg_words}{_training(family.iloc[0])}")
+    axes.plot(runs["params"], runs["fid"], "o", color="black", label="your runs")
+    _annotate(axes, runs["params"], runs["fid"], runs["run"], len(runs) > MAX_LABELS)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext: parse_math is off
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set_xlabel("parameters (millions, from reports/published.csv)")
+    axes.set_ylabel("FID (lower is better)")
+    axes.legend(fontsize=7)
+    return Chart("FID vs model size", _svg(figure), f"{len(runs)} runs of models with a published size")
+
+
+def _paper_points(points: pd.DataFrame) -> pd.DataFrame:
+    rows = points["paper row"].dropna().unique()
+    return published.published().loc[list(rows)] if len(rows) else pd.DataFrame()
+
+
+def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlabel: str, ylabel: str) -> Chart | None:
+    """Runs (labelled) and the published rows they match, one metric against another."""
+    runs = points[[_finite(a) and _finite(b) for a, b in zip(points[x], points[y])]]
+    if runs.empty:
+        return None
+    figure = Figure(figsize=(5.2, 3.6), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(runs[x], runs[y], "o", color="black", label="your runs")
+    _annotate(axes, runs[x], runs[y], runs["run"], len(runs) > MAX_LABELS)
+    paper = _paper_points(points)
+    if not paper.empty:
+        paper = paper[[_finite(a) and _finite(b) for a, b in zip(paper[x], paper[y])]]
+    if not paper.empty:
+        axes.plot(paper[x], paper[y], "s", color="C1", mfc="none", label="paper, at the runs' settings")
+        labels = [f"{m} " + ("no cfg" if pd.isna(c) else f"cfg {c:g}") for m, c in zip(paper["model"], paper["cfg_scale"])]
+        _annotate(axes, paper[x], paper[y], labels, len(paper) > MAX_LABELS)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.legend(fontsize=7)
+    return Chart(title, _svg(figure), f"{len(runs)} runs" + (f", {len(paper)} published rows" if len(paper) else ""))
+
+
+def charts(board: Board) -> list[Chart]:
+    """Every chart the board's data supports (a chart with nothing to show is left out)."""
+    matplotlib, Figure = _matplotlib()
+    points = _points(board)
+    with matplotlib.rc_context(RC):
+        drawn = [cfg_chart(points, Figure), size_chart(points, Figure),
+                 scatter_chart(points, Figure, "recall", "precision", "Precision vs recall",
+                               "Recall (coverage, higher is better)", "Precision (fidelity, higher is better)"),
+                 scatter_chart(points, Figure, "fid", "inception_score", "IS vs FID",
+                               "FID (lower is better)", "Inception Score (higher is better)")]
+    return [chart for chart in drawn if chart is not None]
