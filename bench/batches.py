@@ -4,6 +4,9 @@ A 50k x 256x256 batch is ~10 GB, so nothing here loads `arr_0` whole: the `.npy`
 archive row block by row block (stored or deflated members alike), and written the same way. Every way a
 user's file can be wrong (missing `arr_0`, wrong rank, channels or dtype, a truncated or corrupt archive, an
 unreadable image) raises a `BenchError` that says what was found and what is expected.
+
+Every command that reads an image folder (`bench eval`, `bench ref build`, `--task reconstruct`, the LlamaGen
+trainers) lists it with `list_images`, so they all read the same files and none skips one without saying so.
 """
 
 from __future__ import annotations
@@ -14,16 +17,22 @@ import hashlib
 import os
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import IO, Iterator
 
+import click
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bench.download import sha256_file
 from bench.errors import BenchError
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+#: The one list of file extensions read as images, matched case-insensitively (ImageNet's train set is `.JPEG`):
+#: torchvision ImageFolder's list (what the LlamaGen trainers always read), the other netpbm kinds, and GIF, of
+#: which only the first frame is read (as Pillow opens it). A tuple, so `str.endswith` takes it.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff",
+                    ".webp")
 #: Pillow modes wider than 8 bits per channel (16-bit PNG, 32-bit int and float TIFF)
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 STATISTICS_KEYS = ("mu", "sigma", "mu_s", "sigma_s")
@@ -101,6 +110,25 @@ def _read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     return np.lib.format._read_array_header(f, version)  # (3, 0): utf-8 header, no public reader
 
 
+def _not_an_npz(path: Path, err: Exception) -> BenchError:
+    """The error for a file that zipfile cannot open, saying what the file is when its first bytes tell: a `.npy`
+    (one bare array, which np.save writes) or an image is not damaged, just not an ADM batch."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    if head.startswith(b"\x93NUMPY"):
+        return BenchError(f"{path}: a .npy file (one bare array), not an .npz archive; ADM's batches are .npz: "
+                          "np.savez(out, arr_0=images) for images, or pass mu/sigma/mu_s/sigma_s as named arrays")
+    for magic, kind in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image")):
+        if head.startswith(magic):
+            return BenchError(f"{path}: {kind}, not an .npz batch; pass the folder that holds the images")
+    if not head and path.is_file() and path.stat().st_size == 0:
+        return BenchError(f"{path}: an empty file, not an .npz archive; was it written completely?")
+    return BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?")
+
+
 class NpzImages(ImageSource):
     """The `arr_0` of an ADM-format `.npz`, streamed from the archive."""
 
@@ -114,7 +142,7 @@ class NpzImages(ImageSource):
         except FileNotFoundError:
             raise BenchError(f"{self.path}: no such file") from None
         except (zipfile.BadZipFile, OSError) as err:
-            raise BenchError(f"{self.path}: not a readable .npz archive ({err}); is it truncated or corrupt?")
+            raise _not_an_npz(self.path, err) from None
         names = archive.namelist()
         if "arr_0.npy" not in names:
             archive.close()
@@ -161,18 +189,94 @@ class NpzImages(ImageSource):
         return sha256_file(self.path, progress=True)
 
 
+HIDDEN = "hidden (name starts with '.')"
+IN_HIDDEN_FOLDER = "in hidden folders"
+NOT_REGULAR = "broken links or special files"
+LINK_LOOP = "folder links back to a parent folder (not followed)"
+
+
+def list_images(folder: str | os.PathLike) -> tuple[list[Path], dict[str, int]]:
+    """The image files under `folder`, recursively and sorted by relative path, and what was skipped and why.
+
+    Returns `(files, skipped)`, `skipped` mapping a reason to a count, e.g. {"not images (.txt)": 2,
+    "in hidden folders": 1}. Skipped are: files whose extension is not in `IMAGE_EXTENSIONS`; hidden files
+    (macOS `._x.png` resource forks are not images); everything under a hidden folder below `folder`
+    (`.thumbnails/`, `.ipynb_checkpoints/`, `.git/`: copies and caches, not the data set); broken links.
+    Folder links are followed, as torchvision's ImageFolder follows them (ImageNet set-ups link class
+    folders), except one that points back to a folder it lies in. A folder that cannot be listed raises a
+    `BenchError`: a reference built without some of its images would be silently wrong.
+    """
+    folder = Path(folder)
+    files: list[Path] = []
+    not_images: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+
+    def walk(directory: Path, hidden: bool, parents: frozenset[str]) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as err:
+            raise BenchError(f"{directory}: cannot list this folder ({err.strerror or err}); fix its permissions "
+                             "or move it out, so that no images are left out silently") from None
+        for entry in entries:
+            if entry.is_dir():  # follows links, like ImageFolder's os.walk(followlinks=True)
+                real = os.path.realpath(entry.path)
+                if real in parents:
+                    skipped[LINK_LOOP] += 1
+                else:
+                    walk(Path(entry.path), hidden or entry.name.startswith("."), parents | {real})
+            elif hidden:
+                skipped[IN_HIDDEN_FOLDER] += 1
+            elif entry.name.startswith("."):
+                skipped[HIDDEN] += 1
+            elif os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                not_images[os.path.splitext(entry.name)[1].lower() or "no extension"] += 1
+            elif not entry.is_file():
+                skipped[NOT_REGULAR] += 1
+            else:
+                files.append(Path(entry.path))
+
+    walk(folder, False, frozenset({os.path.realpath(folder)}))
+    if not_images:
+        shown = [ext for ext, _ in not_images.most_common(4)]
+        more = ", ..." if len(not_images) > len(shown) else ""
+        skipped[f"not images ({', '.join(shown)}{more})"] = sum(not_images.values())
+    order = [key for key in skipped if key.startswith("not images")] + [HIDDEN, IN_HIDDEN_FOLDER, NOT_REGULAR,
+                                                                       LINK_LOOP]
+    return sorted(files), {key: skipped[key] for key in order if skipped[key]}
+
+
+def describe_skipped(skipped: dict[str, int]) -> str:
+    """'2 not images (.txt), 1 in hidden folders': the reasons of `list_images`, for one line of text."""
+    return ", ".join(f"{count} {reason}" for reason, count in skipped.items())
+
+
+_noticed: set[tuple] = set()
+
+
+def notice_skipped(folder: Path, skipped: dict[str, int]) -> None:
+    """Say on stderr, once per folder and process (a command may list a folder several times) and on the
+    main process only (torchrun ranks would repeat it), which files of `folder` are not read and why."""
+    key = (os.path.realpath(folder), tuple(skipped.items()))
+    if not skipped or key in _noticed or os.environ.get("RANK", "0") != "0":
+        return
+    _noticed.add(key)
+    total = sum(skipped.values())
+    click.echo(f"Notice: {total} file{'s' if total != 1 else ''} skipped in {folder}: {describe_skipped(skipped)}",
+               err=True)
+
+
 class FolderImages(ImageSource):
-    """All images under a folder (recursively, sorted by relative path), optionally ADM-center-cropped."""
+    """All images under a folder (as `list_images` finds them: recursively, sorted by relative path), optionally
+    ADM-center-cropped. A GIF is read as its first frame."""
 
     def __init__(self, path: str | os.PathLike, center_crop: int | None = None):
         self.path = Path(path)
         self.center_crop = center_crop
-        self.files = sorted(  # hidden files are skipped: macOS `._x.png` resource forks are not images
-            p for p in self.path.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
+        self.files, self.skipped = list_images(self.path)
         if not self.files:
-            raise BenchError(f"{self.path}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+            found = f"; skipped {describe_skipped(self.skipped)}" if self.skipped else ""
+            raise BenchError(f"{self.path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}{found})")
+        notice_skipped(self.path, self.skipped)
 
     @property
     def num_images(self) -> int:
@@ -250,7 +354,7 @@ def has_images(path: str | os.PathLike) -> bool:
         with zipfile.ZipFile(path) as archive:
             return "arr_0.npy" in archive.namelist()
     except (zipfile.BadZipFile, OSError) as err:
-        raise BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?") from None
+        raise _not_an_npz(path, err) from None
 
 
 def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
@@ -283,7 +387,8 @@ def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
         if "allow_pickle" in str(err):
             raise BenchError(f"{path}: holds pickled Python objects, which are never loaded (they can run code); "
                              "a batch holds plain arrays") from None
-        raise BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?") from None
+        raise (_not_an_npz(path, err) if isinstance(err, zipfile.BadZipFile) else
+               BenchError(f"{path}: not a readable .npz archive ({err}); is it truncated or corrupt?")) from None
     for mean, cov in (("mu", "sigma"), ("mu_s", "sigma_s"), *((k, f"sigma_{k[3:]}") for k in extra)):
         d = stats[mean].shape[0] if stats[mean].ndim == 1 else None
         if d is None or stats[cov].shape != (d, d):

@@ -36,12 +36,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from bench.atomic import write_json
-from bench.batches import center_crop_arr, resize_short_side
+from bench.batches import IMAGE_EXTENSIONS, center_crop_arr, resize_short_side  # one list for all readers
 from bench.checkpoint import load_torch_file
 from bench.errors import BenchError
-
-#: torchvision ImageFolder's extensions (matched case-insensitively).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 # ----------------------------------------------------------------------------------------------------------------
