@@ -1,13 +1,17 @@
 """The `bench` command line: one click group, one subcommand per job.
 
-Subcommands live beside the code they drive and are attached here, so `bench --help` lists everything.
-User mistakes (`BenchError`) are printed as one clear message, never as a traceback.
+`bench eval`, `bench ref` and `bench report` are defined here; `bench run` and `bench generators` live beside the
+harness they drive and are imported when used (`LAZY_COMMANDS`); plugins add theirs through the `bench.commands`
+entry-point group (`bench llamagen ...`). So this module imports no generator plugin, and `bench --help` still
+lists everything. User mistakes (`BenchError`) are printed as one clear message, never as a traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
@@ -16,6 +20,13 @@ import numpy as np
 from bench import __version__, atomic
 from bench.device import check_device
 from bench.errors import BenchError
+
+
+#: commands defined beside the code they drive, imported only when used (`bench eval` never loads the run harness)
+LAZY_COMMANDS = {"run": "bench.run.cli:run_command", "generators": "bench.run.cli:generators_command"}
+#: the entry-point group through which plugins add commands: each names a click command or group, added under
+#: the entry point's name, e.g. `llamagen = "generators.llamagen.cli:llamagen_group"`
+COMMANDS_GROUP = "bench.commands"
 
 
 class _Group(click.Group):
@@ -27,7 +38,41 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+class _BenchGroup(_Group):
+    """`bench`: the commands defined here, the lazily imported ones, and the plugins' (`bench.commands`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugins = {ep.name for ep in entry_points(group=COMMANDS_GROUP)}
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS, *plugins})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in LAZY_COMMANDS:
+            module, _, attribute = LAZY_COMMANDS[name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+        elif command is None:
+            command = plugin_command(name)
+        return command
+
+
+def plugin_command(name: str) -> click.Command | None:
+    """The command a plugin registers under `name`, or None; one that fails to import is named in a warning."""
+    found = [ep for ep in entry_points(group=COMMANDS_GROUP) if ep.name == name]
+    if not found:
+        return None
+    try:
+        command = found[0].load()
+    except Exception as err:  # a broken plugin must not take the other commands down with a traceback
+        click.echo(f"Warning: plugin command {name!r} ({found[0].value}) fails to import "
+                   f"({type(err).__name__}: {err})", err=True)
+        return None
+    if not isinstance(command, click.Command):
+        click.echo(f"Warning: plugin command {name!r} ({found[0].value}) is not a click command", err=True)
+        return None
+    return command
+
+
+@click.group(cls=_BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bench")
 def cli() -> None:
     """Sample ImageNet 256x256 generators and score them exactly as the papers do.
@@ -37,8 +82,8 @@ def cli() -> None:
     bench eval REF.npz SAMPLE.npz      drop-in for ADM's evaluator (FID, sFID, IS, Precision, Recall)
     bench ref build SOURCE -o OUT.npz  reference statistics from an npz or an ImageNet-style folder
     bench report runs/ --compare       leaderboard of results, flagging runs that are not comparable
-    bench generators                   the installed generator presets and their paper settings
-    bench llamagen train-vq|extract-codes|train-gpt   train LlamaGen from scratch
+    bench generators [NAME]            the installed generator presets, their paper settings and options
+    bench llamagen train-vq|extract-codes|train-gpt   train LlamaGen from scratch (the LlamaGen plugin's)
     """
 
 
@@ -296,27 +341,6 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path, mar
     for path in report.write(board, csv=csv_path, html=html_path, markdown=markdown_path, latex=latex_path,
                              title=title):
         click.echo(f"wrote {path}", err=True)
-
-
-def _attach_commands() -> None:
-    """Commands written beside the code they drive: the run harness and the LlamaGen trainers."""
-    from bench.run.loop import generators_command, run_command
-    from generators.llamagen.codes import extract_codes_command
-    from generators.llamagen.train_gpt import train_gpt_command
-    from generators.llamagen.train_vq import train_vq_command
-
-    cli.add_command(run_command)
-    cli.add_command(generators_command)
-
-    @cli.group("llamagen")
-    def llamagen_group() -> None:
-        """LlamaGen training: VQ tokenizer, code extraction, AR model (single GPU, CPU, or torchrun)."""
-
-    for command in (train_vq_command, extract_codes_command, train_gpt_command):
-        llamagen_group.add_command(command)
-
-
-_attach_commands()
 
 
 def main() -> None:

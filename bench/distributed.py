@@ -1,9 +1,10 @@
-"""torchrun support: process-group set-up from the environment, and gathering finished shard files on rank 0.
+"""torchrun process groups for every bench command: set-up from the environment, and gathering files on rank 0.
 
-`torchrun --nproc_per_node=K bench run ...` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR; without them a
-run is a single process and every collective here is a no-op. Ranks exchange whole shard files (bytes), so
-rank 0 ends up with every shard in its own run folder whether or not the folder is on a shared filesystem,
-and scoring always reads the same files in the same order as a single-process run.
+`torchrun --nproc_per_node=K bench run ...` (or `... llamagen train-gpt ...`) sets RANK / WORLD_SIZE / LOCAL_RANK /
+MASTER_ADDR; without them a command is a single process and every collective here is a no-op. `bench run` joins a
+gloo group (it exchanges only files and small objects) and `gather_files` copies whole shard files onto rank 0, so
+rank 0 ends up with every shard in its own run folder whether or not the folder is on a shared filesystem, and
+scoring reads the same files in the same order as a single-process run. The trainers join an NCCL group on GPUs.
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ class ProcessGroup:
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=6)
 
 
-def init_from_env(device: str) -> tuple[ProcessGroup, str]:
+def init_from_env(device: str, backend: str = "gloo") -> tuple[ProcessGroup, str]:
     """Join the torchrun process group if there is one; returns it and this rank's device.
 
-    Each rank on CUDA takes `cuda:LOCAL_RANK`. The group is gloo even then: the harness only exchanges
-    files and small objects, which live on the CPU, and gloo needs no device placement for them.
+    Each rank on CUDA takes `cuda:LOCAL_RANK`. `bench run` keeps gloo even then: it only exchanges files and small
+    objects, which live on the CPU, and gloo needs no device placement for them. Trainers all-reduce CUDA
+    tensors and pass `backend="nccl"`.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -75,11 +77,12 @@ def init_from_env(device: str) -> tuple[ProcessGroup, str]:
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return ProcessGroup(rank, world_size, local_rank), device
 
 
 def shutdown(group: ProcessGroup) -> None:
+    """Leave the process group (at the end of a command, however it ends)."""
     if group.distributed and dist.is_initialized():
         dist.destroy_process_group()
 

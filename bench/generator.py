@@ -1,22 +1,22 @@
 """The generator contract and the plugin registry.
 
 A generator plugin turns (class labels, per-sample seeds) into uint8 NHWC images. Sample i of a run must
-depend only on (run seed, i) and its label -- never on batch size, process count or device order -- except
-through float rounding: kernels may sum in another order for another batch shape (e.g. GEMM blocking on AVX-512
-vs AVX2 CPUs). The harness cuts each shard into batches from its own start, so every image is sampled in the
-same batch whatever the process count, and sharded, resumed and single-process runs at the same --batch-size
-produce bitwise identical images and metrics; another --batch-size changes them by rounding only (DiT: pixels
-within +-1 on a tiny fraction of them; a sampler of discrete tokens: a draw that rounding tips continues as
-another sample of the same distribution; see README.md).
+depend only on (run seed, i) and its label -- never on batch size, process count or device order -- so
+that sharded, resumed and single-process runs produce identical images and identical metrics.
 
-Plugins register factories under the `bench.generators` entry-point group, one entry point per preset:
+Plugins register under the `bench.generators` entry-point group, one entry point per plugin family, naming a
+function of no arguments that returns the family's presets by name (or such a mapping itself):
 
     [project.entry-points."bench.generators"]
-    llamagen-xl = "generators.llamagen.plugin:llamagen_xl"
+    llamagen = "generators.llamagen.plugin:presets"        # -> {"llamagen-xl": factory, ...}
 
-A factory is called as `factory(ckpt=None, device="cpu", **overrides)` and returns a `Generator`.
-Overrides are the CLI's sampling settings (cfg_scale, top_k, top_p, temperature, steps, precision,
-compile, ...); a factory rejects ones it does not understand with a `BenchError` (`check_overrides` helps).
+An entry point may also name a single factory, the preset then taking the entry point's name (the layout before
+families; third-party packages may still use it). A factory is called as `factory(ckpt=None, device="cpu",
+**overrides)` and returns a `Generator`. Overrides are sampling settings: the common ones `bench run` has flags
+for (`COMMON_OPTIONS`: --cfg-scale, --precision, --compile) and the plugin's own, given as `--set NAME=VALUE`.
+A factory declares what it takes as `PluginOption`s (`describe(info, options=...)`): the harness then refuses
+unknown names and wrong types before building anything (`check_options`), and `bench generators NAME` lists
+them. A factory without declared options checks its overrides itself (`check_overrides` helps).
 
 Weights: the harness resolves `required_files()` itself (explicit paths from `explicit_files()` -- by default
 `--ckpt` for the first file -- then the cache, then a download; offline, one message lists every missing
@@ -28,7 +28,9 @@ a preset without any download. A factory may carry a `PresetInfo` (see `describe
 from __future__ import annotations
 
 import abc
+import inspect
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -123,14 +125,101 @@ class PresetInfo:
     paper: str = ""
 
 
-def describe(info: PresetInfo) -> Callable[[Callable[..., Generator]], Callable[..., Generator]]:
-    """Decorator attaching a `PresetInfo` to a factory: `@describe(PresetInfo(...))`."""
+@dataclass(frozen=True)
+class PluginOption:
+    """One sampling setting a preset takes: `bench run --set NAME=VALUE` (or the flag of a common one).
+
+    `type` is int, float, bool or str, or a tuple of them (DiT's steps: 250 or "ddim25"); `default` is what the
+    preset uses when the option is not given (None: it depends, `help` says on what).
+    """
+
+    name: str
+    type: type | tuple[type, ...]
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return option_flag(self.name)
+
+    def coerce(self, value: Any, preset: str) -> Any:
+        """`value` as this option's type (an int where a float is declared becomes a float; a number where only
+        str is declared, its text), or a `BenchError` naming the option and what it must be."""
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        out = _MISSING
+        if isinstance(value, bool):
+            out = value if bool in types else _MISSING
+        elif isinstance(value, int) and int in types:
+            out = value
+        elif isinstance(value, (int, float)) and float in types:
+            out = float(value)
+        elif isinstance(value, str) and str in types:
+            out = value
+        elif isinstance(value, (int, float)) and str in types:
+            out = str(value)
+        if out is _MISSING or (self.choices and out not in self.choices):
+            expected = f"one of {', '.join(map(str, self.choices))}" if self.choices else \
+                " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in types)
+            raise BenchError(f"generator {preset!r}: {self.flag} must be {expected}, found {value!r}")
+        return out
+
+
+_MISSING = object()
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+#: the sampling settings most generators share: `bench run` has a flag for each (--cfg-scale, --precision,
+#: --compile), the rest of a plugin's options are given as --set NAME=VALUE. Plugins that take one declare it
+#: too, with their own default.
+COMMON_OPTIONS: tuple[PluginOption, ...] = (
+    PluginOption("cfg_scale", float, None, "classifier-free guidance scale [the preset's paper value, e.g. 1.75 "
+                                           "for llamagen-xl]"),
+    PluginOption("precision", str, None, "compute precision [bf16 on GPU for LlamaGen, tf32 for DiT, fp32 on CPU]",
+                 choices=("fp32", "tf32", "bf16", "fp16")),
+    PluginOption("compile", bool, None, "torch.compile the generator's step"),
+)
+
+
+def option_flag(name: str) -> str:
+    """How a user gives a setting: `--cfg-scale` for a common one, `--set top_k` for a plugin's own."""
+    return f"--{name.replace('_', '-')}" if name in {o.name for o in COMMON_OPTIONS} else f"--set {name}"
+
+
+def describe(info: PresetInfo | None = None, options: Sequence[PluginOption] | None = None
+             ) -> Callable[[Callable[..., Generator]], Callable[..., Generator]]:
+    """Decorator attaching a `PresetInfo` and the options a factory takes: `@describe(PresetInfo(...), options=...)`."""
 
     def attach(factory: Callable[..., Generator]) -> Callable[..., Generator]:
-        factory.preset_info = info
+        if info is not None:
+            factory.preset_info = info
+        if options is not None:
+            factory.options = tuple(options)
         return factory
 
     return attach
+
+
+def plugin_options(factory: Callable[..., Generator]) -> tuple[PluginOption, ...] | None:
+    """The options a factory declares, or None where it declares none (and checks its overrides itself)."""
+    options = getattr(factory, "options", None)
+    if options is None:
+        return None
+    return tuple(o for o in options if isinstance(o, PluginOption))
+
+
+def check_options(preset: str, factory: Callable[..., Generator], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Refuse settings a preset does not declare and coerce the others to their declared types, before the factory
+    runs; a factory that declares no options gets `overrides` as they are (it checks them itself)."""
+    declared = plugin_options(factory)
+    if declared is None:
+        return dict(overrides)
+    by_name = {o.name: o for o in declared}
+    unknown = [k for k in overrides if k not in by_name]
+    if unknown:
+        takes = ", ".join(o.flag for o in declared) or "none"
+        raise BenchError(f"generator {preset!r} does not take {', '.join(map(option_flag, sorted(unknown)))}; "
+                         f"it takes: {takes} (`bench generators {preset}` explains each)")
+    return {k: by_name[k].coerce(v, preset) for k, v in overrides.items()}
 
 
 def preset_info(factory: Callable[..., Generator]) -> dict[str, Any] | None:
@@ -193,9 +282,66 @@ def per_sample_generators(seeds: torch.Tensor, device: torch.device | str) -> li
     return [torch.Generator(device=device).manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF) for s in seeds.tolist()]
 
 
+@dataclass(frozen=True)
+class PresetEntry:
+    """One preset of a plugin family, listed like an entry point: `load()` gives its factory."""
+
+    name: str
+    value: str  # the family's entry point, e.g. "generators.llamagen.plugin:presets"
+    factory: Callable[..., Generator]
+
+    def load(self) -> Callable[..., Generator]:
+        return self.factory
+
+
+@dataclass(frozen=True)
+class _FailedFamily:
+    """A family whose preset listing raised: listed under its entry point's name, failing again where used."""
+
+    name: str
+    value: str
+    error: Exception
+
+    def load(self) -> Callable[..., Generator]:
+        raise self.error
+
+
+def is_family(target: Any) -> bool:
+    """A family entry point names a mapping of presets or a function of no arguments returning one; a factory
+    takes (ckpt, device, **overrides)."""
+    if isinstance(target, Mapping):
+        return True
+    if not callable(target) or isinstance(target, type):
+        return False
+    try:
+        return not inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def available_generators() -> dict[str, Any]:
-    """Preset name -> entry point, for every installed plugin."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Preset name -> entry (`load()` gives its factory, `value` says which plugin), for every installed plugin.
+
+    Families are expanded into their presets. A plugin that fails to import is kept under its entry point's
+    name: `bench generators` shows why, and `load_generator_factory` names it instead of a traceback.
+    """
+    known: dict[str, Any] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = ep.load()
+        except Exception:
+            known[ep.name] = ep  # loading it again raises; named where it is used
+            continue
+        if not is_family(target):
+            known[ep.name] = ep
+            continue
+        try:
+            presets = dict(target() if callable(target) else target)
+        except Exception as err:  # a family whose listing fails must not hide the other plugins
+            known[ep.name] = _FailedFamily(ep.name, ep.value, err)
+            continue
+        known.update({name: PresetEntry(name, ep.value, factory) for name, factory in presets.items()})
+    return known
 
 
 def load_generator_factory(name: str) -> Callable[..., Generator]:

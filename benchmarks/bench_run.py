@@ -24,10 +24,12 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import bench.run.loop  # noqa: E402
+import bench.run.executor  # noqa: E402
 from bench.generator import Generator  # noqa: E402
-from bench.run.loop import RunSettings  # noqa: E402
+from bench.run.executor import RunSettings, execute  # noqa: E402
 from bench.run.plan import SamplingPlan  # noqa: E402
+from bench.run.references import Reference  # noqa: E402
+from bench.run.sample import SampleTask  # noqa: E402
 
 
 class TinyConvGenerator(Generator):
@@ -79,8 +81,8 @@ class BigTinyConvGenerator(TinyConvGenerator):
         return super().sample(labels, seeds).repeat(4, axis=1).repeat(4, axis=2)
 
 
-def trivial_scorer(ref, extractor):
-    return lambda features: {"mean_pool": float(features["pool"].mean()), "n": len(features["pool"])}
+def trivial_scorer(ref, extractors, metrics=None):
+    return lambda features: {"metrics": {"mean_pool": float(features["pool"].mean()), "n": len(features["pool"])}}
 
 
 def baseline(num_samples: int, batch_size: int, seed: int) -> tuple[float, float]:
@@ -99,13 +101,14 @@ def baseline(num_samples: int, batch_size: int, seed: int) -> tuple[float, float
 
 def harness(num_samples: int, batch_size: int, seed: int, runs_dir: str, save_npz: bool = False,
             generator: type = TinyConvGenerator) -> tuple[float, float]:
-    """The same work through `bench.run.loop.run` (generator built inside, shards, result.json). (wall s, CPU s)"""
-    bench.run.loop.load_generator_factory = lambda name: generator
-    bench.run.loop.resolve_reference = lambda name, allow_download=True: bench.run.loop.Reference(name, Path(__file__), None)
-    settings = RunSettings(generator="tiny-conv", num_samples=num_samples, batch_size=batch_size, seed=seed,
-                           shard_size=1024, runs_dir=runs_dir, ref="none", save_npz=save_npz)
+    """The same work through `bench.run.executor.execute` (generator built inside, shards, result.json). (wall s,
+    CPU s)"""
+    bench.run.executor.load_generator_factory = lambda name: generator
+    bench.run.executor.resolve_reference = lambda name, allow_download=True: Reference(name, Path(__file__), None)
+    task = SampleTask(num_samples=num_samples, seed=seed, save_npz=save_npz)
+    settings = RunSettings(generator="tiny-conv", batch_size=batch_size, shard_size=1024, runs_dir=runs_dir, ref="none")
     start, cpu = time.perf_counter(), time.process_time()
-    bench.run.loop.run(settings, extractor=TinyExtractor(), scorer=trivial_scorer)
+    execute(task, settings, extractors=[TinyExtractor()], scorer=trivial_scorer)
     return time.perf_counter() - start, time.process_time() - cpu
 
 

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-import bench.run.loop
+import bench.run.cli
 from bench.errors import BenchError
 from bench.generator import Generator, check_overrides, check_sampling, preset_info
-from bench.run.loop import generators_command
+from bench.run.cli import generators_command
 from test_run_helpers import ToyGenerator, toy_factory
 
 
@@ -80,14 +80,14 @@ def test_generators_command_lists_presets(monkeypatch):
                 raise self.target
             return self.target
 
-    monkeypatch.setattr(bench.run.loop, "available_generators", lambda: {
+    monkeypatch.setattr(bench.run.cli, "available_generators", lambda: {
         "toy": EP("toy", toy_factory), "bare": EP("bare", lambda **kw: toy_factory(**kw)),
         "broken": EP("broken", ImportError("no module named diffusers"))})
     out = CliRunner().invoke(generators_command).output
     assert "toy\n  model: Toy-S  resolution: 16  eval size: 8\n  paper settings: cfg_scale=1.5, top_k=0\n" \
            "  paper: nobody 2026" in out
-    assert "bare\n  model: toy  resolution: 16  eval size: 8\n  default settings: cfg_scale=1.0, temperature=1.0, " \
-           "precision=fp32" in out  # no PresetInfo: built (cheaply) and described from its config
+    assert "bare\n  model: toy  resolution: 16  eval size: 8\n  default settings: temperature=1.0, cfg_scale=1.0, " \
+           "precision=fp32, offset=0.0" in out  # no PresetInfo: built (cheaply) and described from its config
     assert "broken\n  (cannot be loaded: no module named diffusers)" in out
     assert out.index("bare\n") < out.index("broken\n") < out.index("\ntoy\n")
 
@@ -139,7 +139,7 @@ def test_generators_command_survives_a_factory_that_fails_to_build(monkeypatch):
     def needs_a_gpu(**kw):
         raise RuntimeError("CUDA is required")
 
-    monkeypatch.setattr(bench.run.loop, "available_generators", lambda: {
+    monkeypatch.setattr(bench.run.cli, "available_generators", lambda: {
         "gpu-only": EP("gpu-only", needs_a_gpu), "toy": EP("toy", toy_factory)})
     out = CliRunner().invoke(generators_command)
     assert out.exit_code == 0 and out.exception is None, out.output

@@ -12,27 +12,37 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import bench.run.loop
+import bench.features
+import bench.run.cli
+import bench.run.executor
 from bench.batches import NpzImages
 from bench.cli import _Group
 from bench.download import RemoteFile
 from bench.errors import BenchError, ChecksumError
-from bench.evaluate import sample_size_warnings
-from bench.run.loop import RunSettings, run, run_command
+from bench.metrics.registry import sample_size_warnings, select
+from bench.result import json_safe
+from bench.run.cli import run_command
+from bench.run.executor import RunSettings, execute
 from bench.run.plan import SamplingPlan
+from bench.run.sample import SampleTask
 from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer, write_ref
 from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
+TASK_FIELDS = ("num_samples", "seed", "labels", "save_npz", "save_grid")
 
-def settings(tmp_path: Path, ref: Path, **kw) -> RunSettings:
-    base = dict(generator="toy", num_samples=40, batch_size=7, shard_size=16, ref=str(ref),
-                runs_dir=str(tmp_path / "runs"), run_id="r", seed=3)
+
+def settings(tmp_path: Path, ref: Path, **kw) -> tuple[SampleTask, RunSettings]:
+    """A sample task of 40 samples seeded 3 and its run settings; keywords go to whichever takes them."""
+    task = dict(num_samples=40, seed=3)
+    task.update({k: kw.pop(k) for k in TASK_FIELDS if k in kw})
+    base = dict(generator="toy", batch_size=7, shard_size=16, ref=str(ref), runs_dir=str(tmp_path / "runs"), run_id="r")
     base.update(kw)
-    return RunSettings(**base)
+    return SampleTask(**task), RunSettings(**base)
 
 
-def go(s: RunSettings, **kw):
-    return run(s, extractor=ProjectionExtractor(), scorer=toy_scorer, **kw)
+def go(run: tuple[SampleTask, RunSettings], **kw):
+    task, s = run
+    return execute(task, s, extractors=[ProjectionExtractor()], scorer=toy_scorer, **kw)
 
 
 def direct_images(n: int, seed: int = 3, labels: str = "random", **overrides) -> tuple[np.ndarray, np.ndarray]:
@@ -44,17 +54,23 @@ def direct_images(n: int, seed: int = 3, labels: str = "random", **overrides) ->
     return small, plan.labels(idx)
 
 
-def cli(args: list[str]):
+def cli(args: list[str], **replaced):
+    """`bench run ARGS`; `replaced` (extractors=, scorer=) stand in for the real feature networks and scorer."""
     group = _Group()
     group.add_command(run_command)
-    return CliRunner().invoke(group, ["run", *args])
+    if not replaced:
+        return CliRunner().invoke(group, ["run", *args])
+    real = bench.run.executor.execute
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bench.run.cli, "execute", lambda task, s: real(task, s, **replaced))
+        return CliRunner().invoke(group, ["run", *args])
 
 
 def test_metrics_equal_an_independent_computation(toy, tmp_path):
     result = go(settings(tmp_path, toy))
     images, _ = direct_images(40)
     ex = ProjectionExtractor()
-    expected = toy_scorer(type("R", (), {"path": toy})(), ex)(ex.extract(images))
+    expected = toy_scorer(type("R", (), {"path": toy})(), [ex])(ex.extract(images))["metrics"]
     assert result["metrics"]["n"] == 40
     assert result["metrics"]["fid"] == pytest.approx(expected["fid"], rel=1e-9)
     assert result["metrics"]["is"] == pytest.approx(expected["is"], rel=1e-9)
@@ -64,25 +80,34 @@ def test_metrics_equal_an_independent_computation(toy, tmp_path):
 
 def test_result_records_provenance(toy, tmp_path):
     result = go(settings(tmp_path, toy, overrides={"temperature": 0.5}))
-    assert result["config"]["generator_config"]["temperature"] == 0.5
-    assert result["config"]["generator_config"]["device"] == "cpu"
+    assert result["schema_version"] == 1 and result["task"] == "sample" and result["run_id"] == "r"
+    assert result["settings"]["generator_config"]["temperature"] == 0.5
+    assert result["settings"]["generator_config"]["device"] == "cpu"
     assert result["reference"]["sha256"] == hashlib.sha256(toy.read_bytes()).hexdigest()
-    assert result["reference"]["resolution"] == 8
-    assert result["seed"] == 3 and result["num_samples"] == 40 and result["labels"] == "random"
+    assert result["reference"]["resolution"] == 8 and result["reference"]["path"] == str(toy.resolve())
+    s = result["settings"]
+    assert s["seed"] == 3 and s["num_samples"] == 40 and s["labels"] == "random" and s["batch_size"] == 7
+    assert s["metrics"] == ["inception_score", "fid", "sfid", "precision_recall"]
+    assert result["samples"] == {"num_samples": 40, "resolution": 8, "path": None}
     assert {"python", "torch", "numpy", "bench"} <= set(result["provenance"]["versions"])
-    assert result["provenance"]["inception"] == ProjectionExtractor.provenance
-    assert result["images_generated"] == 40 and result["images_resumed"] == 0
-    assert result["images_per_s"] > 0 and result["wall_time_s"] > 0
-    assert result["device"].startswith("cpu")
-    assert result["config"]["extractor"] == ProjectionExtractor.provenance
+    assert result["provenance"]["features"] == {"inception": ProjectionExtractor.provenance}
+    assert len(result["provenance"]["fingerprint"]) == 64
+    timing = result["timing"]
+    assert timing["images_generated"] == 40 and timing["images_resumed"] == 0 and timing["world_size"] == 1
+    assert timing["images_per_s"] > 0 and timing["wall_time_s"] > 0
+    assert result["provenance"]["device"].startswith("cpu")
+    assert s["extractors"] == {"inception": ProjectionExtractor.provenance}
 
 
 def test_fingerprint_keeps_the_device_type_not_the_rank_device(toy, tmp_path):
     class OnGpu(ProjectionExtractor):
         provenance = {"name": "test-projection", "device": "cuda:3"}
 
-    config = bench.run.loop.shard_config(settings(tmp_path, toy), toy_factory(device="cuda:1"), {}, OnGpu())
-    assert config["generator_config"]["device"] == "cuda" and config["extractor"]["device"] == "cuda"
+    task, s = settings(tmp_path, toy)
+    generator = toy_factory(device="cuda:1")
+    task.prepare(generator, s.shard_size)
+    config = bench.run.executor.run_config(task, s, generator, {}, [OnGpu()])
+    assert config["generator_config"]["device"] == "cuda" and config["extractors"]["inception"]["device"] == "cuda"
 
 
 def test_shards_hold_features_in_index_order_whatever_the_batch_size(toy, tmp_path):
@@ -108,7 +133,7 @@ def test_interrupted_run_resumes_to_identical_metrics(toy, tmp_path):
         go(settings(tmp_path, toy, run_id="cut"), on_shard_done=interrupt_after_two)
     assert len(list((tmp_path / "runs" / "cut" / "shards").glob("*.features.npz"))) == 2
     resumed = go(settings(tmp_path, toy, run_id="cut"))
-    assert resumed["images_generated"] == 8 and resumed["images_resumed"] == 32
+    assert resumed["timing"]["images_generated"] == 8 and resumed["timing"]["images_resumed"] == 32
     assert resumed["metrics"] == whole["metrics"]
 
 
@@ -130,7 +155,7 @@ def test_a_run_resumes_with_another_batch_size(toy, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         go(settings(tmp_path, toy, run_id="cut"), on_shard_done=interrupt)
     resumed = go(settings(tmp_path, toy, run_id="cut", batch_size=3))
-    assert resumed["images_resumed"] == 16
+    assert resumed["timing"]["images_resumed"] == 16
     # equal up to float rounding: batched matmuls may sum in another order for another batch size
     assert resumed["metrics"] == pytest.approx(whole["metrics"], rel=1e-12)
 
@@ -151,7 +176,7 @@ def test_a_folder_in_use_by_another_process_is_refused(toy, tmp_path):
         assert not (folder / "manifest.json").exists()
     finally:
         holder.communicate("")
-    assert go(settings(tmp_path, toy))["images_generated"] == 40  # free again once the other run ends
+    assert go(settings(tmp_path, toy))["timing"]["images_generated"] == 40  # free again once the other run ends
 
 
 @pytest.mark.parametrize("damage", ["truncate", "empty", "flip", "other_samples"])
@@ -170,7 +195,7 @@ def test_damaged_shards_are_set_aside_and_sampled_again(toy, tmp_path, damage, c
         other = tmp_path / "runs" / "r" / "shards" / "00000000-00000016.features.npz"
         shard.write_bytes(other.read_bytes())
     resumed = go(settings(tmp_path, toy))
-    assert resumed["images_generated"] == 16 and resumed["metrics"] == whole["metrics"]
+    assert resumed["timing"]["images_generated"] == 16 and resumed["metrics"] == whole["metrics"]
     assert shard.with_name(shard.name + ".corrupt").exists()
     assert "is damaged" in capsys.readouterr().err
 
@@ -180,7 +205,7 @@ def test_scoring_against_another_reference_keeps_the_first_result(toy, tmp_path)
     other = write_ref(tmp_path / "other.npz", n=30)
     second = go(settings(tmp_path, other))
     folder = tmp_path / "runs" / "r"
-    assert second["images_generated"] == 0  # the samples are shared; only the scoring differs
+    assert second["timing"]["images_generated"] == 0  # the samples are shared; only the scoring differs
     kept = folder / f"result-{first['reference']['sha256'][:12]}.json"
     assert json.loads(kept.read_text())["metrics"] == first["metrics"]
     assert json.loads((folder / "result.json").read_text())["reference"]["sha256"] == second["reference"]["sha256"]
@@ -199,7 +224,7 @@ def test_default_run_id_follows_the_config(toy, tmp_path):
     b = go(settings(tmp_path, toy, run_id=None, seed=4))
     again = go(settings(tmp_path, toy, run_id=None))
     assert a["run_id"].startswith("toy-") and a["run_id"] != b["run_id"]
-    assert again["run_id"] == a["run_id"] and again["images_generated"] == 0
+    assert again["run_id"] == a["run_id"] and again["timing"]["images_generated"] == 0
 
 
 def test_labels_modes_reach_the_generator(toy, tmp_path):
@@ -211,6 +236,7 @@ def test_labels_modes_reach_the_generator(toy, tmp_path):
 def test_save_npz_writes_the_adm_batch_in_index_order(toy, tmp_path):
     result = go(settings(tmp_path, toy, save_npz=True))
     npz_path = Path(result["outputs"]["npz"])
+    assert result["samples"]["path"] == str(npz_path)
     images, labels = direct_images(40)
     with np.load(npz_path) as npz:
         np.testing.assert_array_equal(npz["arr_0"], images)
@@ -234,7 +260,7 @@ def test_save_npz_survives_an_interruption(toy, tmp_path):
 def test_save_npz_after_a_run_without_images_regenerates_them(toy, tmp_path):
     go(settings(tmp_path, toy))
     result = go(settings(tmp_path, toy, save_npz=True))
-    assert result["images_generated"] == 40
+    assert result["timing"]["images_generated"] == 40
     with np.load(result["outputs"]["npz"]) as npz:
         np.testing.assert_array_equal(npz["arr_0"], direct_images(40)[0])
 
@@ -285,27 +311,29 @@ def test_reference_at_another_resolution_is_refused_unless_forced(toy, tmp_path)
 
 def test_forced_resolution_mismatch_is_recorded(toy, tmp_path, monkeypatch):
     ref16 = write_ref(tmp_path / "ref16.npz", size=16)
-    result = run(settings(tmp_path, ref16, force=True), extractor=ProjectionExtractor(),
-                 scorer=lambda ref, ex: (lambda f: {"n": len(f["pool"])}))
+    task, s = settings(tmp_path, ref16, force=True)
+    result = execute(task, s, extractors=[ProjectionExtractor()],
+                     scorer=lambda ref, extractors, metrics: (lambda f: {"metrics": {"n": len(f["pool"])}}))
     assert any("16x16" in w and "--force" in w for w in result["warnings"])
 
 
 def test_json_safe_keeps_results_strict_json():
-    out = bench.run.loop.json_safe({"a": np.float32(0.5), "b": float("inf"), "c": np.nan, "d": np.arange(2),
+    out = json_safe({"a": np.float32(0.5), "b": float("inf"), "c": np.nan, "d": np.arange(2),
                                "e": Path("/x"), "f": (1, None, True), 3: np.int64(7)})
     assert out == {"a": 0.5, "b": "inf", "c": "nan", "d": [0, 1], "e": "/x", "f": [1, None, True], "3": 7}
     json.dumps(out, allow_nan=False)
 
 
 def test_sample_size_warnings_name_the_unreliable_metrics():
-    warnings = " | ".join(sample_size_warnings(3, {"pool": 2048, "spatial": 2023, "logits": 1008}))
+    adm = select(None)
+    warnings = " | ".join(sample_size_warnings(3, {"pool": 2048, "spatial": 2023, "logits": 1008}, adm))
     assert "FID is unreliable" in warnings and "sFID is unreliable" in warnings
     assert "Inception Score is unreliable" in warnings and "Precision/Recall are undefined" in warnings
     # no Inception Score (weights without softmax): no warning about one
-    assert not any("Inception Score" in w for w in sample_size_warnings(3, {"pool": 2048, "spatial": 2023}))
-    assert sample_size_warnings(50_000, {"pool": 2048, "spatial": 2023}) == []
-    assert not any("FID is unreliable" in w for w in sample_size_warnings(2049, {"pool": 2048, "spatial": 2023}))
-    assert any(w.startswith("FID") for w in sample_size_warnings(2048, {"pool": 2048}))
+    assert not any("Inception Score" in w for w in sample_size_warnings(3, {"pool": 2048, "spatial": 2023}, adm))
+    assert sample_size_warnings(50_000, {"pool": 2048, "spatial": 2023}, adm) == []
+    assert not any("FID is unreliable" in w for w in sample_size_warnings(2049, {"pool": 2048, "spatial": 2023}, adm))
+    assert any(w.startswith("FID") for w in sample_size_warnings(2048, {"pool": 2048}, adm))
 
 
 def test_small_runs_warn_in_the_result(toy, tmp_path):
@@ -323,8 +351,9 @@ def test_checkpoint_is_verified_loaded_and_recorded(toy, tmp_path):
     ckpt, digest = toy_checkpoint(tmp_path / "toy.pt", 40.0)
     ToyGenerator.files = [RemoteFile("toy.pt", digest, url="http://127.0.0.1:9/toy.pt")]
     result = go(settings(tmp_path, toy, ckpt=str(ckpt)))
-    assert result["checkpoint_sha256"] == {"toy.pt": digest}
-    assert result["config"]["generator_config"]["offset"] == 40.0
+    assert result["provenance"]["checkpoints"] == {"toy.pt": {"path": str(ckpt.resolve()), "sha256": digest}}
+    assert result["settings"]["files"] == {"toy.pt": digest}
+    assert result["settings"]["generator_config"]["offset"] == 40.0
     ToyGenerator.files = []
     plain = go(settings(tmp_path, toy, run_id="plain"))
     assert result["metrics"]["fid"] != plain["metrics"]["fid"]
@@ -339,7 +368,7 @@ def test_generator_can_map_ckpt_to_another_file(toy, tmp_path, monkeypatch):
     ToyGenerator.files[0] = RemoteFile("vq.pt", vq_digest)
     monkeypatch.setattr(ToyGenerator, "explicit_files", lambda self: {"gpt.pt": ckpt, "vq.pt": vq})
     result = go(settings(tmp_path, toy, ckpt=str(ckpt)))
-    assert result["checkpoint_sha256"] == {"vq.pt": vq_digest, "gpt.pt": digest}
+    assert result["settings"]["files"] == {"vq.pt": vq_digest, "gpt.pt": digest}
 
 
 def test_checksum_mismatch_is_refused(toy, tmp_path):
@@ -370,46 +399,95 @@ def test_ckpt_for_a_generator_without_files_is_refused(toy, tmp_path):
 
 
 # -- command line ---------------------------------------------------------------------------------------------
-def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
-    seen = {}
-
-    def fake_run(s):
-        seen["settings"] = s
+def fake_execute(seen: dict):
+    def execute(task, s):
+        seen.update(task=task, s=s)
         return {"run_id": "x", "metrics": {"fid": 1.0}}
 
-    monkeypatch.setattr(bench.run.loop, "run", fake_run)
-    res = cli(["-g", "toy", "--temperature", "0.5", "--precision", "bf16", "--no-compile", "--num-samples", "8",
-               "--labels", "balanced", "--seed", "9", "--batch-size", "4", "--device", "cpu"])
+    return execute
+
+
+def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench.run.cli, "execute", fake_execute(seen))
+    res = cli(["-g", "toy", "--set", "temperature=0.5", "--precision", "bf16", "--no-compile", "--num-samples", "8",
+               "--labels", "balanced", "--seed", "9", "--batch-size", "4", "--device", "cpu", "--metrics", "+kid"])
     assert res.exit_code == 0, res.output
-    s = seen["settings"]
+    s, task = seen["s"], seen["task"]
     assert s.overrides == {"temperature": 0.5, "precision": "bf16", "compile": False}
-    assert (s.num_samples, s.labels, s.seed, s.batch_size, s.device) == (8, "balanced", 9, 4, "cpu")
+    assert (task.num_samples, task.labels, task.seed, s.batch_size, s.device, s.metrics) == (8, "balanced", 9, 4, "cpu",
+                                                                                            "+kid")
     assert "fid: 1.0" in res.output
 
 
-def test_cli_forwards_plugin_specific_settings(toy, tmp_path, monkeypatch):
+def test_cli_set_values_are_typed_and_deprecated_flags_are_aliases_of_set(toy, tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(bench.run.loop, "run", lambda s: seen.update(s=s))
-    res = cli(["-g", "toy", "--steps", "ddim25", "--sampler", "ddim", "--eta", "0.5", "--vae", "mse",
-               "--cfg-all-channels", "--cfg-interval", "7", "--vq-ckpt", str(tmp_path / "vq.pt"), "--device", "cpu"])
+    monkeypatch.setattr(bench.run.cli, "execute", fake_execute(seen))
+    vq = str(tmp_path / "vq.pt")
+    res = cli(["-g", "toy", "--set", "steps=ddim25", "--set", "sampler=ddim", "--set", "eta=0.5", "--set", "vae=mse",
+               "--set", "cfg-all-channels=true", "--set", "cfg_interval=7", "--set", f"vq_ckpt={vq}", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    assert seen["s"].overrides == {"steps": "ddim25", "sampler": "ddim", "eta": 0.5, "vae": "mse",
-                                   "cfg_all_channels": True, "cfg_interval": 7, "vq_ckpt": str(tmp_path / "vq.pt")}
-    cli(["-g", "toy", "--steps", "250", "--device", "cpu"])
-    assert seen["s"].overrides == {"steps": 250}  # plain numbers stay integers
+    with_set = seen["s"].overrides
+    assert with_set == {"steps": "ddim25", "sampler": "ddim", "eta": 0.5, "vae": "mse", "cfg_all_channels": True,
+                        "cfg_interval": 7, "vq_ckpt": vq}
+    res = cli(["-g", "toy", "--steps", "ddim25", "--sampler", "ddim", "--eta", "0.5", "--vae", "mse",
+               "--cfg-all-channels", "--cfg-interval", "7", "--vq-ckpt", vq, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert seen["s"].overrides == with_set  # the old flags mean exactly --set
+    cli(["-g", "toy", "--steps", "250", "--top-k", "5", "--top-p", "0.9", "--temperature", "0.5", "--device", "cpu"])
+    assert seen["s"].overrides == {"steps": 250, "top_k": 5, "top_p": 0.9, "temperature": 0.5}  # numbers stay numbers
+    cli(["-g", "toy", "--cfg-first-3-channels", "--device", "cpu"])
+    assert seen["s"].overrides == {"cfg_all_channels": False}
+
+
+def test_cli_help_marks_the_deprecated_flags_and_points_to_the_plugin_options():
+    out = CliRunner().invoke(run_command, ["--help"], terminal_width=200).output
+    for flag, name in [("--top-k", "top_k"), ("--steps", "steps"), ("--vq-ckpt", "vq_ckpt"), ("--eta", "eta")]:
+        line = next(line for line in out.splitlines() if line.strip().startswith(flag))
+        assert f"(deprecated: --set {name}=VALUE)" in line
+    assert "(deprecated: --set cfg_all_channels=true|false)" in out
+    assert "--set NAME=VALUE" in out and "bench generators NAME" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "temperature"], "--set 'temperature': expected NAME=VALUE"),
+    (["--set", "=3"], "expected NAME=VALUE"),
+    (["--set", "temperature=0.5", "--set", "temperature=0.7"], "temperature is given twice, as 0.5 and 0.7"),
+    (["--temperature", "0.5", "--set", "temperature=0.7"], "temperature is given twice"),
+    (["--set", "temperature=hot"], "generator 'toy': --set temperature must be a number, found 'hot'"),
+    (["--set", "precision=fp8"], "--precision must be one of fp32, bf16, found 'fp8'"),
+    (["--set", "temperature=true"], "--set temperature must be a number, found True"),
+])
+def test_cli_set_mistakes_are_one_line_errors(toy, tmp_path, args, message):
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--device", "cpu", *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_set_values_are_coerced_to_the_declared_types(toy, tmp_path):
+    """An integer given for a float option is the float; the run records it as the generator got it."""
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "t", "--device", "cpu",
+               "--set", "temperature=1", "--num-samples", "4", "--shard-size", "4"],
+              extractors=[ProjectionExtractor()])
+    assert res.exit_code == 0, res.output
+    config = json.loads((tmp_path / "runs" / "t" / "result.json").read_text())["settings"]["generator_config"]
+    assert config["temperature"] == 1.0 and isinstance(config["temperature"], float)
 
 
 def test_cli_rejects_settings_the_generator_does_not_take(toy, tmp_path):
     res = cli(["-g", "toy", "--top-k", "5", "--steps", "3", "--ref", str(toy), "--runs-dir", str(tmp_path)])
     assert res.exit_code == 2
-    assert ("generator 'toy' does not take --steps, --top-k; it takes: --cfg-scale, --precision, --temperature"
-            in res.output)
+    assert ("generator 'toy' does not take --set steps, --set top_k; it takes: --set temperature, --cfg-scale, "
+            "--precision (`bench generators toy` explains each)" in res.output)
 
 
 def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
     class EP:
         def __init__(self, name):
-            self.name = name
+            self.name, self.value = name, f"somewhere:{name}"
+
+        def load(self):
+            return toy_factory
 
     monkeypatch.setattr("bench.generator.entry_points", lambda group: [EP("dit-xl-2"), EP("llamagen-xl")])
     res = cli(["-g", "nope", "--runs-dir", str(tmp_path)])
@@ -418,19 +496,40 @@ def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
 
 
 def test_cli_end_to_end_and_ctrl_c(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device, allow_download: ProjectionExtractor())
-    monkeypatch.setattr(bench.run.loop, "adm_scorer_factory", toy_scorer)
     args = ["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "c",
             "--num-samples", "20", "--shard-size", "10", "--batch-size", "10"]
     ToyGenerator.oom_after_calls = 1
     ToyGenerator.oom_type = KeyboardInterrupt  # Ctrl-C during the second shard
-    res = cli(args)
+    res = cli(args, extractors=[ProjectionExtractor()], scorer=toy_scorer)
     assert res.exit_code == 130
     assert "Interrupted: 1 of 2 shards are finished and kept" in res.output
     ToyGenerator.oom_after_calls = None
-    res = cli(args)
+    res = cli(args, extractors=[ProjectionExtractor()], scorer=toy_scorer)
     assert res.exit_code == 0, res.output
-    assert json.loads((tmp_path / "runs" / "c" / "result.json").read_text())["images_resumed"] == 10
+    assert json.loads((tmp_path / "runs" / "c" / "result.json").read_text())["timing"]["images_resumed"] == 10
+
+
+@pytest.mark.filterwarnings("ignore::bench.metrics.SingularCovarianceWarning")  # 40 samples, 6-d features
+def test_cli_metrics_plus_kid_reach_result_json(toy, tmp_path, monkeypatch):
+    """`--metrics +kid`: the feature networks the metrics need are loaded, and KID lands in result.json's metrics."""
+    loaded = []
+
+    def load_extractor(name, **options):
+        loaded.append((name, options))
+        return ProjectionExtractor()
+
+    monkeypatch.setattr(bench.features, "load_extractor", load_extractor)
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "k", "--device", "cpu",
+               "--num-samples", "40", "--shard-size", "20", "--metrics", "+kid"])
+    assert res.exit_code == 0, res.output
+    assert loaded == [("inception", {"device": "cpu", "allow_download": True})]
+    result = json.loads((tmp_path / "runs" / "k" / "result.json").read_text())
+    assert {"inception_score", "fid", "sfid", "precision", "recall", "kid"} == set(result["metrics"])
+    assert result["metrics"]["kid"] is not None and result["details"]["kid_subset_size"] == 12  # half the 24 refs
+    assert result["settings"]["metrics"] == ["inception_score", "fid", "sfid", "precision_recall", "kid"]
+    assert "kid: " in res.output
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--metrics", "+nope"])
+    assert res.exit_code == 2 and "unknown metric 'nope'" in res.output
 
 
 def test_a_device_torch_cannot_use_is_refused_before_loading(toy, tmp_path):
@@ -445,8 +544,8 @@ def test_a_bad_reference_fails_before_any_sampling(toy, tmp_path):
     sampled = []
     one = tmp_path / "one.npz"
     np.savez(one, np.zeros((1, 8, 8, 3), np.uint8))
-    with pytest.raises(BenchError, match="1 image"):  # ADM's own scorer, which reads the reference
-        run(settings(tmp_path, one), extractor=ProjectionExtractor(), on_shard_done=sampled.append)
+    with pytest.raises(BenchError, match="1 image"):  # the default scorer, which reads the reference
+        execute(*settings(tmp_path, one), extractors=[ProjectionExtractor()], on_shard_done=sampled.append)
     wide = tmp_path / "wide.npz"
     np.savez(wide, np.zeros((4, 8, 12, 3), np.uint8))
     with pytest.raises(BenchError, match="8x12 images; a reference batch is square"):
@@ -458,25 +557,27 @@ def test_a_bad_reference_fails_before_any_sampling(toy, tmp_path):
 
 def test_shards_of_another_bench_version_are_not_mixed_in(toy, tmp_path, monkeypatch):
     go(settings(tmp_path, toy))
-    real = bench.run.loop.package_versions
-    monkeypatch.setattr(bench.run.loop, "package_versions", lambda: {**real(), "bench": "99.0"})
+    real = bench.run.executor.package_versions
+    monkeypatch.setattr(bench.run.executor, "package_versions", lambda: {**real(), "bench": "99.0"})
     with pytest.raises(BenchError, match=r"bench: '0\.1\.0' -> '99\.0'"):
         go(settings(tmp_path, toy))
 
 
-def test_offline_runs_never_download_inception_weights_and_warn_before_sampling(monkeypatch, capsys):
-    import bench.inception
-
+def test_offline_runs_never_download_feature_weights_and_warn_before_sampling(monkeypatch, capsys):
     asked = {}
 
     class NoSoftmax:
-        has_logits, logits_unavailable_reason = False, "the torchscript Inception weights have no softmax layer"
+        name, has_logits = "inception", False
+        logits_unavailable_reason = "the torchscript Inception weights have no softmax layer"
 
-    def fake_load_extractor(**kw):
-        asked.update(kw)
+    def fake_load_extractor(name, **kw):
+        asked.update(kw, name=name)
         return NoSoftmax()
 
-    monkeypatch.setattr(bench.inception, "load_extractor", fake_load_extractor)
-    bench.run.loop.default_extractor("cpu", allow_download=False)
-    assert asked["allow_download"] is False
-    assert "no Inception Score for this run: the torchscript" in capsys.readouterr().err
+    monkeypatch.setattr(bench.features, "load_extractor", fake_load_extractor)
+    adm = select(None)
+    extractors = bench.run.executor.load_extractors(adm, "cpu", allow_download=False)
+    assert asked == {"name": "inception", "device": "cpu", "allow_download": False}
+    assert bench.run.executor.missing_array_warnings(extractors, adm) == [
+        "no Inception Score for this run: the torchscript Inception weights have no softmax layer"]
+    assert bench.run.executor.missing_array_warnings(extractors, select("fid")) == []  # no IS asked for

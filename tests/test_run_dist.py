@@ -27,21 +27,25 @@ HERE = Path(__file__).resolve().parent
 
 def worker(runs_dir: str, ref: str, separate: bool) -> None:
     sys.path.insert(0, str(HERE))
-    import bench.run.loop
-    from test_run_helpers import ProjectionExtractor, toy_factory, toy_scorer
+    import bench.run.executor
+    from test_run_helpers import toy_factory
 
-    bench.run.loop.load_generator_factory = lambda name: toy_factory
+    bench.run.executor.load_generator_factory = lambda name: toy_factory
     rank = int(os.environ["RANK"])
     folder = f"{runs_dir}/node{rank}" if separate else runs_dir
-    bench.run.loop.run(dist_settings(folder, ref), extractor=ProjectionExtractor(), scorer=toy_scorer)
+    run(folder, ref)
 
 
-def dist_settings(runs_dir: str, ref: str):
-    from bench.run.loop import RunSettings
+def run(runs_dir: str, ref: str):
+    """The run every test here makes: 5 shards over 2 ranks (rank 0 takes shards 0, 2, 4 and rank 1 shards 1, 3)."""
+    from bench.run.executor import RunSettings, execute
+    from bench.run.sample import SampleTask
+    from test_run_helpers import ProjectionExtractor, toy_scorer
 
-    # 5 shards over 2 ranks: rank 0 takes shards 0, 2, 4 and rank 1 shards 1, 3
-    return RunSettings(generator="toy", num_samples=45, batch_size=4, shard_size=10, ref=ref, runs_dir=runs_dir,
-                       run_id="d", seed=11, labels="balanced", save_npz=True, device="cpu")
+    task = SampleTask(num_samples=45, seed=11, labels="balanced", save_npz=True)
+    settings = RunSettings(generator="toy", batch_size=4, shard_size=10, ref=ref, runs_dir=runs_dir, run_id="d",
+                           device="cpu")
+    return execute(task, settings, extractors=[ProjectionExtractor()], scorer=toy_scorer)
 
 
 def torchrun(runs_dir: Path, ref: Path, separate: bool) -> subprocess.CompletedProcess:
@@ -53,18 +57,14 @@ def torchrun(runs_dir: Path, ref: Path, separate: bool) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("separate", [False, True], ids=["shared-folder", "separate-folders"])
 def test_two_processes_equal_one(toy, tmp_path, separate):
-    from bench.run.loop import run
-    from test_run_helpers import ProjectionExtractor, toy_scorer
-
-    single = run(dist_settings(str(tmp_path / "single"), str(toy)), extractor=ProjectionExtractor(),
-                 scorer=toy_scorer)
+    single = run(str(tmp_path / "single"), str(toy))
     proc = torchrun(tmp_path / "multi", toy, separate)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     main = tmp_path / "multi" / ("node0" if separate else "") / "d"
     multi = json.loads((main / "result.json").read_text())
-    assert multi["world_size"] == 2 and multi["images_generated"] == 45
+    assert multi["timing"]["world_size"] == 2 and multi["timing"]["images_generated"] == 45
     assert multi["metrics"] == single["metrics"]
-    assert multi["fingerprint"] == single["fingerprint"]
+    assert multi["provenance"]["fingerprint"] == single["provenance"]["fingerprint"]
     with np.load(main / "samples.npz") as a, np.load(tmp_path / "single" / "d" / "samples.npz") as b:
         np.testing.assert_array_equal(a["arr_0"], b["arr_0"])
         np.testing.assert_array_equal(a["arr_1"], b["arr_1"])
@@ -81,8 +81,8 @@ def slow_worker(runs_dir: str, ref: str) -> None:
     import time
 
     sys.path.insert(0, str(HERE))
-    import bench.run.loop
-    from test_run_helpers import ProjectionExtractor, ToyGenerator, toy_factory, toy_scorer
+    import bench.run.executor
+    from test_run_helpers import ToyGenerator, toy_factory
 
     slow_sample = ToyGenerator.sample
 
@@ -91,19 +91,15 @@ def slow_worker(runs_dir: str, ref: str) -> None:
         return slow_sample(self, labels, seeds)
 
     ToyGenerator.sample = sample
-    bench.run.loop.load_generator_factory = lambda name: toy_factory
-    settings = dist_settings(runs_dir, ref)
-    bench.run.loop.run(settings, extractor=ProjectionExtractor(), scorer=toy_scorer)
+    bench.run.executor.load_generator_factory = lambda name: toy_factory
+    run(runs_dir, ref)
 
 
 def test_killed_run_resumes_to_identical_metrics(toy, tmp_path):
     import signal
     import time
 
-    from bench.run.loop import run
-    from test_run_helpers import ProjectionExtractor, toy_scorer
-
-    whole = run(dist_settings(str(tmp_path / "whole"), str(toy)), extractor=ProjectionExtractor(), scorer=toy_scorer)
+    whole = run(str(tmp_path / "whole"), str(toy))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parent)}
     proc = subprocess.Popen([sys.executable, __file__, str(tmp_path / "cut"), str(toy), "--slow"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,8 +113,8 @@ def test_killed_run_resumes_to_identical_metrics(toy, tmp_path):
     finished = sorted(p.name for p in shards.glob("*.features.npz"))
     assert finished and len(finished) < 5, finished
     assert list(shards.glob(".*.tmp"))  # the shard being written when killed
-    resumed = run(dist_settings(str(tmp_path / "cut"), str(toy)), extractor=ProjectionExtractor(), scorer=toy_scorer)
-    assert resumed["images_resumed"] == 10 * len(finished)
+    resumed = run(str(tmp_path / "cut"), str(toy))
+    assert resumed["timing"]["images_resumed"] == 10 * len(finished)
     assert resumed["metrics"] == whole["metrics"]
     assert not list(shards.glob(".*.tmp"))  # the killed shard's half-written images were cleaned up
     with np.load(tmp_path / "cut" / "d" / "samples.npz") as a, np.load(tmp_path / "whole" / "d" / "samples.npz") as b:

@@ -14,9 +14,9 @@ import pytest
 import scipy.linalg
 import torch
 
-import bench.run.loop
+import bench.run.executor
 from bench.download import RemoteFile
-from bench.generator import Generator, PresetInfo, check_overrides, describe
+from bench.generator import Generator, PluginOption, PresetInfo, check_overrides, describe
 
 
 class ToyGenerator(Generator):
@@ -64,8 +64,13 @@ class ToyGenerator(Generator):
         return torch.stack(out).numpy()
 
 
+TOY_OPTIONS = (PluginOption("temperature", float, 1.0, "noise amplitude"),
+               PluginOption("cfg_scale", float, 1.0, "ignored"),
+               PluginOption("precision", str, "fp32", "recorded only", choices=("fp32", "bf16")))
+
+
 @describe(PresetInfo(model="Toy-S", image_size=16, eval_size=8, paper_settings={"cfg_scale": 1.5, "top_k": 0},
-                     paper="nobody 2026"))
+                     paper="nobody 2026"), options=TOY_OPTIONS)
 def toy_factory(ckpt=None, device="cpu", **overrides):
     return ToyGenerator(ckpt=ckpt, device=device, **overrides)
 
@@ -73,6 +78,8 @@ def toy_factory(ckpt=None, device="cpu", **overrides):
 class ProjectionExtractor:
     """A stand-in for Inception: fixed random projections of 4x4 average-pooled pixels (float64)."""
 
+    name = "inception"  # stands in for it
+    arrays = {"pool": 6, "spatial": 5, "logits": 10}
     provenance = {"name": "test-projection", "seed": 0}
     has_logits = True
 
@@ -93,18 +100,18 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
-def toy_scorer(ref, extractor):
-    """FID on `pool` against the reference npz's images, and an IS-like score on `logits`."""
+def toy_scorer(ref, extractors, metrics=None):
+    """FID on `pool` against the reference npz's images, and an IS-like score on `logits` (a `ScorerFactory`)."""
     with np.load(ref.path) as npz:
-        ref_pool = extractor.extract(npz["arr_0"])["pool"]
+        ref_pool = extractors[0].extract(npz["arr_0"])["pool"]
 
     def score(features):
         logits = features["logits"]
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         kl = (p * (np.log(p) - np.log(p.mean(0, keepdims=True)))).sum(1)
-        return {"fid": frechet(features["pool"], ref_pool), "is": float(np.exp(kl.mean())),
-                "n": len(features["pool"])}
+        return {"metrics": {"fid": frechet(features["pool"], ref_pool), "is": float(np.exp(kl.mean())),
+                            "n": len(features["pool"])}, "unavailable": {}, "details": {}}
 
     return score
 
@@ -118,9 +125,10 @@ def write_ref(path: Path, size: int = 8, n: int = 24) -> Path:
 
 @pytest.fixture(name="toy")
 def toy_fixture(monkeypatch, tmp_path):
-    """Register `toy` for bench.run.loop, reset its fault switches, and give a reference batch path."""
-    real = bench.run.loop.load_generator_factory
-    monkeypatch.setattr(bench.run.loop, "load_generator_factory", lambda name: toy_factory if name == "toy" else real(name))
+    """Register `toy` for the run executor, reset its fault switches, and give a reference batch path."""
+    real = bench.run.executor.load_generator_factory
+    monkeypatch.setattr(bench.run.executor, "load_generator_factory",
+                        lambda name: toy_factory if name == "toy" else real(name))
     monkeypatch.setattr(ToyGenerator, "files", [])
     monkeypatch.setattr(ToyGenerator, "oom_after_calls", None)
     monkeypatch.setattr(ToyGenerator, "oom_type", RuntimeError)

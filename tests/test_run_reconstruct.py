@@ -11,12 +11,14 @@ from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-import bench.run.loop
+import bench.run.cli
+import bench.run.executor
 from bench.batches import center_crop_arr
 from bench.cli import _Group
 from bench.errors import BenchError
-from bench.run.loop import RunSettings, run_command
-from bench.run.reconstruct import reconstruct
+from bench.run.cli import run_command
+from bench.run.executor import RunSettings, execute
+from bench.run.reconstruct import ReconstructTask
 from test_run_helpers import ProjectionExtractor, ToyGenerator, frechet, toy_factory, toy_scorer
 from test_run_helpers import toy_fixture  # noqa: F401  (the `toy` fixture)
 
@@ -54,7 +56,7 @@ def settings(tmp_path: Path, ref: Path, **kw) -> RunSettings:
 
 
 def go(s, data, **kw):
-    return reconstruct(s, data, extractor=ProjectionExtractor(), scorer=toy_scorer, **kw)
+    return execute(ReconstructTask(data=str(data)), s, extractors=[ProjectionExtractor()], scorer=toy_scorer, **kw)
 
 
 def expected_metrics(data: Path, ref: Path) -> dict:
@@ -70,7 +72,7 @@ def expected_metrics(data: Path, ref: Path) -> dict:
         "ssim": np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=-1) for a, b in zip(y, x)]),
         "ssim2": np.mean([structural_similarity(a, b, data_range=2.0, channel_axis=-1) for a, b in zip(y, x)]),
         "fid_orig": frechet(fr["pool"], fo["pool"]), "sfid_orig": frechet(fr["spatial"], fo["spatial"]),
-        "vs_ref": toy_scorer(type("R", (), {"path": ref})(), ex)(fr),
+        "vs_ref": toy_scorer(type("R", (), {"path": ref})(), [ex])(fr)["metrics"],
     }
 
 
@@ -81,13 +83,16 @@ def test_reconstruction_metrics_match_scikit_image_and_scipy(tokenizer, tmp_path
     m = result["metrics"]
     assert m["psnr"] == pytest.approx(exp["psnr"], rel=1e-9)
     assert m["ssim"] == pytest.approx(exp["ssim"], rel=1e-9)
-    assert m["ssim_llamagen_convention"] == pytest.approx(exp["ssim2"], rel=1e-9)
-    assert m["ssim_llamagen_convention"] > m["ssim"]  # the data_range=2 convention inflates SSIM
-    assert m["vs_originals"]["fid"] == pytest.approx(exp["fid_orig"], rel=1e-6, abs=1e-9)
-    assert m["vs_originals"]["sfid"] == pytest.approx(exp["sfid_orig"], rel=1e-6, abs=1e-9)
-    assert m["vs_reference"]["fid"] == pytest.approx(exp["vs_ref"]["fid"], rel=1e-9) == m["rfid"]
-    assert "data_range=2.0" in m["conventions"]["ssim_llamagen_convention"]
-    assert result["num_images"] == 21 and result["task"] == "reconstruct"
+    assert m["ssim_llamagen"] == pytest.approx(exp["ssim2"], rel=1e-9)
+    assert m["ssim_llamagen"] > m["ssim"]  # the data_range=2 convention inflates SSIM
+    assert m["rfid_vs_originals"] == pytest.approx(exp["fid_orig"], rel=1e-6, abs=1e-9)
+    assert m["sfid_vs_originals"] == pytest.approx(exp["sfid_orig"], rel=1e-6, abs=1e-9)
+    assert m["rfid"] == pytest.approx(exp["vs_ref"]["fid"], rel=1e-9)
+    assert m["is"] == pytest.approx(exp["vs_ref"]["is"], rel=1e-9)  # the order-free parts of the scorer's numbers
+    assert "fid" not in m and "vs_reference" not in m  # flat, one key per number
+    assert "data_range=2.0" in result["details"]["conventions"]["ssim_llamagen"]
+    assert result["samples"]["num_samples"] == 21 and result["task"] == "reconstruct"
+    assert result["settings"]["data"]["num_images"] == 21
     assert json.loads((tmp_path / "runs" / "rec" / "result.json").read_text())["metrics"] == m
 
 
@@ -101,7 +106,7 @@ def test_reconstruction_resumes_to_identical_metrics(tokenizer, tmp_path):
     with pytest.raises(KeyboardInterrupt, match="1 of 3 shards are finished"):
         go(settings(tmp_path, tokenizer), data, on_shard_done=stop)
     resumed = go(settings(tmp_path, tokenizer), data)
-    assert resumed["images_processed"] == 13 and resumed["metrics"] == whole["metrics"]
+    assert resumed["timing"]["images_generated"] == 13 and resumed["metrics"] == whole["metrics"]
 
 
 def test_npz_data_at_the_tokenizer_resolution(tokenizer, tmp_path):
@@ -141,29 +146,29 @@ def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
     group.add_command(run_command)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct"])
     assert res.exit_code == 2 and "--data is needed by --task reconstruct" in res.output
-    monkeypatch.setattr(bench.run.loop, "default_extractor", lambda device, allow_download: ProjectionExtractor())
-    monkeypatch.setattr(bench.run.loop, "adm_scorer_factory", toy_scorer)
-    monkeypatch.setattr("bench.run.reconstruct.default_extractor", lambda device, allow_download: ProjectionExtractor())
-    monkeypatch.setattr("bench.run.reconstruct.adm_scorer_factory", toy_scorer)
+    monkeypatch.setattr(bench.run.executor, "load_extractors", lambda metrics, device, allow_download: [
+        ProjectionExtractor()])
+    monkeypatch.setattr(bench.run.executor, "default_scorer", toy_scorer)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct", "--data",
                                      str(image_folder(tmp_path / "val", n=6)), "--ref", str(tokenizer),
                                      "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
-    assert "psnr: " in res.output and "ssim_llamagen_convention: " in res.output
+    assert "psnr: " in res.output and "ssim_llamagen: " in res.output and "rfid_vs_originals: " in res.output
 
 
 def test_reconstructions_are_scored_in_a_seeded_shuffled_order(tokenizer, tmp_path):
     """IS averages splits of consecutive images: a class-sorted val folder must not be scored in file order."""
     seen = []
 
-    def recording_scorer(ref, extractor):
+    def recording_scorer(ref, extractors, metrics):
         def score(features):
             seen.append(features["pool"])
-            return {"fid": 0.0}
+            return {"metrics": {"fid": 0.0}}
         return score
 
     data = image_folder(tmp_path / "val")
-    reconstruct(settings(tmp_path, tokenizer), data, extractor=ProjectionExtractor(), scorer=recording_scorer)
+    execute(ReconstructTask(data=str(data)), settings(tmp_path, tokenizer), extractors=[ProjectionExtractor()],
+            scorer=recording_scorer)
     files = sorted(data.rglob("*.png"))
     in_order = ProjectionExtractor().extract(toy_factory().to_eval_size(
         quantise(None, np.stack([center_crop_arr(Image.open(f), 16) for f in files]))))["pool"]

@@ -44,13 +44,14 @@ def test_scores_against_reference_images(tmp_path):
     ex = ProjectionExtractor()
     ref = ref_batch(tmp_path / "ref.npz")
     feats = sample_features()
-    result = adm_scorer(ref, ex, exact=True)(feats)
+    scorer = adm_scorer(ref, ex, exact=True)
+    result = scorer(feats)["metrics"]
     ref_feats = ex.extract(np.load(ref)["arr_0"])
     assert result["fid"] == pytest.approx(frechet(feats["pool"], ref_feats["pool"]), rel=1e-6)
     assert result["sfid"] == pytest.approx(frechet(feats["spatial"], ref_feats["spatial"]), rel=1e-6)
     assert result["inception_score"] == pytest.approx(closed_form_is(feats["logits"]), rel=1e-9)
     assert (result["precision"], result["recall"]) == pytest.approx(nearest_radius_pr(ref_feats["pool"], feats["pool"]))
-    assert (result["num_ref"], result["num_samples"]) == (30, 40)
+    assert scorer.num_ref == 30
 
 
 def test_precomputed_reference_statistics_take_precedence_as_in_adm(tmp_path):
@@ -59,7 +60,7 @@ def test_precomputed_reference_statistics_take_precedence_as_in_adm(tmp_path):
     a, b = rng.standard_normal((6, 6)), rng.standard_normal((5, 5))
     stats = {"mu": rng.standard_normal(6), "sigma": a @ a.T + np.eye(6), "mu_s": np.zeros(5), "sigma_s": b @ b.T}
     feats = sample_features()
-    result = adm_scorer(ref_batch(tmp_path / "ref.npz", stats), ex)(feats)
+    result = adm_scorer(ref_batch(tmp_path / "ref.npz", stats), ex)(feats)["metrics"]
     # against N(mu, sigma): a sample of exactly those moments is the closed-form check
     mu, sigma = feats["pool"].mean(0), np.cov(feats["pool"], rowvar=False)
     from scipy.linalg import sqrtm
@@ -75,12 +76,13 @@ def test_statistics_only_reference_has_no_precision_recall(tmp_path):
     stats = {"mu": feats["pool"].mean(0), "sigma": np.cov(feats["pool"], rowvar=False),
              "mu_s": feats["spatial"].mean(0), "sigma_s": np.cov(feats["spatial"], rowvar=False)}
     result = adm_scorer(ref_batch(tmp_path / "ref.npz", stats, images=False), ProjectionExtractor())(feats)
-    assert result["fid"] == pytest.approx(0.0, abs=1e-6)
-    assert result["precision"] is None and "statistics only" in result["precision_recall_unavailable"]
+    assert result["metrics"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert result["metrics"]["precision"] is None and "statistics only" in result["unavailable"]["precision"]
 
 
 def test_missing_logits_give_no_inception_score_with_the_reason(tmp_path):
     class NoLogits(ProjectionExtractor):
+        arrays = {"pool": 6, "spatial": 5}
         has_logits = False
         logits_unavailable_reason = "weights carry no softmax layer"
 
@@ -92,5 +94,5 @@ def test_missing_logits_give_no_inception_score_with_the_reason(tmp_path):
     feats = sample_features()
     del feats["logits"]
     result = adm_scorer(ref_batch(tmp_path / "ref.npz"), NoLogits())(feats)
-    assert result["inception_score"] is None
-    assert result["inception_score_unavailable"] == "weights carry no softmax layer"
+    assert result["metrics"]["inception_score"] is None
+    assert result["unavailable"]["inception_score"] == "weights carry no softmax layer"

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.atomic import atomic_path, write_json
 from bench.errors import BenchError
-from bench.run.dist import ProcessGroup
+from bench.distributed import ProcessGroup
 
 Shard = tuple[int, int]
 

@@ -17,15 +17,32 @@ import torch
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator, PresetInfo, check_overrides, check_sampling, describe, to_uint8
+from bench.generator import (Generator, PluginOption, PresetInfo, check_overrides, check_sampling, describe,
+                             to_uint8)
 from generators.dit.diffusion import SAMPLERS, TRAIN_STEPS, sample_latents, space_timesteps
 from generators.dit.models import DiT, key_listing, load_dit
 from generators.dit.presets import LATENT_SCALE, PRESETS, VAES, DiTPreset, vae_files
 
-#: sampling settings a DiT preset takes (`bench.generator.check_overrides` rejects the rest)
-OVERRIDES = {"cfg_scale", "steps", "sampler", "eta", "precision", "compile", "vae", "cfg_all_channels"}
 #: precision -> autocast dtype. "tf32" (fp32 storage, TF32 matmuls on Ampere+) is sample_ddp.py's default.
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "tf32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def preset_options(preset: DiTPreset) -> tuple[PluginOption, ...]:
+    """What a DiT preset takes (`bench run --set NAME=VALUE`, or the common flags), with its own defaults."""
+    return (
+        PluginOption("cfg_scale", float, preset.cfg_scale, "classifier-free guidance scale (1: none)"),
+        PluginOption("steps", (int, str), preset.steps, "sampling steps, e.g. 250, or a respacing like ddim25"),
+        PluginOption("sampler", str, preset.sampler, "reverse process", choices=tuple(SAMPLERS)),
+        PluginOption("eta", float, preset.eta, "DDIM noise (0: deterministic)"),
+        PluginOption("vae", str, preset.vae, f"{' | '.join(VAES)} | a local diffusers AutoencoderKL folder"),
+        PluginOption("cfg_all_channels", bool, False, "guide all 4 latent channels instead of the official first 3"),
+        PluginOption("precision", str, "tf32", "DiT compute precision", choices=tuple(PRECISIONS)),
+        PluginOption("compile", bool, False, "torch.compile the DiT forward"),
+    )
+
+
+#: sampling settings a DiT preset takes (`bench.generator.check_overrides` rejects the rest)
+OVERRIDES = {o.name for o in preset_options(PRESETS["dit-xl-2"])}
 #: images decoded per VAE call: the decoder's 512-channel 256x256 activations dominate memory, not DiT's
 VAE_CHUNK = 16
 
@@ -174,13 +191,18 @@ def _info(preset: DiTPreset) -> PresetInfo:
                             + ", ".join(f"{k} {v}" for k, v in preset.paper.items()))
 
 
-@describe(_info(PRESETS["dit-xl-2"]))
+@describe(_info(PRESETS["dit-xl-2"]), options=preset_options(PRESETS["dit-xl-2"]))
 def dit_xl_2(ckpt: str | Path | None = None, device: str | torch.device = "cpu", **overrides: Any) -> DiTGenerator:
     """DiT-XL/2 at 256x256 (paper: FID 2.27 with cfg 1.5, 250 DDPM steps)."""
     return make_generator("dit-xl-2", ckpt, device, **overrides)
 
 
-@describe(_info(PRESETS["dit-xl-2-512"]))
+@describe(_info(PRESETS["dit-xl-2-512"]), options=preset_options(PRESETS["dit-xl-2-512"]))
 def dit_xl_2_512(ckpt: str | Path | None = None, device: str | torch.device = "cpu", **overrides: Any) -> DiTGenerator:
     """DiT-XL/2 at 512x512, scored at 512 against the 512 reference batch (paper: FID 3.04)."""
     return make_generator("dit-xl-2-512", ckpt, device, **overrides)
+
+
+def presets() -> dict[str, Any]:
+    """The `bench.generators` entry point: every DiT preset by name."""
+    return {"dit-xl-2": dit_xl_2, "dit-xl-2-512": dit_xl_2_512}

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from bench.atomic import write_json
 from bench.batches import IMAGE_EXTENSIONS, center_crop_arr, resize_short_side  # one list for all readers
 from bench.checkpoint import load_torch_file
+from bench.distributed import init_from_env, shutdown
 from bench.errors import BenchError
 
 
@@ -413,16 +414,11 @@ def extract_codes_command(data_dir: str, out_dir: str, vq_ckpt: str, vq_model: s
     Several GPUs:    torchrun --nproc_per_node 8 -m bench.cli llamagen extract-codes ... (ranks share the output)
     Then:            bench llamagen train-gpt codes256 ...
     """
-    if "RANK" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            device = f"cuda:{torch.cuda.current_device()}"
+    group, device = init_from_env(device, backend="nccl" if device.startswith("cuda") else "gloo")
     model = load_vq(vq_ckpt, vq_model, weights, codebook_size=codebook_size,
                     codebook_embed_dim=codebook_embed_dim).to(device)
     out = extract_codes(lambda x: model.encode_to_codes(x), data_dir, out_dir, image_size,
                         model.config.codebook_size, ten_crop, crop_range, batch_size, num_workers, device)
-    if _dist_info()[0] == 0:
+    if group.is_main:
         click.echo(f"wrote {out}")
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    shutdown(group)

@@ -22,15 +22,33 @@ import torch.nn.functional as F
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import Generator, PresetInfo, check_overrides, check_sampling, describe, to_uint8
+from bench.generator import (Generator, PluginOption, PresetInfo, check_overrides, check_sampling, describe,
+                             to_uint8)
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
 from generators.llamagen.presets import PRESETS, Preset, remote_file
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the settings `generate_tokens` takes, each defaulting to the preset's
 SAMPLING_KEYS = ("cfg_scale", "cfg_interval", "top_k", "top_p", "temperature")
-MODEL_KEYS = ("precision", "compile")
-TOKENIZER_KEYS = ("vq_ckpt", "allow_download")
+
+
+def preset_options(preset: Preset) -> tuple[PluginOption, ...]:
+    """What a preset takes (`bench run --set NAME=VALUE`, or the common flags), with its own values as defaults."""
+    vq = () if getattr(preset, "random_seed", None) is not None else (
+        PluginOption("vq_ckpt", str, None, f"a local tokenizer checkpoint ({preset.vq_file}) [cache, else download]"),)
+    if preset.gpt_model is None:
+        return vq
+    return (
+        PluginOption("cfg_scale", float, preset.cfg_scale, "classifier-free guidance scale (1: none)"),
+        PluginOption("cfg_interval", int, int(preset.cfg_interval), "guide the first N tokens only (-1: every token)"),
+        PluginOption("top_k", int, preset.top_k, "sample among the k most likely tokens (0: all)"),
+        PluginOption("top_p", float, preset.top_p, "nucleus sampling mass (1.0: off)"),
+        PluginOption("temperature", float, preset.temperature, "softmax temperature"),
+        PluginOption("precision", str, None, "GPT weights and compute [bf16 on GPU, fp32 on CPU]",
+                     choices=tuple(PRECISIONS)),
+        PluginOption("compile", bool, False, "torch.compile the decoding step"),
+    ) + vq
 
 
 def from_uint8(images: np.ndarray) -> torch.Tensor:
@@ -53,7 +71,7 @@ class LlamaGen(Generator):
 
     def __init__(self, preset: Preset, ckpt: str | None = None, device: str = "cpu", **overrides: Any):
         tokenizer = preset.gpt_model is None
-        accepted = set(TOKENIZER_KEYS) | (set() if tokenizer else set(SAMPLING_KEYS) | set(MODEL_KEYS))
+        accepted = {o.name for o in preset_options(preset)} | {"allow_download"}
         check_overrides(preset.name, {k: v for k, v in overrides.items() if v is not None}, accepted)
         self.preset = preset
         self.name = preset.name
@@ -183,6 +201,7 @@ def _factory(name: str):
 
     factory.__name__ = name.replace("-", "_")
     factory.__doc__ = f"The {name} preset (see generators/llamagen/presets.py)."
+    factory.options = preset_options(preset)
     return factory
 
 
@@ -195,3 +214,8 @@ llamagen_xxl = _factory("llamagen-xxl")
 llamagen_3b = _factory("llamagen-3b")
 llamagen_vq16 = _factory("llamagen-vq16")
 llamagen_vq8 = _factory("llamagen-vq8")
+
+
+def presets() -> dict[str, Any]:
+    """The `bench.generators` entry point: a factory for every preset of presets.py (a new preset is one edit there)."""
+    return {name: _factory(name) for name in PRESETS}

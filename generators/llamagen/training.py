@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from bench.atomic import atomic_path, write_text
 from bench.errors import BenchError
-from bench.run.dist import ProcessGroup
+from bench.distributed import ProcessGroup, init_from_env
 from generators.llamagen.codes import ResumableSampler, load_checkpoint
 
 
@@ -36,21 +36,14 @@ class DistEnv(ProcessGroup):
 
 
 def setup_distributed(device: str | None = None) -> DistEnv:
-    """Join the torchrun process group if launched by torchrun (NCCL on GPUs, gloo on CPU); else one process."""
+    """Join the torchrun process group if launched by torchrun (NCCL on GPUs, gloo on CPU); else one process.
+    On GPUs each process takes `cuda:LOCAL_RANK` (cuda:0 alone)."""
     cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        rank, world = 0, 1
+    group, dev = init_from_env("cuda" if cuda else device or "cpu", backend="nccl" if cuda else "gloo")
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-    else:
-        dev = torch.device(device or "cpu")
-    return DistEnv(rank=rank, world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=dev)
+        dev = f"cuda:{group.local_rank}"
+        torch.cuda.set_device(dev)
+    return DistEnv(rank=group.rank, world_size=group.world_size, local_rank=group.local_rank, device=torch.device(dev))
 
 
 def mean_over_ranks(value: float, env: DistEnv) -> float:

@@ -1,0 +1,242 @@
+"""The `bench run` and `bench generators` commands: options in, a task and its settings out to the executor.
+
+`bench run` has flags for what every run shares and for the common sampling settings (`COMMON_OPTIONS` of
+bench/generator.py); a generator's own settings come as `--set NAME=VALUE`, checked against the options its
+plugin declares (`bench generators NAME` lists them). The flags that set plugin options before `--set` existed
+still work, as aliases of `--set`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import torch
+
+from bench.errors import BenchError
+from bench.generator import (COMMON_OPTIONS, Generator, PluginOption, available_generators,
+                             load_generator_factory, plugin_options, preset_info)
+from bench.metrics import registry
+from bench.metrics.registry import PAPER_NUM_SAMPLES
+from bench.run.executor import RunSettings, execute
+from bench.run.plan import LABEL_MODES
+from bench.run.reconstruct import ReconstructTask
+from bench.run.sample import SampleTask
+
+#: where the settings given by the common flags and the deprecated aliases are collected, in the click context
+_GIVEN = "bench.run.given"
+
+#: flags that set a plugin option before `--set` existed: `--top-k 5` is `--set top_k=5`
+DEPRECATED_ALIASES = ("cfg_interval", "top_k", "top_p", "temperature", "vq_ckpt", "steps", "sampler", "eta", "vae")
+#: ... and one boolean pair: --cfg-all-channels / --cfg-first-3-channels is `--set cfg_all_channels=true|false`
+DEPRECATED_SWITCH = ("cfg_all_channels", "--cfg-all-channels/--cfg-first-3-channels")
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value: true/false, an int, a float, else the text itself (the plugin's options check the type)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
+    """`--set NAME=VALUE` pairs as {name: value}; names may be written with dashes (top-k = top_k)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name.isidentifier():
+            raise BenchError(f"--set {item!r}: expected NAME=VALUE, e.g. --set sampler=ddim")
+        _put(out, name, parse_value(value), f"--set {name}")
+    return out
+
+
+def _put(given: dict[str, Any], name: str, value: Any, how: str) -> None:
+    if name in given and given[name] != value:
+        raise BenchError(f"{how}: {name} is given twice, as {given[name]!r} and {value!r}")
+    given[name] = value
+
+
+def _given(name: str, parse: Callable[[Any], Any] = lambda v: v) -> Callable:
+    """A click callback that records a setting the user gave (None: not given) under its option name."""
+    def record(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            _put(ctx.meta.setdefault(_GIVEN, {}), name, parse(value), f"--{name.replace('_', '-')}")
+
+    return record
+
+
+def _option_flag(option: PluginOption) -> Callable:
+    """The `bench run` flag of a common option: --cfg-scale FLOAT, --precision [..], --compile/--no-compile."""
+    dashed = option.name.replace("_", "-")
+    if option.type is bool:
+        return click.option(f"--{dashed}/--no-{dashed}", default=None, expose_value=False,
+                            callback=_given(option.name), help=option.help)
+    kind = click.Choice(list(option.choices)) if option.choices else option.type
+    return click.option(f"--{dashed}", type=kind, default=None, expose_value=False, callback=_given(option.name),
+                        help=option.help)
+
+
+def sampling_flags(func: Callable) -> Callable:
+    """The common sampling flags, then the deprecated aliases of `--set`: each recorded only when given."""
+    aliases = [click.option(f"--{name.replace('_', '-')}", metavar="VALUE", default=None, expose_value=False,
+                            callback=_given(name, parse_value), help=f"(deprecated: --set {name}=VALUE)")
+               for name in DEPRECATED_ALIASES]
+    name, decl = DEPRECATED_SWITCH
+    aliases.append(click.option(decl, default=None, expose_value=False, callback=_given(name),
+                                help=f"(deprecated: --set {name}=true|false)"))
+    for option in reversed([_option_flag(o) for o in COMMON_OPTIONS] + aliases):
+        func = option(func)
+    return func
+
+
+@click.command("run", epilog="A generator's own settings: --set NAME=VALUE (repeatable); `bench generators NAME` "
+                             "lists them, e.g. `bench generators dit-xl-2`.")
+@click.option("--generator", "-g", "generator", required=True, help="preset name (see `bench generators`)")
+@click.option("--task", type=click.Choice(["sample", "reconstruct"]), default="sample", show_default=True,
+              help="reconstruct: a tokenizer's rFID/PSNR/SSIM on --data")
+@click.option("--data", type=click.Path(exists=True), default=None,
+              help="reconstruct: the images (ImageNet val folder, or an npz at the tokenizer's resolution)")
+@click.option("--ref", default=None,
+              help="reference batch: imagenet256|imagenet512|... or a path [imagenet<eval size>]")
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None, help="local checkpoint (else cache/download)")
+@click.option("--num-samples", type=int, default=PAPER_NUM_SAMPLES, show_default=True,
+              help="images to sample; papers use 50,000 (fewer biases FID upwards)")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="images per generator call, per process")
+@click.option("--seed", type=int, default=0, show_default=True, help="run seed: fixes every label and image")
+@click.option("--labels", type=click.Choice(LABEL_MODES), default="random", show_default=True,
+              help="random: uniform labels as the official samplers; balanced: 50 per class for 50k")
+@click.option("--set", "set_items", multiple=True, metavar="NAME=VALUE",
+              help="a generator's own sampling setting, e.g. --set sampler=ddim --set eta=0.5 (repeatable)")
+@click.option("--metrics", "metric_spec", default=None, metavar="LIST",
+              help="which metrics: '+kid' adds to ADM's five, '-sfid' drops one, 'fid,kid' is exactly these. Known: "
+                   + ", ".join(m.name for m in registry.METRICS.values() if m.compute) + ".")
+@sampling_flags
+@click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per resumable shard")
+@click.option("--save-npz", is_flag=True, help="also write runs/<id>/samples.npz (ADM format)")
+@click.option("--save-grid", is_flag=True, help="also write runs/<id>/grid.png")
+@click.option("--force", is_flag=True, help="score against a reference of another resolution anyway")
+@click.option("--run-id", default=None, help="run folder name [<generator>-<config hash>]")
+@click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
+@click.option("--device", default=None, help="[cuda if available, else cpu]")
+@click.option("--offline", is_flag=True, help="never download; list what is missing instead")
+@click.pass_context
+def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, set_items, metric_spec,
+                shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
+    """Sample a generator and score it (FID, sFID, IS, Precision, Recall) against ImageNet reference statistics.
+
+    \b
+    bench run -g llamagen-xl                        # paper settings, 50k samples vs imagenet256
+    bench run -g llamagen-xl --cfg-scale 2.0 --num-samples 10000 --save-npz --metrics +kid
+    bench run -g dit-xl-2 --set sampler=ddim --set steps=50
+    torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; same numbers as 1 GPU
+    bench run -g llamagen-vq16 --task reconstruct --data /imagenet/val   # rFID, PSNR, SSIM
+
+    Sample i depends only on (--seed, i) and its label, so results do not depend on the number of processes,
+    and on --batch-size only through float rounding. Rerunning the same command (with any --batch-size)
+    resumes a killed run from its last finished shard. The result (every metric, the resolved settings,
+    checkpoint and reference sha256s, versions, timing) goes to runs/<run-id>/result.json; compare runs with
+    `bench report runs/ --compare`.
+    """
+    overrides = dict(ctx.meta.get(_GIVEN, {}))
+    for name, value in parse_set(set_items).items():
+        _put(overrides, name, value, f"--set {name}")
+    settings = RunSettings(
+        generator=generator, overrides=overrides, ckpt=ckpt, batch_size=batch_size, shard_size=shard_size, ref=ref,
+        metrics=metric_spec, force=force, run_id=run_id, runs_dir=runs_dir,
+        device=device or ("cuda" if torch.cuda.is_available() else "cpu"), allow_download=not offline,
+    )
+    if (task == "reconstruct") != (data is not None):
+        raise BenchError("--data is needed by --task reconstruct, and only by it")
+    if task == "reconstruct":
+        sampling_only = ["num_samples", "seed", "labels", "save_npz", "save_grid"]
+        given = [f"--{name.replace('_', '-')}" for name in sampling_only
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise BenchError(f"{', '.join(given)}: sampling options; --task reconstruct encodes every image of --data")
+        chosen = ReconstructTask(data=data)
+    else:
+        chosen = SampleTask(num_samples=num_samples, seed=seed, labels=labels, save_npz=save_npz, save_grid=save_grid)
+    try:
+        result = execute(chosen, settings)
+    except KeyboardInterrupt as interrupt:
+        click.echo(f"\nInterrupted: {interrupt or 'finished shards are kept; rerun to resume'}", err=True)
+        sys.exit(130)
+    if result is not None:
+        for key, value in result["metrics"].items():
+            click.echo(f"{key}: {value}")
+        click.echo(f"result: {Path(settings.runs_dir) / result['run_id'] / 'result.json'}")
+
+
+# -- bench generators -----------------------------------------------------------------------------------------
+def _describe_by_building(factory: Callable[..., Generator]) -> dict[str, Any]:
+    """For presets without a `PresetInfo`: build one (factories touch no weights) and read its settings."""
+    generator = factory(device="cpu")
+    config = generator.config()
+    scalar = (str, int, float, bool)
+    return {"model": config.get("model", type(generator).__name__), "image_size": generator.image_size,
+            "eval_size": generator.eval_size, "paper": "",
+            "paper_settings": {k: v for k, v in config.items()
+                               if k not in ("model", "device") and isinstance(v, scalar)}}
+
+
+def _describe(name: str, factory: Callable[..., Generator]) -> str:
+    info, label = preset_info(factory), "paper settings"
+    if info is None:
+        info, label = _describe_by_building(factory), "default settings"
+    settings = ", ".join(f"{k}={v}" for k, v in info["paper_settings"].items()) or "-"
+    return (f"{name}\n  model: {info['model']}  resolution: {info['image_size']}  eval size: {info['eval_size']}\n"
+            f"  {label}: {settings}" + (f"\n  paper: {info['paper']}" if info["paper"] else ""))
+
+
+def _options_listing(factory: Callable[..., Generator]) -> str:
+    """The options a preset declares, as `bench run` takes them: a flag for the common ones, --set for the rest."""
+    options = plugin_options(factory)
+    if options is None:
+        return "  options: not declared by its plugin (it checks what it is given itself)"
+    if not options:
+        return "  options: none"
+    rows = []
+    for option in options:
+        types = option.type if isinstance(option.type, tuple) else (option.type,)
+        kind = "|".join(map(str, option.choices)) if option.choices else "|".join(t.__name__.upper() for t in types)
+        if option.flag.startswith("--set"):
+            usage = f"--set {option.name}={kind}"
+        else:
+            usage = f"{option.flag}/--no-{option.flag[2:]}" if types == (bool,) else f"{option.flag} {kind}"
+        default = "" if option.default is None else f" [{option.default}]"
+        rows.append((usage, f"{option.help}{default}"))
+    width = max(len(usage) for usage, _ in rows)
+    return "\n".join(["  options (`bench run` flags for the common ones, --set NAME=VALUE for the others):"]
+                     + [f"    {usage:<{width}}  {text}" for usage, text in rows])
+
+
+@click.command("generators")
+@click.argument("name", required=False)
+def generators_command(name: str | None):
+    """List the installed generator presets, or describe preset NAME with the options it takes.
+
+    \b
+    bench generators                  every preset: model, resolution, eval size, paper settings
+    bench generators dit-xl-2         the same for one preset, and its --set options
+    """
+    if name is not None:
+        factory = load_generator_factory(name)
+        click.echo(_describe(name, factory) + "\n" + _options_listing(factory))
+        return
+    known = available_generators()
+    if not known:
+        click.echo("no generator plugins installed")
+    for preset in sorted(known):
+        try:
+            click.echo(_describe(preset, known[preset].load()))
+        except Exception as err:  # a broken plugin (failing import or failing factory) must not hide the others
+            click.echo(f"{preset}\n  (cannot be loaded: {err})")
