@@ -1,0 +1,195 @@
+"""The plugin boundary: family entry points, declared options and --set, plugin commands, and a CLI that imports
+no plugin until one is used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import bench.cli
+import bench.generator
+from bench.cli import cli
+from bench.errors import BenchError
+from bench.generator import (PluginOption, available_generators, check_options, is_family, load_generator_factory,
+                             plugin_options)
+from bench.result import read
+from test_run_helpers import toy_factory
+
+
+class EntryPoint:
+    """What importlib.metadata gives: a name, a value, and `load()` (raising like a failing import)."""
+
+    def __init__(self, name: str, target, value: str | None = None):
+        self.name, self.target, self.value = name, target, value or f"somepkg.plugin:{name}"
+
+    def load(self):
+        if isinstance(self.target, Exception):
+            raise self.target
+        return self.target
+
+
+# -- generator families -----------------------------------------------------------------------------------------
+def test_families_expand_into_presets_beside_old_per_preset_entry_points(monkeypatch):
+    def family():
+        return {"fam-a": toy_factory, "fam-b": toy_factory}
+
+    def failing_family():
+        raise RuntimeError("no presets today")
+
+    points = [EntryPoint("fam", family), EntryPoint("mapped", {"map-a": toy_factory}), EntryPoint("old", toy_factory),
+              EntryPoint("gone", ImportError("No module named 'gonepkg'")), EntryPoint("sad", failing_family)]
+    monkeypatch.setattr(bench.generator, "entry_points", lambda group: points)
+    known = available_generators()
+    assert sorted(known) == ["fam-a", "fam-b", "gone", "map-a", "old", "sad"]
+    for name in ("fam-a", "map-a", "old"):
+        assert load_generator_factory(name) is toy_factory
+    assert known["fam-b"].value == "somepkg.plugin:fam"
+    with pytest.raises(BenchError, match=r"generator 'gone': its plugin somepkg.plugin:gone fails to import "
+                                         r"\(ImportError: No module named 'gonepkg'\)"):
+        load_generator_factory("gone")
+    with pytest.raises(BenchError, match=r"'sad': its plugin somepkg.plugin:sad fails to import \(RuntimeError"):
+        load_generator_factory("sad")
+
+
+def test_a_family_is_a_mapping_or_a_function_of_no_arguments():
+    assert is_family({}) and is_family(lambda: {})
+    assert not is_family(toy_factory) and not is_family(lambda ckpt=None, device="cpu", **kw: None)
+    assert not is_family(bench.generator.Generator) and not is_family("text")
+
+
+def test_the_installed_families_list_every_preset_of_their_presets_modules():
+    from generators.dit.presets import PRESETS as DIT
+    from generators.llamagen.presets import PRESETS as LLAMAGEN
+
+    known = available_generators()
+    assert set(LLAMAGEN) | set(DIT) <= set(known)
+    assert known["llamagen-xl"].value == "generators.llamagen.plugin:presets"
+
+
+def test_bench_generators_name_shows_the_plugin_options():
+    out = CliRunner().invoke(cli, ["generators", "llamagen-b"])
+    assert out.exit_code == 0, out.output
+    text = out.output
+    assert "llamagen-b\n  model: LlamaGen GPT-B  resolution: 384  eval size: 256" in text
+    for usage, default in [("--cfg-scale FLOAT", "[2.0]"), ("--set cfg_interval=INT", "[-1]"),
+                           ("--set top_k=INT", "[0]"), ("--set top_p=FLOAT", "[1.0]"),
+                           ("--set temperature=FLOAT", "[1.0]"), ("--set vq_ckpt=STR", ""),
+                           ("--precision fp32|bf16|fp16", ""), ("--compile/--no-compile", "[False]")]:
+        line = next((line for line in text.splitlines() if line.strip().startswith(usage)), None)
+        assert line is not None and line.endswith(default), (usage, text)
+    dit = CliRunner().invoke(cli, ["generators", "dit-xl-2"]).output
+    assert "--set sampler=ddpm|ddim" in dit and "--set steps=INT|STR" in dit
+    assert "--set vq_ckpt" in CliRunner().invoke(cli, ["generators", "llamagen-vq16"]).output
+    assert "unknown generator 'nope'" in CliRunner().invoke(cli, ["generators", "nope"]).output
+
+
+# -- options ------------------------------------------------------------------------------------------------------
+def test_plugin_options_coerce_to_their_declared_types():
+    steps = PluginOption("steps", (int, str), 250)
+    assert steps.coerce(50, "p") == 50 and steps.coerce("ddim25", "p") == "ddim25" and steps.coerce(2.5, "p") == "2.5"
+    eta = PluginOption("eta", float)
+    assert eta.coerce(1, "p") == 1.0 and isinstance(eta.coerce(1, "p"), float)
+    assert PluginOption("vae", str).coerce(123, "p") == "123"  # a folder named 123
+    for option, value, message in [(PluginOption("top_k", int), 2.5, "--set top_k must be an integer, found 2.5"),
+                                   (PluginOption("top_k", int), True, "must be an integer, found True"),
+                                   (PluginOption("eta", float), "x", "--set eta must be a number, found 'x'"),
+                                   (PluginOption("compile", bool), 1, "--compile must be true or false, found 1"),
+                                   (PluginOption("sampler", str, choices=("ddpm", "ddim")), "euler",
+                                    "--set sampler must be one of ddpm, ddim, found 'euler'")]:
+        with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            option.coerce(value, "p")
+
+
+def test_check_options_refuses_undeclared_settings_and_passes_undeclared_factories_through():
+    assert check_options("toy", toy_factory, {"temperature": 1, "cfg_scale": 2}) == {"temperature": 1.0,
+                                                                                  "cfg_scale": 2.0}
+    with pytest.raises(BenchError, match=r"'toy' does not take --compile, --set eta; it takes: --set temperature, "
+                                         r"--cfg-scale, --precision"):
+        check_options("toy", toy_factory, {"eta": 0.0, "compile": True})
+    bare = lambda **kw: None  # noqa: E731  (a factory that checks its own overrides)
+    assert plugin_options(bare) is None and check_options("bare", bare, {"anything": 1}) == {"anything": 1}
+
+
+def test_the_shipped_plugins_check_against_their_declared_options():
+    """A plugin's accepted settings and its declared options are one list."""
+    from generators.dit import plugin as dit
+    from generators.llamagen import plugin as llamagen
+
+    assert {o.name for o in plugin_options(dit.dit_xl_2)} == dit.OVERRIDES
+    for name, factory in llamagen.presets().items():
+        declared = {o.name for o in plugin_options(factory)}
+        factory(**{o.name: o.default for o in plugin_options(factory) if o.default is not None})  # each is taken
+        with pytest.raises(BenchError, match="does not take"):
+            factory(steps=3)
+        assert ("top_k" in declared) == (llamagen.PRESETS[name].gpt_model is not None)
+
+
+# -- plugin commands ------------------------------------------------------------------------------------------------
+def test_plugin_commands_arrive_through_the_entry_point_group(monkeypatch):
+    @click.command("hello")
+    @click.option("--name", default="world")
+    def hello(name):
+        """Say hello."""
+        click.echo(f"hello {name}")
+
+    points = [EntryPoint("hello", hello), EntryPoint("broken", ImportError("No module named 'brokenpkg'")),
+              EntryPoint("odd", object())]
+    monkeypatch.setattr(bench.cli, "entry_points", lambda group: points if group == bench.cli.COMMANDS_GROUP else [])
+    out = CliRunner().invoke(cli, ["hello", "--name", "bench"])
+    assert out.exit_code == 0 and out.output == "hello bench\n"
+    listing = CliRunner().invoke(cli, ["--help"])
+    assert listing.exit_code == 0 and "hello" in listing.output and "Traceback" not in listing.output
+    assert ("Warning: plugin command 'broken' (somepkg.plugin:broken) fails to import (ImportError: No module named "
+            "'brokenpkg')") in listing.output
+    assert "Warning: plugin command 'odd' (somepkg.plugin:odd) is not a click command" in listing.output
+    assert CliRunner().invoke(cli, ["eval", "--help"]).exit_code == 0  # the built-in commands are unaffected
+
+
+def test_llamagen_commands_come_from_its_entry_point():
+    out = CliRunner().invoke(cli, ["llamagen", "--help"])
+    assert out.exit_code == 0, out.output
+    assert all(name in out.output for name in ("train-vq", "extract-codes", "train-gpt"))
+
+
+def test_bench_cli_imports_no_plugin_and_eval_loads_no_run_or_training_code():
+    code = ("import sys; from click.testing import CliRunner; import bench.cli; "
+            "assert not [m for m in sys.modules if m.startswith('generators')], 'bench.cli imported a plugin'; "
+            "out = CliRunner().invoke(bench.cli.cli, ['eval', '--help']); assert out.exit_code == 0, out.output; "
+            "print(sorted(m for m in sys.modules if m.startswith(('generators', 'bench.run', "
+            "'torch.distributed.fsdp'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# -- results of earlier layouts -------------------------------------------------------------------------------------
+def test_a_run_result_of_the_layout_before_the_schema_still_reads(tmp_path):
+    """What `bench run` wrote before bench/result.py: metrics nested with their reasons, provenance beside them."""
+    old = {
+        "run_id": "llamagen-xl-1a2b3c4d5e6f", "task": "sample", "generator": "llamagen-xl",
+        "metrics": {"inception_score": None, "fid": 2.6, "sfid": 5.0, "precision": 0.8, "recall": 0.6,
+                    "inception_score_unavailable": "no softmax layer", "num_ref": 10000},
+        "settings": {"generator": "llamagen-xl", "overrides": {}, "num_samples": 50000},
+        "config": {"format": 1, "generator_config": {"cfg_scale": 1.75}, "eval_size": 256, "num_samples": 50000},
+        "fingerprint": "f" * 64, "checkpoint_sha256": {"c2i_XL_384.pt": "ab"},
+        "reference": {"name": "imagenet256", "path": "/r.npz", "sha256": "cd", "resolution": 256},
+        "seed": 0, "labels": "random", "num_samples": 50000, "num_ref": 10000,
+        "provenance": {"inception": {"sha256": "ef"}, "versions": {"bench": "0.1.0"}}, "device": "cuda:0 (H100)",
+        "world_size": 8, "wall_time_s": 3600.0, "images_generated": 50000, "images_resumed": 0,
+        "images_per_s": 14.0, "warnings": [], "outputs": {"npz": "runs/x/samples.npz"},
+    }
+    (tmp_path / "result.json").write_text(json.dumps(old))
+    data = read(tmp_path / "result.json")
+    assert data["metrics"] == {"inception_score": None, "fid": 2.6, "sfid": 5.0, "precision": 0.8, "recall": 0.6}
+    assert data["unavailable"] == {"inception_score": "no softmax layer"}
+    assert data["reference"]["num_ref"] == 10000 and data["reference"]["sha256"] == "cd"
+    assert data["samples"]["num_samples"] == 50000 and data["settings"]["generator_config"]["cfg_scale"] == 1.75
+    assert data["settings"]["seed"] == 0 and data["provenance"]["checkpoints"] == {"c2i_XL_384.pt": "ab"}
+    assert data["timing"]["world_size"] == 8 and data["timing"]["images_per_s"] == 14.0
+    assert data["outputs"] == {"npz": "runs/x/samples.npz"} and data["upgraded_from"] == "pre-schema"
