@@ -8,9 +8,11 @@ lists everything. User mistakes (`BenchError`) are printed as one clear message,
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -29,13 +31,93 @@ LAZY_COMMANDS = {"run": "bench.run.cli:run_command", "generators": "bench.run.cl
 COMMANDS_GROUP = "bench.commands"
 
 
+class _TrackedStream:
+    """A text stream that remembers whether what was last written to it ended a line.
+
+    A progress bar redraws its line with '\r' and ends it only when it closes, and a bar abandoned by an
+    exception is not closed until later: a message written then would be glued to the bar's text. Writing
+    through this wrapper lets the CLI start its own messages on a fresh line, on a terminal and in a log alike.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return written
+
+    def fresh_line(self) -> None:
+        """End the current line if something (a progress bar) left it open."""
+        if not self.at_line_start:
+            self.write("\n")
+            self.flush()
+
+    def __getattr__(self, name: str):  # flush, isatty, fileno, encoding, ...: the wrapped stream's
+        return getattr(self._stream, name)
+
+
 class _Group(click.Group):
+    """A click group whose commands report to the user in one voice: a `BenchError` as one `Error:` line (exit
+    status 2) instead of a traceback, a Python warning as one `Warning:` line (not Python's two lines of
+    file:line and source code), an interruption (Ctrl-C) as `Interrupted` with exit status 130 (the shell's
+    128 + SIGINT) -- each on a line of its own even when a progress bar was drawing. The overrides last only
+    while a command runs, so library use of bench keeps Python's own warning display."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:  # click would turn a Ctrl-C while arguments are parsed into "Aborted!" and exit status 1
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            self.interrupted(_TrackedStream(sys.stderr), None)
+
     def invoke(self, ctx: click.Context):
+        stderr = _TrackedStream(sys.stderr)
+        saved = sys.stderr
+        sys.stderr = stderr  # progress bars and messages alike write to sys.stderr: through the tracker
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+                    self.show_warning(stderr, message)
+                return super().invoke(ctx)
         except BenchError as err:
+            self.settle(stderr)
             click.echo(f"Error: {err}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt as interrupt:
+            self.interrupted(stderr, interrupt)
+        except click.exceptions.Abort as abort:
+            if isinstance(abort.__context__, EOFError):  # a prompt that met the end of its input: not a Ctrl-C
+                raise
+            self.interrupted(stderr, None)
+        finally:
+            sys.stderr = saved
+
+    @staticmethod
+    def settle(stderr: _TrackedStream) -> None:
+        """Before a last message: close the progress bars the exception left open (each would otherwise redraw
+        itself below the message when it is garbage-collected) and end a line left open."""
+        from tqdm.std import tqdm
+
+        for bar in sorted(tqdm._instances, key=lambda bar: -abs(getattr(bar, "pos", 0))):  # inner bars first
+            with contextlib.suppress(Exception):
+                bar.close()
+        stderr.fresh_line()
+
+    @staticmethod
+    def show_warning(stderr: _TrackedStream, message: Warning | str) -> None:
+        """`warnings.showwarning` while a command runs: the message alone, as bench's own warnings read."""
+        stderr.fresh_line()
+        click.echo(f"Warning: {message}", err=True)
+
+    @staticmethod
+    def interrupted(stderr: _TrackedStream, interrupt: KeyboardInterrupt | None) -> None:
+        """Ctrl-C: 'Interrupted', with what the command said survives it (e.g. `bench run`'s kept shards)."""
+        detail = str(interrupt) if interrupt is not None else ""
+        _Group.settle(stderr)
+        click.echo(f"Interrupted{': ' + detail if detail else ''}", err=True)
+        sys.exit(130)
 
 
 class _BenchGroup(_Group):
@@ -209,7 +291,8 @@ def ref_group() -> None:
 
 @ref_group.command("build")
 @click.argument("source", type=click.Path(exists=True))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .npz to write.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+              help="The .npz to write (outside SOURCE), with its provenance record beside it as OUTPUT.json.")
 @click.option("--image-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="For an image folder: ADM's center crop (BOX halving, BICUBIC resize, center crop) to this size.")
 @click.option("--no-crop", is_flag=True, help="Use folder images as they are (no ADM center crop).")
@@ -232,13 +315,31 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
     made: each image is center-cropped with ADM's `center_crop_arr`, the statistics cover the whole folder, and
     `--include-images --subset 10000` stores 10,000 random images for Precision/Recall (all 1.28M would be
     ~250 GB, and Precision/Recall depend on the reference count). The output is written atomically.
+
+    A folder's images are its .png, .jpg/.jpeg, .bmp, .webp, .tif/.tiff, .ppm/.pgm/.pbm/.pnm and .gif files (a
+    GIF's first frame), in any letter case and in any subfolder; other files, hidden files and everything in
+    hidden folders (.thumbnails/) are skipped, with a notice that says how many and why.
+
+    Beside OUTPUT, OUTPUT.json records how it was made: the source and its content digest, the images counted
+    and skipped, the crop, the stored subset, the Inception (and DINOv2) weights with their sha256 and the
+    backend that ran them, the package versions, and OUTPUT's own sha256 (a record whose sha256 differs from
+    OUTPUT's describes another build). It sits beside the .npz rather than inside it: ADM's evaluator and other
+    tools read these .npz files and expect arrays only.
     """
     from bench.batches import FolderImages, NpzWriter, open_images
+    from bench.download import sha256_file
+    from bench.evaluate import package_versions
     from bench.features.cache import extract_source
     from bench.features.featureset import statistics_keys
     from bench.metrics import feature_statistics
 
+    record_path, target = Path(f"{output}.json"), Path(output).resolve()
+    if Path(source).is_dir() and Path(source).resolve() in target.parents:
+        raise BenchError(f"--output {output} lies inside {source}, the folder the reference is built from: it "
+                         "could overwrite one of its images, and the next build from that folder would find it "
+                         "there; write it outside the folder")
     _check_output(output, "--output", [source])
+    _check_output(str(record_path), "--output's provenance record", [source])
     if subset is not None and not include_images:
         raise BenchError("--subset chooses which images --include-images stores; give both")
     given = ctx.get_parameter_source("image_size") == click.core.ParameterSource.COMMANDLINE
@@ -246,6 +347,9 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         raise BenchError(f"--image-size and --no-crop apply to image folders; {source} is an npz, used as it is")
     crop = None if (no_crop or Path(source).is_file()) else image_size
     images = open_images(source, center_crop=crop)
+    if target.exists() and isinstance(images, FolderImages) and any(f.resolve() == target for f in images.files):
+        raise BenchError(f"--output {output} is one of the images of {source} (linked into it); writing it would "
+                         "destroy that image")
     if images.num_images < 2:
         raise BenchError(f"{source}: {images.num_images} image(s); statistics need at least 2 (ADM's: 10,000)")
     if include_images and isinstance(images, FolderImages) and not crop and len(sizes := images.sizes()) > 1:
@@ -275,6 +379,7 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         for array in arrays:
             (mu_key, sigma_key), (mu, sigma) = statistics_keys(array), feature_statistics(features[array])
             stats.update({mu_key: mu, sigma_key: sigma})
+        record_path.unlink(missing_ok=True)  # an earlier build's record must not outlive its .npz
         if writer:
             writer.close(**stats)
         else:
@@ -285,11 +390,17 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
             writer.abort()
         raise
     stored = "" if not include_images else f" and {writer.num_rows} of the images"
-    provenance = {getattr(e, "name", "inception"): getattr(e, "provenance", None) for e in extractors}
-    atomic.write_json(str(output) + ".json", {"source": str(Path(source).resolve()), "num_images": images.num_images,
-                                              "center_crop": crop, "stored_images": writer.num_rows if writer else 0,
-                                              "features": provenance})
-    click.echo(f"wrote {output}: statistics of {images.num_images} images{stored} (provenance: {output}.json)")
+    versions = package_versions()
+    atomic.write_json(record_path, {
+        "output": Path(output).name, "sha256": sha256_file(output, progress=True),
+        "source": str(Path(source).resolve()), "source_sha256": images.content_hash(),
+        "num_images": images.num_images, "skipped": getattr(images, "skipped", {}),
+        "center_crop": crop, "stored_images": writer.num_rows if writer else 0,
+        "subset_seed": seed if subset is not None else None,
+        "features": {getattr(e, "name", "inception"): getattr(e, "provenance", None) for e in extractors},
+        "bench": versions.get("bench"), "versions": versions,
+    })
+    click.echo(f"wrote {output}: statistics of {images.num_images} images{stored} (provenance: {record_path})")
 
 
 @cli.command("report")
