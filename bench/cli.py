@@ -454,6 +454,46 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path, mar
         click.echo(f"wrote {path}", err=True)
 
 
+@cli.command("regress")
+@click.option("--tokenizer", "preset", required=True, help="Tokenizer preset, e.g. llamagen-demo-vq or llamagen-vq16.")
+@click.option("--vq-ckpt", type=click.Path(dir_okay=False), default=None,
+              help="Your tokenizer checkpoint [the preset's own file].")
+@click.option("--data", type=click.Path(exists=True), default=None,
+              help="Validation images: a folder (center-cropped) or an npz [the demo dataset's val split].")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False), required=True,
+              help="JSON of baselines keyed by preset (see reference_stats/baselines.json).")
+@click.option("--update", is_flag=True, help="Measure and (re)write this preset's baseline instead of gating.")
+@click.option("--device", default="cpu", show_default=True, callback=lambda ctx, param, value: check_device(value))
+@click.option("--offline", is_flag=True, help="Never download; list what is missing instead.")
+def regress_command(preset, vq_ckpt, data, baseline_path, update, device, offline):
+    """rFID regression gate: fail (exit 1) when a tokenizer got worse than its recorded baseline.
+
+    Reconstructs a fixed validation split and compares rFID (vs the originals), PSNR and SSIM with the
+    baseline entry for the preset, within the tolerances stored there (they absorb float rounding across CPU
+    kinds). A baseline measured on another tokenizer file, split or Inception is refused.
+
+    \b
+    bench regress --tokenizer llamagen-demo-vq --baseline reference_stats/baselines.json
+    bench regress --tokenizer llamagen-vq16 --vq-ckpt mine.pt --data val/ --baseline b.json --update
+    """
+    import pandas as pd
+
+    from bench.regress import regress
+
+    verdict, current = regress(preset, baseline_path, vq_ckpt=vq_ckpt, data=data, update=update, device=device,
+                               allow_download=not offline)
+    if verdict is None:
+        numbers = ", ".join(f"{k} {v:.4f}" for k, v in current.items())
+        click.echo(f"baseline for {preset} written to {baseline_path}: {numbers}")
+        return
+    click.echo(pd.DataFrame(verdict.table).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if not verdict.passed:
+        click.echo(f"FAIL: {verdict.failures[0]}" + (f" (and {len(verdict.failures) - 1} more)"
+                                                     if len(verdict.failures) > 1 else ""), err=True)
+        sys.exit(1)
+    click.echo(f"PASS: {preset} is within its baseline's tolerances")
+
+
 def main() -> None:
     cli()
 
