@@ -85,15 +85,22 @@ def _option_flag(option: PluginOption) -> Callable:
                         help=option.help)
 
 
-def sampling_flags(func: Callable) -> Callable:
-    """The common sampling flags, then the deprecated aliases of `--set`: each recorded only when given."""
+def common_flags(func: Callable) -> Callable:
+    """--cfg-scale, --precision, --compile/--no-compile (`COMMON_OPTIONS`): each recorded only when given."""
+    for option in reversed(COMMON_OPTIONS):
+        func = _option_flag(option)(func)
+    return func
+
+
+def deprecated_flags(func: Callable) -> Callable:
+    """The flags that set plugin options before `--set`, each recorded as its `--set` would be."""
     aliases = [click.option(f"--{name.replace('_', '-')}", metavar="VALUE", default=None, expose_value=False,
                             callback=_given(name, parse_value), help=f"(deprecated: --set {name}=VALUE)")
                for name in DEPRECATED_ALIASES]
     name, decl = DEPRECATED_SWITCH
     aliases.append(click.option(decl, default=None, expose_value=False, callback=_given(name),
                                 help=f"(deprecated: --set {name}=true|false)"))
-    for option in reversed([_option_flag(o) for o in COMMON_OPTIONS] + aliases):
+    for option in reversed(aliases):
         func = option(func)
     return func
 
@@ -119,7 +126,7 @@ def sampling_flags(func: Callable) -> Callable:
 @click.option("--metrics", "metric_spec", default=None, metavar="LIST",
               help="which metrics: '+kid' adds to ADM's five, '-sfid' drops one, 'fid,kid' is exactly these. Known: "
                    + ", ".join(m.name for m in registry.METRICS.values() if m.compute) + ".")
-@sampling_flags
+@common_flags
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per resumable shard")
 @click.option("--save-npz", is_flag=True, help="also write runs/<id>/samples.npz (ADM format)")
 @click.option("--save-grid", is_flag=True, help="also write runs/<id>/grid.png")
@@ -128,6 +135,7 @@ def sampling_flags(func: Callable) -> Callable:
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--device", default=None, help="[cuda if available, else cpu]")
 @click.option("--offline", is_flag=True, help="never download; list what is missing instead")
+@deprecated_flags
 @click.pass_context
 def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, set_items, metric_spec,
                 shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
