@@ -8,7 +8,6 @@ still work, as aliases of `--set`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -173,11 +172,7 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
         chosen = ReconstructTask(data=data)
     else:
         chosen = SampleTask(num_samples=num_samples, seed=seed, labels=labels, save_npz=save_npz, save_grid=save_grid)
-    try:
-        result = execute(chosen, settings)
-    except KeyboardInterrupt as interrupt:
-        click.echo(f"\nInterrupted: {interrupt or 'finished shards are kept; rerun to resume'}", err=True)
-        sys.exit(130)
+    result = execute(chosen, settings)  # Ctrl-C: the executor says which shards are kept, bench.cli prints it
     if result is not None:
         for key, value in result["metrics"].items():
             click.echo(f"{key}: {value}")
