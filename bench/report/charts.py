@@ -141,7 +141,8 @@ def _training(row: pd.Series) -> str:
 
 
 def size_chart(points: pd.DataFrame, Figure) -> Chart | None:
-    """FID over parameters (log scale): runs at their model's size, the family's published numbers beside."""
+    """FID over parameters (log scale): runs at their model's size, beside their family's published numbers at
+    the cfg scale of the family's best run."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     runs = points[[_finite(p) and _finite(f) for p, f in zip(points["params"], points["fid"])]]
@@ -149,25 +150,31 @@ def size_chart(points: pd.DataFrame, Figure) -> Chart | None:
         return None
     figure = Figure(figsize=(5.2, 3.6), layout="constrained")
     axes = figure.subplots()
-    settings = runs.groupby([runs["model"], runs["image_size"].fillna(-1), runs["eval_size"].fillna(-1),
-                             runs["cfg"].fillna(-1)], sort=False)
-    seen = set()
-    for i, ((model, image, evaluated, cfg), _) in enumerate(settings):
-        image, evaluated, cfg = (None if v == -1 else v for v in (image, evaluated, cfg))
-        family = published.family_at(model, image, evaluated, cfg)
+    # one published curve per model and resolution: at the runs' cfg scale the paper covers with most models
+    # (ties: the scale of the better run)
+    groups = runs.groupby([runs["model"], runs["image_size"].fillna(-1), runs["eval_size"].fillna(-1)], sort=False)
+    seen, sizes = set(), set(runs["params"])
+    for i, ((model, image, evaluated), group) in enumerate(groups):
+        image, evaluated = (None if v == -1 else v for v in (image, evaluated))
+        curves = [(published.family_at(model, image, evaluated, cfg), -fid, cfg)
+                  for cfg, fid in zip(group["cfg"], group["fid"].astype(float))]
+        family, _, cfg = max(curves, key=lambda c: (c[0]["model"].nunique(), c[1]))
         key = (tuple(family["model"]), image, evaluated, cfg)
         if family.empty or key in seen:
             continue
         seen.add(key)
-        cfg_words = "no guidance" if published.unguided(cfg) else f"cfg {cfg:g}"
+        sizes.update(family["params_m"])
+        cfg_words = "no guidance" if published.unguided(cfg) else f"cfg {float(cfg)!r}"
         axes.plot(family["params_m"], family["fid"], "s--", color=f"C{i % 10}", mfc="none", alpha=0.8,
                   label=f"paper {_group_label(None, str(model).split('-')[0], image, evaluated)}, "
                         f"{cfg_words}{_training(family.iloc[0])}")
     axes.plot(runs["params"], runs["fid"], "o", color="black", label="your runs")
     _annotate(axes, runs["params"], runs["fid"], runs["run"], len(runs) > MAX_LABELS)
     axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # no mathtext: parse_math is off
+    axes.set_xticks(sorted(sizes))  # each model's size, written out (log ticks would need mathtext, which is off)
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.tick_params(axis="x", labelrotation=45)
     axes.set_xlabel("parameters (millions, from reports/published.csv)")
     axes.set_ylabel("FID (lower is better)")
     axes.legend(fontsize=7)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from bench import __version__
 from bench.report import charts as charting
+from bench.metrics.registry import lower_is_better
 from bench.report.board import Board
 from bench.report.compare import NOISE_RULE, is_setting, setting_label
 from bench.report.formats import cell, paper_table, short, title
@@ -33,16 +34,17 @@ MAX_GRID_BYTES = 2 * 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#222;max-width:110em}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#222}
+p,ul,.warn{max-width:100em}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em}
 .meta{color:#555;margin:.2em 0 1em}.note{color:#555;font-size:.9em}
 table{border-collapse:collapse;font-size:.88em}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top;white-space:nowrap}
 th{background:#f4f4f6;cursor:pointer;user-select:none;position:sticky;top:0}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
-td.text,th.text{text-align:left}td.wrap{white-space:normal;min-width:26em;text-align:left}
+td.text,th.text{text-align:left}td.wrap{white-space:normal;min-width:18em;text-align:left}
 tr.baseline td{background:#eef5ff}.no{color:#b00020;font-weight:600}.yes{color:#1a7f37}
-.beyond{color:#1a7f37;font-weight:600}.within{color:#777}.missing{color:#aaa}
+.beyond{font-weight:700}.better{color:#1a7f37}.worse{color:#b00020}.within{color:#888}.missing{color:#aaa}
 details{position:relative}summary{cursor:pointer}
 details .provenance{position:absolute;z-index:5;left:0;top:1.6em;background:#fff;border:1px solid #bbb;
  box-shadow:0 4px 14px rgba(0,0,0,.18);padding:.6em .9em;min-width:34em;max-width:60em;text-align:left;
@@ -118,9 +120,11 @@ def _cell_html(column: str, value: Any, row: pd.Series, numeric: bool) -> str:
         hint = row.get("why not comparable", "")
     elif column == "comparable" and value is True:
         classes.append("yes")
-    elif column.endswith(" noise") and isinstance(value, str):
-        classes.append(value)
-        shown = f"{shown} noise"
+    elif column.endswith(" delta") and isinstance(row.get(column.replace(" delta", " noise")), str):
+        verdict = row[column.replace(" delta", " noise")]
+        better = (value < 0) == lower_is_better(column)
+        classes += [verdict] + ([("better" if better else "worse")] if verdict == "beyond" else [])
+        hint = f"{verdict} noise" + (f": {'better' if better else 'worse'} than the baseline" if verdict == "beyond" else "")
     elif column == "paper fid" and "paper source" in row and not pd.isna(row["paper source"]):
         hint = row["paper source"]
     elif column == "why not comparable":
@@ -152,8 +156,14 @@ def _provenance(row: pd.Series) -> str:
             + (f"<h3>Warnings</h3><ul>{warned}</ul>" if warned else "") + "</div>")
 
 
+def shown_columns(board: Board) -> list[str]:
+    """The board's columns as the page shows them: the noise verdicts mark their deltas (bold: beyond noise;
+    grey: within) instead of taking columns of their own, and the paper's source is the paper FID's tooltip."""
+    return [c for c in board.board.columns if not c.endswith(" noise") and c != "paper source"]
+
+
 def table_html(board: Board) -> str:
-    frame = board.board
+    frame = board.board[shown_columns(board)]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
                for c in frame.columns]
     head = "".join(f'<th class="{"" if n else "text"}" title="click to sort">{esc(title(c))}</th>'
@@ -162,7 +172,8 @@ def table_html(board: Board) -> str:
     for i, (_, row) in enumerate(frame.iterrows()):
         details = _provenance(board.table.iloc[i])
         cells = [f"<td class='text'><details><summary>{esc(row['run'])}</summary>{details}</details></td>"]
-        cells += [_cell_html(c, row[c], row, n) for c, n in zip(frame.columns[1:], numeric[1:])]
+        full = board.board.iloc[i]
+        cells += [_cell_html(c, row[c], full, n) for c, n in zip(frame.columns[1:], numeric[1:])]
         marker = ' class="baseline"' if row.get("baseline") is True else ""
         rows.append(f'<tr data-i="{i}"{marker}>{"".join(cells)}</tr>')
     return f'<table id="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -233,7 +244,7 @@ def charts_html(board: Board) -> str:
 # -- the page ----------------------------------------------------------------------------------------------------
 def to_html(board: Board, title_text: str = "bench leaderboard") -> str:
     """The whole page."""
-    frame = board.board
+    frame = board.board[shown_columns(board)]
     data = {"columns": list(frame.columns),
             "rows": [[sort_value(v) for v in row] for row in frame.itertuples(index=False)]}
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
@@ -250,9 +261,10 @@ def to_html(board: Board, title_text: str = "bench leaderboard") -> str:
     sections.append("<p class='note'>Click a column to sort (again to reverse); click a run for its settings and "
                     "provenance." + (" Rows marked ✗ are not comparable with the baseline (hover for why)."
                                      if "comparable" in frame else "") + "</p>")
-    if any(c.endswith(" noise") for c in frame.columns):
-        sections.append(f"<p class='note'>Noise: a delta is <b>beyond</b> noise when {esc(NOISE_RULE)}; "
-                        "empty where a run has no estimate.</p>")
+    if any(c.endswith(" noise") for c in board.board.columns):
+        sections.append(f"<p class='note'>Noise: a delta in <b class='better'>bold green</b> (better) or "
+                        "<b class='worse'>bold red</b> (worse) is beyond noise, one in <span class='within'>grey</span> "
+                        f"within it; beyond when {esc(NOISE_RULE)}. Plain where a run has no estimate.</p>")
     if board.compared and not board.paper.empty:
         sections.append("<h2>Published numbers at the runs' settings</h2>" + _plain_table(paper_table(board)))
     if board.compared:
