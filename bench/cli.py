@@ -410,8 +410,9 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
                    "comparability with the reason, the published rows matched, and every setting that differs.")
 @click.option("--baseline", default="0", show_default=True,
               help="The run to compare to: its name, or its row number in the order the files were found.")
-@click.option("--sort-by", default="fid", show_default=True,
-              help="Metric (or 'fid delta', ...) to rank by, in its direction: lower FID, higher IS first.")
+@click.option("--sort-by", default=None,
+              help="Metric (or 'fid delta', ...) to rank by, in its direction: lower FID, higher IS first "
+                   "[fid; a board without FID: its first metric, e.g. rfid].")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
               help="Write the table as CSV (column keys, full precision).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
@@ -445,7 +446,8 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path, mar
     for option, path in outputs.items():
         if path:
             _check_output(path, option, list(results))
-    board = report.build(results, compare=compare, baseline=baseline, sort_by=sort_by)
+    board = report.build(results, compare=compare, baseline=baseline, sort_by=sort_by or "fid",
+                         default_sort=sort_by is None)
     for skipped in board.skipped:
         click.echo(f"Warning: skipped {skipped}", err=True)
     click.echo(report.report_text(board))

@@ -159,12 +159,22 @@ def test_a_setting_some_runs_lack_differs_and_says_who_lacks_it(tmp_path):
 
 def test_outcomes_are_not_settings(tmp_path):
     """Timings, paths, dates, versions and devices differ between any two runs; listing them hides what matters."""
-    write_result(tmp_path / "a", "a", 3.0, created="2026-01-01T00:00:00Z", grid="a.png")
-    write_result(tmp_path / "b", "b", 2.0, created="2026-02-02T00:00:00Z", grid="b.png", noise={"fid": 0.1})
+    for name, fid, month in (("a", 3.0, 1), ("b", 2.0, 2)):
+        path = write_result(tmp_path / name, name, fid, created=f"2026-0{month}-01T00:00:00Z", grid=f"{name}.png",
+                            noise={"fid": 0.1 * month})
+        result = json.loads(path.read_text())
+        result["settings"]["extractors"] = {"inception": {"path": f"/home/{name}/inception.pth", "sha256": "same"}}
+        result["provenance"]["checkpoints"] = {"gpt": {"path": f"/home/{name}/c2i_B_384.pt", "sha256": "same"}}
+        result["provenance"]["versions"]["torch"] = f"2.{month}"
+        path.write_text(json.dumps(result))
     _, differing = compare(load_results([tmp_path]))
-    assert differing == {}  # wall time, created, run_id, runs_dir, outputs, noise all differ; none is a setting
-    out = report(tmp_path, "--compare")
-    assert "Settings that differ between runs: none" in out.stdout
+    # wall time, created, run_id, runs_dir, outputs, noise, file paths and versions all differ; none is a setting
+    assert differing == {}
+    assert "Settings that differ between runs: none" in report(tmp_path, "--compare").stdout
+    result["provenance"]["checkpoints"]["gpt"]["sha256"] = "another checkpoint"
+    path.write_text(json.dumps(result))
+    assert compare(load_results([tmp_path]))[1] == {"provenance.checkpoints.gpt.sha256": {"a": "same",
+                                                                                        "b": "another checkpoint"}}
 
 
 def test_compare_with_a_single_run(tmp_path):
@@ -225,6 +235,20 @@ def test_ranking_follows_each_metrics_direction(runs):
     assert leaderboard(compared, "fid delta")["run"].tolist()[0] == "<script>alert(1)</script>"
     with pytest.raises(BenchError, match="cannot sort by 'nope'"):
         leaderboard(table, "nope")
+
+
+def test_a_board_without_fid_ranks_by_its_first_metric(tmp_path):
+    """Tokenizer results have rFID, not FID: the default ranking falls back rather than failing."""
+    for name, rfid in (("vq-a", 2.2), ("vq-b", 0.9)):
+        write_json(tmp_path / name / "result.json", {"schema_version": 1, "task": "reconstruct", "run_id": name,
+                                                     "metrics": {"rfid": rfid, "psnr": 20.0}})
+    board = build([tmp_path])
+    assert board.sort_by == "rfid" and board.board["run"].tolist() == ["vq-b", "vq-a"]
+    with pytest.raises(BenchError, match="cannot sort by 'fid'"):
+        build([tmp_path], sort_by="fid", default_sort=False)
+    assert report(tmp_path).exit_code == 0
+    out = report(tmp_path, "--sort-by", "fid")  # asked for explicitly: said, not replaced
+    assert out.exit_code == 2 and "cannot sort by 'fid'" in out.output
 
 
 def test_non_finite_metrics_sort_and_get_deltas(tmp_path):

@@ -21,7 +21,7 @@ from bench.report import published
 from bench.report.load import load_results, metric_columns
 
 #: metrics shown first, in the order papers print them; any other metric follows in the order results list it
-FIRST = ("fid", "sfid", "inception_score", "precision", "recall")
+FIRST = ("fid", "rfid", "sfid", "inception_score", "precision", "recall")
 
 
 @dataclass
@@ -110,9 +110,12 @@ def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
 
 
 def build(paths: Iterable[str | Path], compare: bool = False, baseline: int | str = 0,
-          sort_by: str = "fid") -> Board:
-    """Load, (compare,) match and rank: the board every format renders."""
+          sort_by: str = "fid", default_sort: bool = True) -> Board:
+    """Load, (compare,) match and rank: the board every format renders. With `default_sort`, a board without
+    `sort_by` (tokenizers have rFID, not FID) is ranked by its first metric instead."""
     table = load_results(paths)
+    if default_sort and sort_by not in table and _metric_order(table):
+        sort_by = _metric_order(table)[0]
     skipped = list(table.attrs.get("skipped", []))
     base = None
     if compare:

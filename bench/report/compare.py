@@ -37,22 +37,22 @@ NOISE_SIGMAS = 2.0
 NOISE_RULE = (f"|delta| > {NOISE_SIGMAS:g} x sqrt(std_run^2 + std_baseline^2), std from each result's bootstrap "
               "noise estimate (docs/metrics.md)")
 #: recorded fields under these prefixes are settings (what was asked for); the rest are outcomes
-SETTING_PREFIXES = ("settings.", "reference.", "samples.num_samples", "samples.resolution", "provenance.distances",
-                    "provenance.checkpoints.")
+SETTING_PREFIXES = ("settings.", "reference.", "samples.num_samples", "samples.resolution", "provenance.distances")
 SETTING_FIELDS = ("task", "generator")
-#: settings that are names or places, not choices that move a number
-NOT_SETTINGS = ("settings.run_id", "settings.runs_dir", "reference.path")
+#: fields that are names or places, not choices that move a number (a file's identity is its sha256)
+PLACES = ("path", "run_id", "runs_dir")
 
 
 def is_setting(column: str) -> bool:
     """Whether a flattened result field is a setting: the `settings` block, the reference batch and sample count,
-    the checkpoints' digests, and the feature networks' decisive provenance (weights digest, backend, resize)."""
-    if column in NOT_SETTINGS:
+    and the decisive provenance of the checkpoints and feature networks (digests, backend, resize); never a
+    name or a place (`run_id`, `*.path`, `*_dir`)."""
+    field = column.rsplit(".", 1)[-1]
+    if field in PLACES or field.endswith("_dir"):
         return False
     if column in SETTING_FIELDS or column.startswith(SETTING_PREFIXES):
         return True
-    if column.startswith("provenance.features."):
-        field = column.rsplit(".", 1)[-1]
+    if column.startswith(("provenance.features.", "provenance.checkpoints.")):
         return field in KEY_FIELDS or field.endswith("sha256")
     return False
 
