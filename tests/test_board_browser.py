@@ -114,7 +114,8 @@ def opened(driver, board_file):
 
 def _runs(driver) -> list[str]:
     return driver.execute_script(
-        "return Array.from(document.querySelectorAll('#board > tbody > tr')).map(r => r.querySelector('summary').textContent)")
+        "return Array.from(document.querySelectorAll('#board > tbody > tr'))"
+        ".map(r => r.querySelector('summary').textContent)")
 
 
 def test_no_console_errors_and_no_network(opened):

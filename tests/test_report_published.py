@@ -20,7 +20,8 @@ def test_the_csv_is_package_data():
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("GPT-B", "LlamaGen-B"), ("LlamaGen GPT-XL", "LlamaGen-XL"), ("gpt-3b", "LlamaGen-3B"), ("LlamaGen-L", "LlamaGen-L"),
+    ("GPT-B", "LlamaGen-B"), ("LlamaGen GPT-XL", "LlamaGen-XL"), ("gpt-3b", "LlamaGen-3B"),
+    ("LlamaGen-L", "LlamaGen-L"),
     ("DiT-XL/2", "DiT-XL/2"), ("GPT-7B", None), ("", None), (None, None)])
 def test_model_names(name, expected):
     assert published.published_model(name) == expected

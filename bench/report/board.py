@@ -89,16 +89,13 @@ def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
         for column in (metric, f"{metric} delta", f"{metric} noise"):
             if column in ranked and ranked[column].notna().any():
                 board[column] = ranked[column]
-    matches = published.match_runs(ranked)
-    if matches["paper row"].notna().any():
-        rows = published.published()
-        paper = [rows.loc[i] if not pd.isna(i) else None for i in matches["paper row"]]
-        board["paper fid"] = pd.Series([p["fid"] if p is not None else None for p in paper], index=ranked.index,
-                                       dtype="float64")
+    matches = published.match_runs(ranked)["paper row"]
+    if matches.notna().any():
+        paper = published.published().reindex([-1 if pd.isna(i) else i for i in matches]).set_axis(ranked.index)
+        board["paper fid"] = paper["fid"]
         if "fid" in ranked:
             board["fid vs paper"] = (ranked["fid"] - board["paper fid"]).round(12)
-        board["paper source"] = pd.Series([p["source"] if p is not None else None for p in paper],
-                                          index=ranked.index, dtype="string")
+        board["paper source"] = paper["source"].astype("string")
     for column in ("baseline", "comparable", "why not comparable"):
         if column in ranked:
             board[column] = ranked[column]
@@ -126,5 +123,5 @@ def build(paths: Iterable[str | Path], compare: bool = False, baseline: int | st
     matched = published.match_runs(ranked)["paper row"].dropna().unique()
     paper = published.published().loc[list(matched)] if compare and len(matched) else pd.DataFrame()
     return Board(board=board, table=ranked, sort_by=sort_by, compared=compare, baseline=base,
-                 differing=comparing.differing_settings(ranked) if compare else {}, warnings=comparing.run_warnings(ranked), paper=paper,
-                 skipped=skipped)
+                 differing=comparing.differing_settings(ranked) if compare else {},
+                 warnings=comparing.run_warnings(ranked), paper=paper, skipped=skipped)

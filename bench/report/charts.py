@@ -82,7 +82,8 @@ def _size(value: Any) -> str:
 
 def _group_label(model: str | None, generator: Any, image: Any, evaluated: Any) -> str:
     name = model or (generator if isinstance(generator, str) else None) or "runs"
-    sizes = f"{_size(image)}→{_size(evaluated)}" if _size(image) and _size(image) != _size(evaluated) else _size(image)
+    image, evaluated = _size(image), _size(evaluated)
+    sizes = f"{image}→{evaluated}" if image and evaluated and image != evaluated else image
     return f"{name} {sizes}".strip()
 
 
@@ -200,7 +201,8 @@ def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlab
         paper = paper[[_finite(a) and _finite(b) for a, b in zip(paper[x], paper[y])]]
     if not paper.empty:
         axes.plot(paper[x], paper[y], "s", color="C1", mfc="none", label="paper, at the runs' settings")
-        labels = [f"{m} " + ("no cfg" if pd.isna(c) else f"cfg {c:g}") for m, c in zip(paper["model"], paper["cfg_scale"])]
+        labels = [f"{model} " + ("no cfg" if pd.isna(cfg) else f"cfg {cfg:g}")
+                  for model, cfg in zip(paper["model"], paper["cfg_scale"])]
         _annotate(axes, paper[x], paper[y], labels, len(paper) > MAX_LABELS)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)

@@ -19,7 +19,8 @@ from bench.report.compare import NOISE_RULE
 
 #: result keys of multi-output metrics -> their own titles (the registry titles the metric: "Precision / Recall")
 OUTPUT_TITLES = {"precision": "Precision", "recall": "Recall", "ssim": "SSIM", "ssim_llamagen": "SSIM (LlamaGen)"}
-COLUMN_TITLES = {"cfg_scale": "cfg", "paper fid": "paper FID", "fid vs paper": "FID − paper", "num_samples": "samples"}
+COLUMN_TITLES = {"cfg_scale": "cfg", "paper fid": "paper FID", "fid vs paper": "FID − paper",
+                 "num_samples": "samples"}
 #: decimals each metric is read at (papers print FIDs to 2-3 decimals, IS to 2; KID is ~1e-3 in x1 units)
 DECIMALS = {"inception_score": 2, "psnr": 2, "kid": 5, "precision": 3, "recall": 3}
 DEFAULT_DECIMALS = 3

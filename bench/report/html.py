@@ -47,10 +47,11 @@ tr.baseline td{background:#eef5ff}.no{color:#b00020;font-weight:600}.yes{color:#
 .beyond{font-weight:700}.better{color:#1a7f37}.worse{color:#b00020}.within{color:#888}.missing{color:#aaa}
 details{position:relative}summary{cursor:pointer}
 details .provenance{position:absolute;z-index:5;left:0;top:1.6em;background:#fff;border:1px solid #bbb;
- box-shadow:0 4px 14px rgba(0,0,0,.18);padding:.6em .9em;min-width:34em;max-width:60em;text-align:left;
+ box-shadow:0 4px 14px rgba(0,0,0,.18);padding:.6em .9em;min-width:44em;max-width:64em;text-align:left;
  white-space:normal;font-size:.95em}
 .provenance h3{font-size:1em;margin:.6em 0 .2em}.provenance table{font-size:.9em}
 .provenance td{text-align:left;white-space:normal;word-break:break-all;border:none;padding:1px 6px}
+.provenance td:first-child{white-space:nowrap;word-break:normal;color:#555}
 .warn{background:#fff8e1;border-left:4px solid #f0b400;padding:.4em .8em;margin:.6em 0}
 .charts{display:flex;flex-wrap:wrap;gap:1.2em}figure{margin:0}figcaption{font-size:.85em;color:#555}
 .charts img{max-width:100%;height:auto;border:1px solid #eee}
@@ -77,7 +78,9 @@ SCRIPT = """
       Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute("aria-sort"); });
       th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
       var rows = Array.prototype.slice.call(body.rows);
-      rows.sort(function (r, s) { return order(data.rows[r.dataset.i][column], data.rows[s.dataset.i][column], ascending); });
+      rows.sort(function (r, s) {
+        return order(data.rows[r.dataset.i][column], data.rows[s.dataset.i][column], ascending);
+      });
       rows.forEach(function (r) { body.appendChild(r); });
     });
   });
@@ -124,7 +127,8 @@ def _cell_html(column: str, value: Any, row: pd.Series, numeric: bool) -> str:
         verdict = row[column.replace(" delta", " noise")]
         better = (value < 0) == lower_is_better(column)
         classes += [verdict] + ([("better" if better else "worse")] if verdict == "beyond" else [])
-        hint = f"{verdict} noise" + (f": {'better' if better else 'worse'} than the baseline" if verdict == "beyond" else "")
+        hint = f"{verdict} noise" + (f": {'better' if better else 'worse'} than the baseline"
+                                     if verdict == "beyond" else "")
     elif column == "paper fid" and "paper source" in row and not pd.isna(row["paper source"]):
         hint = row["paper source"]
     elif column == "why not comparable":
@@ -220,7 +224,8 @@ def grids_html(board: Board) -> str:
         path = _grid_file(row)
         if path is None:
             if isinstance(row.get("outputs.grid"), str):
-                figures.append(f"<p class='note'>{esc(row['run'])}: sample grid {esc(row['outputs.grid'])} not found</p>")
+                figures.append(f"<p class='note'>{esc(row['run'])}: sample grid {esc(row['outputs.grid'])} "
+                               "not found</p>")
             continue
         data = path.read_bytes()
         if len(data) > MAX_GRID_BYTES or not data.startswith(PNG_SIGNATURE):
@@ -263,7 +268,8 @@ def to_html(board: Board, title_text: str = "bench leaderboard") -> str:
                                      if "comparable" in frame else "") + "</p>")
     if any(c.endswith(" noise") for c in board.board.columns):
         sections.append(f"<p class='note'>Noise: a delta in <b class='better'>bold green</b> (better) or "
-                        "<b class='worse'>bold red</b> (worse) is beyond noise, one in <span class='within'>grey</span> "
+                        "<b class='worse'>bold red</b> (worse) is beyond noise, one in "
+                        "<span class='within'>grey</span> "
                         f"within it; beyond when {esc(NOISE_RULE)}. Plain where a run has no estimate.</p>")
     if board.compared and not board.paper.empty:
         sections.append("<h2>Published numbers at the runs' settings</h2>" + _plain_table(paper_table(board)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from io import StringIO
 from importlib.resources import files
 from typing import Any
 
@@ -26,8 +27,6 @@ from bench.errors import BenchError
 
 NUMERIC = ("params_m", "image_size", "eval_size", "epochs", "cfg_scale", "top_k", "top_p", "fid", "sfid",
            "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens")
-#: the metrics a paper row can hold that a run can also have
-METRICS = ("fid", "sfid", "inception_score", "precision", "recall")
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,8 +38,6 @@ def published() -> pd.DataFrame:
     except (ModuleNotFoundError, FileNotFoundError) as err:
         raise BenchError(f"the published numbers (reports/published.csv) are not installed ({err}); "
                          "reinstall bench") from None
-    from io import StringIO
-
     raw = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False)
     table = raw.copy()
     for column in NUMERIC:
