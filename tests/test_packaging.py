@@ -1,4 +1,5 @@
-"""A non-editable install carries everything the harness reads at run time (the reference registry is data)."""
+"""A non-editable install carries everything the harness reads at run time: the reference registry and the
+published numbers are data files."""
 
 import json
 import shutil
@@ -16,7 +17,7 @@ def test_wheel_ships_the_reference_registry(tmp_path):
     source.mkdir()
     for name in ["pyproject.toml", "README.md"]:
         shutil.copy(REPO / name, source)
-    for name in ["bench", "generators", "reference_stats"]:
+    for name in ["bench", "generators", "reference_stats", "reports"]:
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "-w", str(tmp_path / "dist"), str(source)], check=True)
@@ -26,9 +27,12 @@ def test_wheel_ships_the_reference_registry(tmp_path):
         archive.extractall(target)
     # Import the unpacked wheel from an unrelated folder: nothing may come from the checkout.
     probe = ("import json, bench, sys; from bench.run.references import known_references; "
-             "print(json.dumps({'bench': bench.__file__, 'names': sorted(known_references())}))")
+             "from bench.report.published import published; "
+             "print(json.dumps({'bench': bench.__file__, 'names': sorted(known_references()), "
+             "'published': len(published())}))")
     found = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, check=True, text=True,
                                       capture_output=True, env={"PYTHONPATH": str(target), "PATH": ""}).stdout)
     assert Path(found["bench"]).is_relative_to(target)
     expected = {k for k in json.loads((REPO / "reference_stats" / "registry.json").read_text()) if not k.startswith("_")}
     assert set(found["names"]) == expected and "imagenet256" in expected
+    assert found["published"] == len((REPO / "reports" / "published.csv").read_text().strip().splitlines()) - 1
