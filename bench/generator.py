@@ -60,6 +60,12 @@ class Generator(abc.ABC):
     #: whether `reconstruct` works (tokenizers): `--task reconstruct` checks it before any weights load
     can_reconstruct: bool = False
 
+    @property
+    def default_reference(self) -> str:
+        """The reference batch `bench run` scores against without `--ref`: ADM's ImageNet batch at the eval size.
+        A preset trained on other data (the offline demo) names its own."""
+        return f"imagenet{self.eval_size}"
+
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
         """The full resolved configuration (model, checkpoint, every sampling setting), JSON-serialisable.

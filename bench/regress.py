@@ -28,9 +28,8 @@ from tqdm.auto import tqdm
 
 from bench import atomic
 from bench.batches import open_images
-from bench.download import resolve_all, sha256_file
 from bench.errors import BenchError
-from bench.generator import Generator, load_generator_factory
+from bench.generator import Generator
 from bench.metrics import feature_statistics, frechet_distance, psnr, ssim
 
 #: allowed worsening before the gate fails: rFID up by 2% + 0.05, PSNR down by 0.05 dB, SSIM down by 0.002
@@ -40,17 +39,17 @@ LOWER_IS_BETTER = {"rfid": True, "psnr": False, "ssim": False}
 
 
 def build_tokenizer(preset: str, vq_ckpt: str | None, device: str, allow_download: bool) -> tuple[Generator, dict]:
-    """The tokenizer preset with its files resolved and loaded; returns it and {file: sha256}."""
-    generator = load_generator_factory(preset)(ckpt=vq_ckpt, device=device, allow_download=allow_download)
-    if not generator.can_reconstruct:
-        raise BenchError(f"generator {preset!r} is not a tokenizer: the gate needs one, e.g. llamagen-demo-vq")
-    remotes = generator.required_files()
-    explicit = generator.explicit_files()
-    if explicit is None:
-        explicit = {remotes[0].filename: vq_ckpt} if vq_ckpt and remotes else {}
-    paths = resolve_all(remotes, explicit, allow_download)
-    generator.load({r.filename: p for r, p in zip(remotes, paths)})
-    return generator, {r.filename: sha256_file(p) for r, p in zip(remotes, paths)}
+    """The tokenizer preset with its files resolved, verified and loaded (as `bench run` loads it); returns it and
+    {file: sha256}."""
+    from bench.run.executor import RunSettings, build_generator
+
+    def check(generator: Generator) -> None:
+        if not generator.can_reconstruct:
+            raise BenchError(f"generator {preset!r} is not a tokenizer: the gate needs one, e.g. llamagen-demo-vq")
+
+    settings = RunSettings(generator=preset, ckpt=vq_ckpt, device=device, allow_download=allow_download)
+    generator, files = build_generator(settings, device, check=check, with_reference=False)
+    return generator, {name: entry["sha256"] for name, entry in files.items()}
 
 
 def load_split(data: str | None, image_size: int) -> tuple[np.ndarray, str]:

@@ -156,7 +156,8 @@ def _legacy_run(data: dict[str, Any]) -> dict[str, Any]:
             "settings": {**config, "seed": data.get("seed"), "labels": data.get("labels")},
             "provenance": {"features": {"inception": prov.get("inception")}, "versions": prov.get("versions"),
                            "distances": prov.get("distances"), "device": data.get("device"),
-                           "checkpoints": data.get("checkpoint_sha256")},
+                           "checkpoints": {name: {"path": None, "sha256": digest}
+                                           for name, digest in (data.get("checkpoint_sha256") or {}).items()}},
             "timing": {k: data.get(k) for k in ("wall_time_s", "images_per_s", "images_generated", "images_resumed",
                                                 "world_size") if k in data},
             "warnings": data.get("warnings", []), "outputs": data.get("outputs", {})}

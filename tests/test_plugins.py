@@ -190,6 +190,6 @@ def test_a_run_result_of_the_layout_before_the_schema_still_reads(tmp_path):
     assert data["unavailable"] == {"inception_score": "no softmax layer"}
     assert data["reference"]["num_ref"] == 10000 and data["reference"]["sha256"] == "cd"
     assert data["samples"]["num_samples"] == 50000 and data["settings"]["generator_config"]["cfg_scale"] == 1.75
-    assert data["settings"]["seed"] == 0 and data["provenance"]["checkpoints"] == {"c2i_XL_384.pt": "ab"}
+    assert data["settings"]["seed"] == 0 and data["provenance"]["checkpoints"] == {"c2i_XL_384.pt": {"path": None, "sha256": "ab"}}
     assert data["timing"]["world_size"] == 8 and data["timing"]["images_per_s"] == 14.0
     assert data["outputs"] == {"npz": "runs/x/samples.npz"} and data["upgraded_from"] == "pre-schema"

@@ -19,7 +19,7 @@ from bench.batches import NpzImages
 from bench.cli import _Group
 from bench.download import RemoteFile
 from bench.errors import BenchError, ChecksumError
-from bench.metrics.registry import sample_size_warnings, select
+from bench.metrics.registry import arrays_needed, sample_size_warnings, select
 from bench.result import json_safe
 from bench.run.cli import run_command
 from bench.run.executor import RunSettings, execute
@@ -522,7 +522,7 @@ def test_cli_metrics_plus_kid_reach_result_json(toy, tmp_path, monkeypatch):
     res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "k", "--device", "cpu",
                "--num-samples", "40", "--shard-size", "20", "--metrics", "+kid"])
     assert res.exit_code == 0, res.output
-    assert loaded == [("inception", {"device": "cpu", "allow_download": True})]
+    assert loaded == [("inception", {"device": "cpu", "allow_download": True, "backend": "torch"})]  # not DINOv2
     result = json.loads((tmp_path / "runs" / "k" / "result.json").read_text())
     assert {"inception_score", "fid", "sfid", "precision", "recall", "kid"} == set(result["metrics"])
     assert result["metrics"]["kid"] is not None and result["details"]["kid_subset_size"] == 12  # half the 24 refs
@@ -530,6 +530,17 @@ def test_cli_metrics_plus_kid_reach_result_json(toy, tmp_path, monkeypatch):
     assert "kid: " in res.output
     res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--metrics", "+nope"])
     assert res.exit_code == 2 and "unknown metric 'nope'" in res.output
+    # A network's own options reach its loader: --inception (issue: the IS warning named a flag bench run lacked)
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"x")
+    loaded.clear()
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "w", "--device", "cpu",
+               "--num-samples", "40", "--shard-size", "20", "--metrics", "+fd_dinov2", "--inception", str(weights),
+               "--dinov2-resize", "pil"])
+    assert res.exit_code == 0, res.output
+    assert loaded == [("inception", {"device": "cpu", "allow_download": True, "backend": "torch",
+                                     "weights": str(weights)}),
+                      ("dinov2", {"device": "cpu", "allow_download": True, "resize": "pil"})]
 
 
 def test_a_device_torch_cannot_use_is_refused_before_loading(toy, tmp_path):
@@ -576,7 +587,7 @@ def test_offline_runs_never_download_feature_weights_and_warn_before_sampling(mo
 
     monkeypatch.setattr(bench.features, "load_extractor", fake_load_extractor)
     adm = select(None)
-    extractors = bench.run.executor.load_extractors(adm, "cpu", allow_download=False)
+    extractors = bench.features.load_extractors(arrays_needed(adm), "cpu", allow_download=False)
     assert asked == {"name": "inception", "device": "cpu", "allow_download": False}
     assert bench.run.executor.missing_array_warnings(extractors, adm) == [
         "no Inception Score for this run: the torchscript Inception weights have no softmax layer"]

@@ -12,6 +12,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import bench.run.cli
+import bench.features
 import bench.run.executor
 from bench.batches import center_crop_arr
 from bench.cli import _Group
@@ -146,7 +147,7 @@ def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
     group.add_command(run_command)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct"])
     assert res.exit_code == 2 and "--data is needed by --task reconstruct" in res.output
-    monkeypatch.setattr(bench.run.executor, "load_extractors", lambda metrics, device, allow_download: [
+    monkeypatch.setattr(bench.features, "load_extractors", lambda arrays, device, allow_download, options: [
         ProjectionExtractor()])
     monkeypatch.setattr(bench.run.executor, "default_scorer", toy_scorer)
     res = CliRunner().invoke(group, ["run", "-g", "toy", "--task", "reconstruct", "--data",

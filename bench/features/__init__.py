@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
 from bench.errors import BenchError
 from bench.features.featureset import FeatureSet
 
-__all__ = ["EXTRACTORS", "FeatureNetwork", "FeatureSet", "Extractor", "load_extractor", "network_for"]
+__all__ = ["EXTRACTORS", "FeatureNetwork", "FeatureSet", "Extractor", "NetworkOption", "load_extractor",
+           "load_extractors", "network_for"]
 
 
 class Extractor(Protocol):
@@ -36,8 +37,21 @@ class Extractor(Protocol):
 
 
 @dataclass(frozen=True)
+class NetworkOption:
+    """A command-line option a network owns (`--dinov2-weights`): the flag, the loader argument it sets, and its
+    click settings. `bench eval`, `bench ref build` and `bench run` offer every registered network's options."""
+
+    flag: str
+    argument: str
+    help: str
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    is_path: bool = False
+
+
+@dataclass(frozen=True)
 class FeatureNetwork:
-    """A registered feature network: its arrays (name -> width), its loader and its provenance in words."""
+    """A registered feature network: its arrays (name -> width), its loader, its options and what it is."""
 
     name: str
     arrays: dict[str, int]
@@ -45,6 +59,7 @@ class FeatureNetwork:
     description: str
     #: arrays the loaded network may lack (Inception's logits need softmax weights not every file has)
     optional: tuple[str, ...] = field(default=())
+    options: tuple[NetworkOption, ...] = field(default=())
 
 
 #: the modules that define a `NETWORK`; one line per feature network
@@ -70,3 +85,11 @@ def load_extractor(name: str = "inception", **options: Any) -> Extractor:
     if name not in EXTRACTORS:
         raise BenchError(f"unknown feature network {name!r}; known: {', '.join(EXTRACTORS)}")
     return EXTRACTORS[name].load(**options)
+
+
+def load_extractors(arrays: Iterable[str], device: str = "cpu", allow_download: bool = True,
+                    options: dict[str, dict[str, Any]] | None = None) -> list[Extractor]:
+    """The registered networks that provide `arrays`, each loaded once, with its own options ({network: {...}})."""
+    names = dict.fromkeys(network_for(a).name for a in arrays)
+    return [load_extractor(name, device=device, allow_download=allow_download, **(options or {}).get(name, {}))
+            for name in names]

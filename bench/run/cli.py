@@ -15,6 +15,7 @@ import click
 import torch
 
 from bench.errors import BenchError
+from bench.features.cli import given_options, network_options
 from bench.generator import (COMMON_OPTIONS, Generator, PluginOption, available_generators,
                              load_generator_factory, plugin_options, preset_info)
 from bench.metrics import registry
@@ -134,6 +135,7 @@ def deprecated_flags(func: Callable) -> Callable:
 @click.option("--runs-dir", type=click.Path(file_okay=False), default="runs", show_default=True)
 @click.option("--device", default=None, help="[cuda if available, else cpu]")
 @click.option("--offline", is_flag=True, help="never download; list what is missing instead")
+@network_options
 @deprecated_flags
 @click.pass_context
 def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, set_items, metric_spec,
@@ -158,7 +160,7 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
         _put(overrides, name, value, f"--set {name}")
     settings = RunSettings(
         generator=generator, overrides=overrides, ckpt=ckpt, batch_size=batch_size, shard_size=shard_size, ref=ref,
-        metrics=metric_spec, force=force, run_id=run_id, runs_dir=runs_dir,
+        metrics=metric_spec, feature_options=given_options(ctx), force=force, run_id=run_id, runs_dir=runs_dir,
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"), allow_download=not offline,
     )
     if (task == "reconstruct") != (data is not None):

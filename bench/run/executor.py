@@ -60,6 +60,8 @@ class RunSettings:
     ref: str | None = None
     #: `--metrics`: None for ADM's five, "+kid" to add, "fid,kid" for exactly these (bench.metrics.registry.select)
     metrics: str | None = None
+    #: each feature network's own options, e.g. {"inception": {"weights": "pt_inception.pth"}} (`--inception`)
+    feature_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     force: bool = False
     run_id: str | None = None
     runs_dir: str = "runs"
@@ -104,15 +106,17 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
              scorer: ScorerFactory, on_shard_done: Callable[[Shard], None] | None) -> dict[str, Any] | None:
     started = time.perf_counter()
     metrics = registry.select(settings.metrics)
-    generator, checkpoints = build_generator(settings, task, device, group)
+    generator, checkpoints = build_generator(settings, device, group, check=task.check)
     task.prepare(generator, settings.shard_size)
     ref, warnings = None, []
     if group.is_main:  # fail before sampling, not after hours of it
-        ref = resolve_reference(settings.ref or f"imagenet{generator.eval_size}", settings.allow_download)
+        ref = resolve_reference(settings.ref or generator.default_reference, settings.allow_download)
         warning = check_resolution(ref, generator.eval_size, settings.force)
         warnings += [warn(warning)] if warning else []
-    extractors = list(extractors) if extractors is not None else load_extractors(metrics, device,
-                                                                                 settings.allow_download)
+    if extractors is None:
+        extractors = features.load_extractors(registry.arrays_needed(metrics), device, settings.allow_download,
+                                              settings.feature_options)
+    extractors = list(extractors)
     warnings += [warn(w) for w in missing_array_warnings(extractors, metrics)]
     score = scorer(ref, extractors, metrics) if group.is_main else None  # reads the reference now: fails early
     config = run_config(task, settings, generator, checkpoints, extractors)
@@ -174,16 +178,20 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
 
 
 # -- set-up ---------------------------------------------------------------------------------------------------
-def build_generator(settings: RunSettings, task: Task, device: str,
-                    group: ProcessGroup) -> tuple[Generator, dict[str, dict[str, str]]]:
+def build_generator(settings: RunSettings, device: str, group: ProcessGroup = ProcessGroup(),
+                    check: Callable[[Generator], None] | None = None,
+                    with_reference: bool = True) -> tuple[Generator, dict[str, dict[str, str]]]:
     """Instantiate the preset, resolve and verify its files, load them; returns it and {file: {path, sha256}}.
 
-    The first process of each node resolves first, so a download happens once per node, not once per rank.
+    `check` refuses a generator before its weights are fetched (a task that needs a tokenizer). The first process
+    of each node resolves first, so a download happens once per node, not once per rank; the registry reference
+    is resolved alongside (`with_reference`), so an offline user learns every missing file at once.
     """
     factory = load_generator_factory(settings.generator)
     generator = factory(ckpt=settings.ckpt, device=device, **check_options(settings.generator, factory,
                                                                           settings.overrides))
-    task.check(generator)  # before gigabytes of weights are fetched
+    if check is not None:
+        check(generator)  # before gigabytes of weights are fetched
     remotes = generator.required_files()
     if settings.ckpt and not remotes:
         raise BenchError(f"generator {settings.generator!r} needs no checkpoint: --ckpt is not accepted")
@@ -193,7 +201,8 @@ def build_generator(settings: RunSettings, task: Task, device: str,
     paths = None
     if group.local_rank == 0:
         # The registry reference is fetched alongside, so an offline user learns every missing file at once.
-        reference = registry_file(settings.ref or f"imagenet{generator.eval_size}") if group.is_main else None
+        reference = registry_file(settings.ref or generator.default_reference) if group.is_main and with_reference \
+            else None
         extra = [reference] if reference is not None else []
         paths = resolve_all(remotes + extra, explicit, settings.allow_download)[:len(remotes)]
     group.barrier()
@@ -202,12 +211,6 @@ def build_generator(settings: RunSettings, task: Task, device: str,
     generator.load({r.filename: p for r, p in zip(remotes, paths)})
     return generator, {r.filename: {"path": str(Path(p).resolve()), "sha256": sha256_file(p)}
                        for r, p in zip(remotes, paths)}
-
-
-def load_extractors(metrics: list[Metric], device: str, allow_download: bool = True) -> list:
-    """The registered feature networks that provide the arrays `metrics` need, each loaded once on `device`."""
-    names = dict.fromkeys(features.network_for(a).name for a in registry.arrays_needed(metrics))
-    return [features.load_extractor(name, device=device, allow_download=allow_download) for name in names]
 
 
 def missing_array_warnings(extractors: Sequence, metrics: list[Metric]) -> list[str]:
