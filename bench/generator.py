@@ -57,6 +57,8 @@ class Generator(abc.ABC):
     #: resolution images are resized to before scoring (the 384 LlamaGen models are scored at 256)
     eval_size: int = 256
     num_classes: int = 1000
+    #: whether `sample` works (a tokenizer alone cannot sample): `bench run` checks it before any weights load
+    can_sample: bool = True
     #: whether `reconstruct` works (tokenizers): `--task reconstruct` checks it before any weights load
     can_reconstruct: bool = False
 

@@ -592,3 +592,35 @@ def test_offline_runs_never_download_feature_weights_and_warn_before_sampling(mo
     assert bench.run.executor.missing_array_warnings(extractors, adm) == [
         "no Inception Score for this run: the torchscript Inception weights have no softmax layer"]
     assert bench.run.executor.missing_array_warnings(extractors, select("fid")) == []  # no IS asked for
+
+
+def test_runs_record_a_bootstrap_noise_estimate(toy, tmp_path, monkeypatch):
+    """result.json's `noise`: the spread of each metric over resamples of the samples (seeded), recomputed here
+    with numpy/scipy from the run's own shard features; Precision/Recall are named as not estimated."""
+    import scipy.linalg
+
+    monkeypatch.setattr(bench.features, "load_extractor", lambda name, **kw: ProjectionExtractor())
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "n", "--device", "cpu",
+               "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "4"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "runs" / "n" / "result.json").read_text())
+    noise = result["noise"]
+    assert noise["method"] == "bootstrap" and noise["resamples"] == 4 and noise["not_estimated"] == ["precision_recall"]
+    assert set(noise["std"]) == {"fid", "sfid", "inception_score"}
+
+    shards = sorted((tmp_path / "runs" / "n" / "shards").glob("*.features.npz"))
+    pool = np.concatenate([np.load(f)["pool"] for f in shards]).astype(np.float64)
+    with np.load(toy) as npz:
+        ref = ProjectionExtractor().extract(npz["arr_0"])["pool"].astype(np.float64)
+
+    def fid(a, b):
+        s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1 + s2)
+                     - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real))
+
+    rng = np.random.default_rng(0)
+    fids = [fid(pool[rng.integers(0, 40, 40)], ref) for _ in range(4)]
+    assert noise["std"]["fid"] == pytest.approx(np.std(fids, ddof=1), rel=1e-5)
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "n", "--device", "cpu",
+               "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "0"])
+    assert res.exit_code == 0 and json.loads((tmp_path / "runs" / "n" / "result.json").read_text())["noise"] == {}

@@ -128,6 +128,8 @@ def deprecated_flags(func: Callable) -> Callable:
                    + ", ".join(m.name for m in registry.METRICS.values() if m.compute) + ".")
 @common_flags
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="samples per resumable shard")
+@click.option("--noise-resamples", type=int, default=10, show_default=True,
+              help="bootstrap resamples of the samples for the noise estimate the board judges deltas by (0: off)")
 @click.option("--save-npz", is_flag=True, help="also write runs/<id>/samples.npz (ADM format)")
 @click.option("--save-grid", is_flag=True, help="also write runs/<id>/grid.png")
 @click.option("--force", is_flag=True, help="score against a reference of another resolution anyway")
@@ -139,7 +141,7 @@ def deprecated_flags(func: Callable) -> Callable:
 @deprecated_flags
 @click.pass_context
 def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, seed, labels, set_items, metric_spec,
-                shard_size, save_npz, save_grid, force, run_id, runs_dir, device, offline):
+                shard_size, noise_resamples, save_npz, save_grid, force, run_id, runs_dir, device, offline):
     """Sample a generator and score it (FID, sFID, IS, Precision, Recall) against ImageNet reference statistics.
 
     \b
@@ -160,6 +162,7 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
         _put(overrides, name, value, f"--set {name}")
     settings = RunSettings(
         generator=generator, overrides=overrides, ckpt=ckpt, batch_size=batch_size, shard_size=shard_size, ref=ref,
+        noise_resamples=noise_resamples,
         metrics=metric_spec, feature_options=given_options(ctx), force=force, run_id=run_id, runs_dir=runs_dir,
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"), allow_download=not offline,
     )

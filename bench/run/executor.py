@@ -62,6 +62,8 @@ class RunSettings:
     metrics: str | None = None
     #: each feature network's own options, e.g. {"inception": {"weights": "pt_inception.pth"}} (`--inception`)
     feature_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: bootstrap resamples of the samples for the result's noise estimate (0: none); see bench/metrics/bootstrap.py
+    noise_resamples: int = 10
     force: bool = False
     run_id: str | None = None
     runs_dir: str = "runs"
@@ -72,6 +74,8 @@ class RunSettings:
         if self.run_id is not None and (self.run_id in ("", ".", "..") or Path(self.run_id).name != self.run_id):
             raise BenchError(f"--run-id {self.run_id!r}: a folder name inside --runs-dir, without '/' or '..'")
         check_device(self.device)
+        if self.noise_resamples < 0 or self.noise_resamples == 1:
+            raise BenchError(f"--noise-resamples must be 0 (off) or at least 2, found {self.noise_resamples}")
         if self.batch_size < 1 or self.shard_size < 1:
             raise BenchError(f"--batch-size and --shard-size must be at least 1, found {self.batch_size} and "
                              f"{self.shard_size}")
@@ -154,6 +158,9 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
 
     arrays = folder.concat_features(shards)
     scored = task.score(arrays, score_features)
+    noise = {}
+    if settings.noise_resamples and hasattr(score, "noise"):
+        noise = task.noise(arrays, lambda sample: score.noise(sample, settings.noise_resamples))
     outputs = task.outputs(folder, shards, arrays, generator, settings.batch_size)
     generated, seconds = sum(n for n, _ in timing), max(s for _, s in timing)
     result = Result(
@@ -171,7 +178,7 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
                 "images_per_s": generated / seconds if generated and seconds > 0 else None,
                 "images_generated": generated, "images_resumed": shards[-1][1] - generated,
                 "world_size": group.world_size},
-        warnings=warnings, outputs=outputs,
+        warnings=warnings, outputs=outputs, noise=noise,
     ).to_json()
     folder.write_result(result)
     return result

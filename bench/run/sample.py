@@ -52,6 +52,12 @@ class SampleTask(Task):
         if self.labels not in LABEL_MODES:
             raise BenchError(f"--labels must be one of {', '.join(LABEL_MODES)}, found {self.labels!r}")
 
+    def check(self, generator: Generator) -> None:
+        if not generator.can_sample:
+            raise BenchError(f"generator {generator.name!r} is a tokenizer: it cannot sample images. Score it with "
+                             f"`bench run -g {generator.name} --task reconstruct --data VAL_IMAGES`, or sample a "
+                             "generator preset (`bench generators` lists them)")
+
     def prepare(self, generator: Generator, shard_size: int) -> None:
         self.plan = SamplingPlan(self.num_samples, generator.num_classes, self.seed, self.labels, shard_size)
         self.eval_shape = (generator.eval_size, generator.eval_size, 3)
@@ -76,7 +82,10 @@ class SampleTask(Task):
         return {**extract(images), "label": labels, "images": images}
 
     def score(self, arrays: dict[str, np.ndarray], score: Score) -> dict[str, Any]:
-        return score({k: v for k, v in arrays.items() if k not in ("index", "label")})
+        return score(features_only(arrays))
+
+    def noise(self, arrays: dict[str, np.ndarray], noise) -> dict[str, Any]:
+        return noise(features_only(arrays))
 
     def outputs(self, folder: RunFolder, shards: list[Shard], arrays: dict[str, np.ndarray], generator: Generator,
                 batch_size: int) -> dict[str, str]:
@@ -89,6 +98,11 @@ class SampleTask(Task):
         if self.save_grid:
             outputs["grid"] = str(write_grid(generator, self.plan, batch_size, folder.path / "grid.png"))
         return outputs
+
+
+def features_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A shard's feature arrays, without its bookkeeping (sample index and label)."""
+    return {k: v for k, v in arrays.items() if k not in ("index", "label")}
 
 
 def write_npz(folder: RunFolder, shards: list[Shard], labels: np.ndarray, path: Path) -> Path:

@@ -41,6 +41,23 @@ class Scorer:
         return registry.score(self.ref, sample, self.metrics, self.options)
 
 
+    def noise(self, features: dict[str, np.ndarray], resamples: int, seed: int = 0) -> dict[str, Any]:
+        """The result's `noise` block: a bootstrap over the sample rows (bench.metrics.bootstrap) of every selected
+        metric but Precision/Recall, whose 50k x 10k k-NN per resample would cost more than the run's scoring."""
+        from bench.metrics.bootstrap import bootstrap_std, noise_record
+
+        cheap = [m for m in self.metrics if m.name not in NOT_RESAMPLED]
+        sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
+                            unavailable=dict(self.unavailable))
+        record = noise_record(bootstrap_std(self.ref, sample, cheap, resamples, seed, self.options), resamples, seed)
+        skipped = [m.name for m in self.metrics if m.name in NOT_RESAMPLED]
+        return {**record, **({"not_estimated": skipped} if skipped else {})}
+
+
+#: metrics the run's noise estimate leaves out, for their cost (see `Scorer.noise`)
+NOT_RESAMPLED = ("precision_recall",)
+
+
 def adm_scorer(ref_path, extractor, *, exact: bool = False, batch_size: int = 64) -> Scorer:
     """ADM's five numbers against the reference at `ref_path`, from one Inception extractor."""
     return Scorer(ref_path, [extractor], exact=exact, batch_size=batch_size)
