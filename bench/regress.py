@@ -3,9 +3,10 @@
 A tokenizer's reconstructions of a fixed validation split are scored against the split's originals: rFID
 (Fréchet distance of Inception pool_3 features, reconstructions vs originals, the reading LlamaGen-derived code
 reports), PSNR and SSIM (data_range 1 on [0, 1] images). The numbers are compared with a baseline file that
-stores, per tokenizer, the values, a tolerance for each, and a fingerprint of what was measured (the tokenizer's
-files, the data and the Inception weights): a baseline for another tokenizer or another split is refused rather
-than compared.
+stores, per tokenizer preset, the values, a tolerance for each, and a fingerprint of how they were measured (the
+architecture, the data and the Inception weights): a baseline for another tokenizer or another split is refused
+rather than compared. The checkpoint is what the gate judges, so a new checkpoint of the same tokenizer is
+compared with the baseline (the file the baseline was measured on is recorded beside it).
 
     bench regress --tokenizer llamagen-demo-vq --baseline reference_stats/baselines.json
     bench regress --tokenizer llamagen-vq16 --vq-ckpt mine.pt --data /imagenet/val-5k --baseline b.json --update
@@ -158,15 +159,18 @@ def regress(preset: str, baseline_path: str | Path, *, vq_ckpt: str | None = Non
         from bench.inception import load_extractor
 
         extractor = load_extractor(device=device, allow_download=allow_download)
-    fingerprint = {"tokenizer_files": files, "data": data_digest, "num_images": int(len(images)),
-                   "eval_size": generator.eval_size, "inception": extractor.provenance.get("sha256")}
+    # What must match for numbers to compare: the architecture, the split, the scoring. The checkpoint itself is
+    # what the gate judges, so its digest is recorded beside the baseline, not required to match.
+    fingerprint = {"model": generator.config().get("model"), "image_size": generator.image_size,
+                   "eval_size": generator.eval_size, "data": data_digest, "num_images": int(len(images)),
+                   "inception": extractor.provenance.get("sha256")}
     if not update:
         check_fingerprint(preset, baselines[preset], fingerprint, baseline_path)
     current = measure(generator, images, extractor)
     if update:
         previous = baselines.get(preset, {})
         baselines[preset] = {"metrics": current, "tolerance": previous.get("tolerance", DEFAULT_TOLERANCE),
-                             "fingerprint": fingerprint}
+                             "fingerprint": fingerprint, "measured_files": files}
         atomic.write_json(baseline_path, baselines)
         return None, current
     return compare(current, baselines[preset]), current

@@ -107,7 +107,8 @@ def deprecated_flags(func: Callable) -> Callable:
 
 @click.command("run", epilog="A generator's own settings: --set NAME=VALUE (repeatable); `bench generators NAME` "
                              "lists them, e.g. `bench generators dit-xl-2`.")
-@click.option("--generator", "-g", "generator", required=True, help="preset name (see `bench generators`)")
+@click.option("--generator", "-g", "generator", default=None,
+              help="preset name (see `bench generators`) [none: the offline demo benchmark]")
 @click.option("--task", type=click.Choice(["sample", "reconstruct"]), default="sample", show_default=True,
               help="reconstruct: a tokenizer's rFID/PSNR/SSIM on --data")
 @click.option("--data", type=click.Path(exists=True), default=None,
@@ -145,10 +146,11 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
     """Sample a generator and score it (FID, sFID, IS, Precision, Recall) against ImageNet reference statistics.
 
     \b
+    bench run                                       # the offline demo: a tiny trained LlamaGen, in minutes
     bench run -g llamagen-xl                        # paper settings, 50k samples vs imagenet256
     bench run -g llamagen-xl --cfg-scale 2.0 --num-samples 10000 --save-npz --metrics +kid
     bench run -g dit-xl-2 --set sampler=ddim --set steps=50
-    torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; same numbers as 1 GPU
+    torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; as 1 GPU at equal --batch-size
     bench run -g llamagen-vq16 --task reconstruct --data /imagenet/val   # rFID, PSNR, SSIM
 
     Sample i depends only on (--seed, i) and its label, so results do not depend on the number of processes,
@@ -157,6 +159,8 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
     checkpoint and reference sha256s, versions, timing) goes to runs/<run-id>/result.json; compare runs with
     `bench report runs/ --compare`.
     """
+    if generator is None:
+        return run_demo_command(ctx, runs_dir, device)
     overrides = dict(ctx.meta.get(_GIVEN, {}))
     for name, value in parse_set(set_items).items():
         _put(overrides, name, value, f"--set {name}")
@@ -185,6 +189,23 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
 
 
 # -- bench generators -----------------------------------------------------------------------------------------
+#: the options the demo takes; any other given without --generator is a mistake, not a demo
+DEMO_OPTIONS = ("runs_dir", "device")
+
+
+def run_demo_command(ctx: click.Context, runs_dir: str, device: str | None) -> None:
+    """`bench run` without --generator: the offline demo benchmark (bench/demo/benchmark.py)."""
+    from bench.demo.benchmark import run_demo
+
+    given = [p.opts[0] for p in ctx.command.params if p.name not in DEMO_OPTIONS and p.expose_value
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given or ctx.meta.get(_GIVEN):
+        shown = ", ".join(given + [f"--{k.replace('_', '-')}" for k in ctx.meta.get(_GIVEN, {})])
+        raise BenchError(f"{shown}: options of a run; name the generator with -g (`bench generators` lists them). "
+                         "Without -g, `bench run` runs the offline demo, which takes only --runs-dir and --device.")
+    run_demo(runs_dir=Path(runs_dir) / "demo", device=device or "cpu")
+
+
 def _describe_by_building(factory: Callable[..., Generator]) -> dict[str, Any]:
     """For presets without a `PresetInfo`: build one (factories touch no weights) and read its settings."""
     generator = factory(device="cpu")

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from bench.batches import NpzImages, has_images
-from bench.download import RemoteFile, resolve, sha256_file
+from bench.download import RemoteFile, resolve, sha256_file, verify
 from bench.errors import BenchError
 
 REGISTRY = files("reference_stats") / "registry.json"  # package data: found from a checkout and from a wheel
@@ -38,18 +38,29 @@ class Reference:
 
 
 def registry_file(name: str) -> RemoteFile | None:
-    """The downloadable file behind a registry name (`imagenet256`), or None for a path."""
+    """The downloadable file behind a registry name (`imagenet256`), or None for a path or a packaged reference."""
     entry = known_references().get(name)
-    return None if entry is None else RemoteFile(entry["filename"], entry["sha256"], url=entry["url"])
+    return None if entry is None or entry.get("packaged") else RemoteFile(entry["filename"], entry["sha256"],
+                                                                          url=entry["url"])
+
+
+def packaged_path(entry: dict) -> Path:
+    """A reference that ships inside the package (`"packaged": true`, e.g. the offline demo's `demo64`), verified."""
+    path = Path(str(files("reference_stats") / entry["filename"]))
+    if not path.is_file():
+        raise BenchError(f"{path}: the packaged reference is missing from this installation; reinstall bench")
+    verify(path, entry["sha256"])
+    return path
 
 
 def resolve_reference(name_or_path: str, allow_download: bool = True) -> Reference:
     """A registry name (downloaded on first use) or a path to an ADM `.npz` batch / statistics / image folder."""
     known = known_references()
-    remote = registry_file(name_or_path)
-    if remote is not None:
-        resolution = known[name_or_path]["resolution"]
-        return Reference(name_or_path, resolve(remote, allow_download=allow_download), resolution)
+    if name_or_path in known:
+        entry = known[name_or_path]
+        path = packaged_path(entry) if entry.get("packaged") else resolve(registry_file(name_or_path),
+                                                                          allow_download=allow_download)
+        return Reference(name_or_path, path, entry["resolution"])
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise BenchError(f"--ref {name_or_path!r}: neither a known reference ({', '.join(sorted(known))}) "
