@@ -131,6 +131,11 @@ class PresetInfo:
     eval_size: int
     paper_settings: dict[str, Any] = field(default_factory=dict)
     paper: str = ""
+    #: where `paper_settings` come from (e.g. the official sampling command), when not from the paper's table
+    settings_source: str = ""
+    #: a FID the model's release states for these settings (e.g. its README); `bench generators` checks it against
+    #: the paper's tables in reports/published.csv and shows both where they disagree
+    claimed_fid: float | None = None
 
 
 @dataclass(frozen=True)

@@ -222,8 +222,27 @@ def _describe(name: str, factory: Callable[..., Generator]) -> str:
     if info is None:
         info, label = _describe_by_building(factory), "default settings"
     settings = ", ".join(f"{k}={v}" for k, v in info["paper_settings"].items()) or "-"
+    source = f" ({info['settings_source']})" if info.get("settings_source") else ""
     return (f"{name}\n  model: {info['model']}  resolution: {info['image_size']}  eval size: {info['eval_size']}\n"
-            f"  {label}: {settings}" + (f"\n  paper: {info['paper']}" if info["paper"] else ""))
+            f"  {label}: {settings}{source}" + (f"\n  paper: {info['paper']}" if info["paper"] else "")
+            + _expected_fid_lines(info))
+
+
+def _expected_fid_lines(info: dict[str, Any]) -> str:
+    """The FID the paper's tables (reports/published.csv) give at the preset's settings, and any disagreement with
+    the FID its release claims: e.g. llamagen-b's cfg 2.0 is Table 9's 6.437, while the README's 6.09 is at 2.25."""
+    from bench.report.published import claim_disagreement, expected_fid
+
+    cfg = info["paper_settings"].get("cfg_scale")
+    found = expected_fid(info["model"], info["image_size"], cfg, info["eval_size"])
+    lines = ""
+    if found is not None:
+        lines += f"\n  expected FID: {found[0]:g} at cfg {cfg if cfg is not None else '-'} ({found[1]})"
+    claimed = info.get("claimed_fid")
+    if claimed is not None:
+        why = claim_disagreement(info["model"], info["image_size"], cfg, claimed, info["eval_size"])
+        lines += f"\n  note: the release's {why}" if why else ""
+    return lines
 
 
 def _options_listing(factory: Callable[..., Generator]) -> str:
