@@ -1,7 +1,10 @@
 """The torch device a command runs on, checked before any work starts (torch's own error is an assertion deep
-inside the first `.to(device)`, after the weights are loaded)."""
+inside the first `.to(device)`, after the weights are loaded), and the float32 mode feature networks run in."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 
@@ -23,3 +26,15 @@ def check_device(name: str) -> str:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise BenchError(f"--device {name}: MPS is not available here; use --device cpu")
     return name
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Turn off TF32 for convs and matmuls while feature networks run (cuDNN's default on Ampere+ is TF32 convs,
+    ~1e-3 relative error): the reference implementations run in full float32. The global flags are restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -39,7 +39,6 @@ Ampere and newer) runs the patch-embedding conv in TF32: a ~1e-3 relative differ
 
 from __future__ import annotations
 
-import contextlib
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from tqdm.auto import tqdm
 
 from bench.batches import check_images
 from bench.checkpoint import find_state_dict, load_torch_file
-from bench.device import check_device
+from bench.device import check_device, exact_float32
 from bench.download import RemoteFile, resolve, sha256_file
 from bench.errors import BenchError
 
@@ -318,17 +317,6 @@ def preprocess(images: np.ndarray, resize: str = "tensor", device: str | torch.d
 # The extractor
 
 
-@contextlib.contextmanager
-def _exact_float32():
-    """TF32 off for convs and matmuls (cuDNN's default on Ampere+ is TF32 convs); the flags are restored after."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 class DINOv2Extractor:
     """`extract(images)` -> {"dinov2": float32 [N, 1024]}, in chunks of `batch_size`; `provenance`, `has_logits`."""
 
@@ -363,7 +351,7 @@ class DINOv2Extractor:
 
     @torch.inference_mode()
     def _forward(self, images: np.ndarray) -> np.ndarray:
-        with _exact_float32():
+        with exact_float32():
             return self.net(preprocess(images, self.resize, self.device)).float().cpu().numpy()
 
 

@@ -7,7 +7,6 @@ when the weights carry the softmax layer.
 
 from __future__ import annotations
 
-import contextlib
 import platform
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,21 +15,10 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.batches import check_images
+from bench.device import exact_float32
 from bench.errors import BenchError
 from bench.inception.network import CONFIG, InceptionV3
 from bench.inception.weights import InceptionWeights, logits_unavailable_reason
-
-
-@contextlib.contextmanager
-def exact_float32():
-    """Turn off TF32 for convs and matmuls (cuDNN's default on Ampere+ is TF32 convs, ~1e-3 relative error):
-    the TF graph runs in full float32. The previous global flags are restored afterwards."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class TorchInception:
