@@ -11,7 +11,6 @@ import json
 
 import numpy as np
 import pytest
-import scipy.linalg
 from click.testing import CliRunner
 
 import bench.features.dinov2 as dinov2
@@ -21,6 +20,7 @@ from bench.errors import BenchError
 from bench.features import EXTRACTORS, load_extractor, network_for
 from bench.metrics import registry
 from bench.result import Result, read
+from test_evaluate import fid_scipy
 
 SMALL = dinov2.ViTConfig(dim=64, depth=2, heads=4)
 
@@ -42,13 +42,6 @@ class ToyInception:
         x = images.reshape(len(images), -1).astype(np.float64) / 255
         rng = np.random.default_rng(5)
         return {k: (x @ rng.normal(size=(x.shape[1], d))).astype(np.float32) for k, d in self.arrays.items()}
-
-
-def fid_scipy(a, b):
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(s1 @ s2).real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def test_metric_selection_syntax():
