@@ -624,3 +624,23 @@ def test_runs_record_a_bootstrap_noise_estimate(toy, tmp_path, monkeypatch):
     res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "n", "--device", "cpu",
                "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "0"])
     assert res.exit_code == 0 and json.loads((tmp_path / "runs" / "n" / "result.json").read_text())["noise"] == {}
+
+
+def test_a_cfg_sweep_is_one_command_with_one_resumable_run_per_value(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.features, "load_extractor", lambda name, **kw: ProjectionExtractor())
+    args = ["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "sw", "--device", "cpu",
+            "--num-samples", "20", "--shard-size", "10", "--noise-resamples", "0", "--cfg-scale", "1.5,2,2.25"]
+    res = cli(args)
+    assert res.exit_code == 0, res.output
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == ["sw-cfg1.5", "sw-cfg2", "sw-cfg2.25"]
+    cfgs = [json.loads((tmp_path / "runs" / f / "result.json").read_text())["settings"]["generator_config"]["cfg_scale"]
+            for f in folders]
+    assert cfgs == [1.5, 2.0, 2.25] and "compare them: bench report" in res.output
+    again = cli(args)  # every run resumes: no image is generated twice
+    assert again.exit_code == 0 and again.output.count("images_generated") == 0
+    for f in folders:
+        assert json.loads((tmp_path / "runs" / f / "result.json").read_text())["timing"]["images_generated"] == 0
+    for bad, message in [("1.5,x", "comma-separated numbers"), ("2,2", "given twice")]:
+        res = cli(args[:-1] + [bad])
+        assert res.exit_code == 2 and message in res.output

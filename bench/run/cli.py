@@ -80,9 +80,37 @@ def _option_flag(option: PluginOption) -> Callable:
     if option.type is bool:
         return click.option(f"--{dashed}/--no-{dashed}", default=None, expose_value=False,
                             callback=_given(option.name), help=option.help)
+    if option.type is float:  # a float setting may be swept: --cfg-scale 1.5,1.75,2.0 is one run per value
+        return click.option(f"--{dashed}", metavar="FLOAT[,FLOAT...]", default=None, expose_value=False,
+                            callback=_given(option.name, parse_sweep),
+                            help=option.help + "; a comma-separated list runs one run per value (a sweep)")
     kind = click.Choice(list(option.choices)) if option.choices else option.type
     return click.option(f"--{dashed}", type=kind, default=None, expose_value=False, callback=_given(option.name),
                         help=option.help)
+
+
+def parse_sweep(text: str) -> float | list[float]:
+    """"2.0" -> 2.0; "1.5,1.75,2.0" -> [1.5, 1.75, 2.0] (a sweep: one run per value)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise BenchError(f"{text!r}: expected a number or comma-separated numbers, e.g. 1.5,1.75,2.0") from None
+    if len(set(values)) != len(values):
+        raise BenchError(f"{text!r}: a value is given twice")
+    return values[0] if len(values) == 1 else values
+
+
+def sweep(overrides: dict[str, Any], run_id: str | None) -> list[tuple[dict[str, Any], str | None]]:
+    """One (overrides, run id) per value of the swept setting (at most one may be swept); --run-id gets a suffix
+    per value, e.g. `base-cfg1.75`, so every run of the sweep has its own resumable folder."""
+    swept = [name for name, value in overrides.items() if isinstance(value, list)]
+    if not swept:
+        return [(overrides, run_id)]
+    if len(swept) > 1:
+        raise BenchError(f"sweep one setting at a time; given lists for {', '.join(swept)}")
+    name, short = swept[0], swept[0].removesuffix("_scale")
+    return [({**overrides, name: value}, f"{run_id}-{short}{value:g}" if run_id else None)
+            for value in overrides[name]]
 
 
 def common_flags(func: Callable) -> Callable:
@@ -149,6 +177,7 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
     bench run                                       # the offline demo: a tiny trained LlamaGen, in minutes
     bench run -g llamagen-xl                        # paper settings, 50k samples vs imagenet256
     bench run -g llamagen-xl --cfg-scale 2.0 --num-samples 10000 --save-npz --metrics +kid
+    bench run -g llamagen-b --cfg-scale 1.5,1.75,2.0,2.25          # a cfg sweep: one resumable run per value
     bench run -g dit-xl-2 --set sampler=ddim --set steps=50
     torchrun --nproc_per_node=8 -m bench.cli run -g llamagen-3b      # sharded; as 1 GPU at equal --batch-size
     bench run -g llamagen-vq16 --task reconstruct --data /imagenet/val   # rFID, PSNR, SSIM
@@ -164,12 +193,6 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
     overrides = dict(ctx.meta.get(_GIVEN, {}))
     for name, value in parse_set(set_items).items():
         _put(overrides, name, value, f"--set {name}")
-    settings = RunSettings(
-        generator=generator, overrides=overrides, ckpt=ckpt, batch_size=batch_size, shard_size=shard_size, ref=ref,
-        noise_resamples=noise_resamples,
-        metrics=metric_spec, feature_options=given_options(ctx), force=force, run_id=run_id, runs_dir=runs_dir,
-        device=device or ("cuda" if torch.cuda.is_available() else "cpu"), allow_download=not offline,
-    )
     if (task == "reconstruct") != (data is not None):
         raise BenchError("--data is needed by --task reconstruct, and only by it")
     if task == "reconstruct":
@@ -178,14 +201,27 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise BenchError(f"{', '.join(given)}: sampling options; --task reconstruct encodes every image of --data")
-        chosen = ReconstructTask(data=data)
-    else:
-        chosen = SampleTask(num_samples=num_samples, seed=seed, labels=labels, save_npz=save_npz, save_grid=save_grid)
-    result = execute(chosen, settings)  # Ctrl-C: the executor says which shards are kept, bench.cli prints it
-    if result is not None:
-        for key, value in result["metrics"].items():
-            click.echo(f"{key}: {value}")
-        click.echo(f"result: {Path(settings.runs_dir) / result['run_id'] / 'result.json'}")
+    runs = [RunSettings(
+        generator=generator, overrides=values, ckpt=ckpt, batch_size=batch_size, shard_size=shard_size, ref=ref,
+        noise_resamples=noise_resamples,
+        metrics=metric_spec, feature_options=given_options(ctx), force=force, run_id=one_id, runs_dir=runs_dir,
+        device=device or ("cuda" if torch.cuda.is_available() else "cpu"), allow_download=not offline,
+    ) for values, one_id in sweep(overrides, run_id)]  # every run's settings checked before the first one starts
+    written = []
+    for settings in runs:
+        chosen = ReconstructTask(data=data) if task == "reconstruct" else SampleTask(
+            num_samples=num_samples, seed=seed, labels=labels, save_npz=save_npz, save_grid=save_grid)
+        if len(runs) > 1:
+            swept = {k: v for k, v in settings.overrides.items() if overrides.get(k) != v}
+            click.echo(f"\n== sweep: {', '.join(f'{k}={v}' for k, v in swept.items())}", err=True)
+        result = execute(chosen, settings)  # Ctrl-C: the executor says which shards are kept, bench.cli prints it
+        if result is not None:
+            for key, value in result["metrics"].items():
+                click.echo(f"{key}: {value}")
+            written.append(Path(settings.runs_dir) / result["run_id"] / "result.json")
+            click.echo(f"result: {written[-1]}")
+    if len(written) > 1:
+        click.echo(f"compare them: bench report {' '.join(map(str, written))} --compare --html sweep.html")
 
 
 # -- bench generators -----------------------------------------------------------------------------------------
