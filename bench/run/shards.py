@@ -13,30 +13,24 @@ reused by a different configuration rather than mixing shards, and is locked whi
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import numpy as np
 
 from bench.atomic import atomic_path, write_json
 from bench.errors import BenchError
+from bench.locks import lock_folder, release_all
 from bench.distributed import ProcessGroup
 
 Shard = tuple[int, int]
 
-#: run folders this process has locked (by resolved path): reopening its own folder is not a conflict
-_LOCKS: dict[Path, IO[str]] = {}
-
-
 def release_run_folders() -> None:
     """Unlock every run folder this process holds; called when a run ends, however it ends."""
-    for handle in _LOCKS.values():
-        handle.close()
-    _LOCKS.clear()
+    release_all()
 
 
 def fingerprint(config: dict[str, Any]) -> str:
@@ -77,18 +71,8 @@ class RunFolder:
     def lock(self) -> None:
         """Hold an exclusive lock on the folder until `release_run_folders`: a second run into the same folder
         (the same --run-id, or the same command started twice) is refused instead of sharing its shards."""
-        key = self.path.resolve()
-        if key in _LOCKS:
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / ".lock", "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise BenchError(f"{self.path} is in use by another bench run; wait for it to finish, "
-                             "or give this one another --run-id") from None
-        _LOCKS[key] = handle
+        lock_folder(self.path, "is in use by another bench run; wait for it to finish, or give this one another "
+                               "--run-id")
 
     # -- manifest -------------------------------------------------------------------------------------
     def claim(self, config: dict[str, Any]) -> bool:
