@@ -109,3 +109,13 @@ def test_unknown_split_and_a_changed_photo_are_refused(monkeypatch):
     monkeypatch.setattr(photos, "PHOTOS", (changed,) + photos.PHOTOS[1:])
     with pytest.raises(BenchError, match="ships another astronaut.png"):
         build_split("val")
+
+
+def test_npz_batch_holds_the_split_and_is_byte_reproducible(tmp_path, val):
+    images, labels = val
+    first = photos.write_npz("val", tmp_path / "a.npz")
+    photos.main(["val", str(tmp_path / "b.npz")])
+    assert first.read_bytes() == (tmp_path / "b.npz").read_bytes()  # fixed zip timestamps: a pinnable file
+    with np.load(first) as batch:
+        assert batch.files == ["arr_0", "arr_1"]
+        assert np.array_equal(batch["arr_0"], images) and np.array_equal(batch["arr_1"], labels)

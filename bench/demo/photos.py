@@ -19,6 +19,7 @@ split, the next `SPLITS["train"]` to the training split: no crop is in both.
     images, labels = build_split("val")         # uint8 [512, 64, 64, 3], int64 [512] (class-major order)
     write_folder("train", "demo64/train")       # ImageNet-style <class>/<n>.png, for the LlamaGen trainers
     python -m bench.demo train demo64/train     # the same from a shell
+    python -m bench.demo val demo64_val.npz     # an ADM-style batch (arr_0 images, arr_1 labels): a reference
 
 The validation split is the demo's reference batch (FID) and the tokenizer's reconstruction set (rFID). A
 folder written here lists its classes in `CLASSES` order (they are sorted), so the labels a trainer derives
@@ -31,6 +32,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -162,6 +164,24 @@ def write_folder(split: str, out_dir: str | os.PathLike) -> Path:
     return out
 
 
+def write_npz(split: str, path: str | os.PathLike) -> Path:
+    """Write a split as an ADM-style batch, `arr_0` uint8 NHWC images and `arr_1` int64 labels, compressed.
+
+    The zip members get a fixed timestamp, so the same split gives the same bytes (the demo reference batch
+    is pinned by sha256); written atomically.
+    """
+    from bench.atomic import atomic_path
+
+    images, labels = build_split(split)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in (("arr_0", images), ("arr_1", labels)):
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+    return Path(path)
+
+
 # ---- internals ----------------------------------------------------------------------------------------------
 
 
@@ -196,14 +216,15 @@ def _class_crops(label: int, height: int, width: int) -> dict[str, list[tuple[in
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench.demo SPLIT OUT_DIR`: write a split as an image folder and print its fingerprint."""
+    """`python -m bench.demo SPLIT OUT`: write a split as an image folder (or an .npz batch) and say its sha256."""
     parser = argparse.ArgumentParser(prog="python -m bench.demo", description="Write a demo split as an "
-                                     "ImageNet-style folder of PNGs (OUT_DIR/<class>/<split>_<n>.png).")
+                                     "ImageNet-style folder of PNGs (OUT/<class>/<split>_<n>.png), or, when OUT ends "
+                                     "in .npz, as an ADM-style batch (arr_0 images, arr_1 labels).")
     parser.add_argument("split", choices=sorted(SPLITS))
-    parser.add_argument("out_dir")
+    parser.add_argument("out", help="a new folder, or a .npz file")
     args = parser.parse_args(argv)
     try:
-        out = write_folder(args.split, args.out_dir)
+        out = (write_npz if args.out.endswith(".npz") else write_folder)(args.split, args.out)
     except BenchError as err:
         raise SystemExit(f"Error: {err}") from None
     print(f"wrote {out}: {SPLITS[args.split] * len(CLASSES)} images of {len(CLASSES)} classes "
