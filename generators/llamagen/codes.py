@@ -40,6 +40,7 @@ from bench.batches import IMAGE_EXTENSIONS, center_crop_arr, resize_short_side  
 from bench.checkpoint import load_torch_file
 from bench.distributed import init_from_env, shutdown
 from bench.errors import BenchError
+from generators.llamagen.vq import VQ_CONFIGS
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -386,7 +387,7 @@ def load_vq(path: str | os.PathLike, vq_model: str = "VQ-16", weights: str = "mo
               help="Folder to write codes.npy, labels.npy and meta.json into.")
 @click.option("--vq-ckpt", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Tokenizer checkpoint: one written by `train-vq`, or upstream's vq_ds16_c2i.pt.")
-@click.option("--vq-model", default="VQ-16", show_default=True, type=click.Choice(["VQ-16", "VQ-8"]),
+@click.option("--vq-model", default="VQ-16", show_default=True, type=click.Choice(list(VQ_CONFIGS)),
               help="Architecture, for upstream checkpoints (ours record it).")
 @click.option("--codebook-size", default=16384, show_default=True, help="For upstream checkpoints.")
 @click.option("--codebook-embed-dim", default=8, show_default=True, help="For upstream checkpoints.")

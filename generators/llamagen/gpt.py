@@ -88,14 +88,17 @@ GPT_CONFIGS: dict[str, dict[str, int]] = {
     "GPT-1B": dict(n_layer=22, n_head=32, dim=2048),  # 1.2B
     "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),  # 3.1B
     "GPT-7B": dict(n_layer=32, n_head=32, dim=4096),  # 6.6B
+    # The embedded demo's model (not an official one): 3.7M parameters over VQ-demo's 512 codes, 8 classes
+    # (the demo's photographs). Its dataset-dependent sizes are defaults a code dataset's own replace.
+    "GPT-demo": dict(n_layer=4, n_head=4, dim=256, num_classes=8, vocab_size=512, block_size=64),
 }
 
 
 def gpt_config(model: str, **overrides) -> GPTConfig:
-    """The config of a named official model, e.g. gpt_config("GPT-B", block_size=576)."""
+    """The config of a named model, e.g. gpt_config("GPT-B", block_size=576); `overrides` replace any field."""
     if model not in GPT_CONFIGS:
         raise ValueError(f"unknown GPT model {model!r}; known: {', '.join(GPT_CONFIGS)}")
-    return GPTConfig(**GPT_CONFIGS[model], **overrides)
+    return GPTConfig(**{**GPT_CONFIGS[model], **overrides})
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ from bench.generator import (Generator, PluginOption, PresetInfo, check_override
                              to_uint8)
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
-from generators.llamagen.presets import PRESETS, Preset, remote_file
+from generators.llamagen.gpt import GPT, gpt_config
+from generators.llamagen.presets import PRESETS, Preset, packaged_path, remote_file
+from generators.llamagen.vq import VQModel, vq_config
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: the settings `generate_tokens` takes, each defaulting to the preset's
@@ -72,6 +74,10 @@ class LlamaGen(Generator):
     def __init__(self, preset: Preset, ckpt: str | None = None, device: str = "cpu", **overrides: Any):
         tokenizer = preset.gpt_model is None
         accepted = {o.name for o in preset_options(preset)} | {"allow_download"}
+        if preset.random_seed is not None:  # no files to point at
+            accepted -= {"vq_ckpt"}
+            if ckpt:
+                raise BenchError(f"generator {preset.name!r} holds random weights: it takes no checkpoint")
         check_overrides(preset.name, {k: v for k, v in overrides.items() if v is not None}, accepted)
         self.preset = preset
         self.name = preset.name
@@ -97,6 +103,7 @@ class LlamaGen(Generator):
         self.allow_download = overrides.get("allow_download", True)
         self.image_size = preset.image_size
         self.eval_size = preset.eval_size
+        self.num_classes = preset.num_classes
         self._gpt = None
         self._vq = None
 
@@ -107,6 +114,8 @@ class LlamaGen(Generator):
         return {
             "generator": self.name, "model": p.gpt_model or p.vq_model, "gpt_model": p.gpt_model,
             "gpt_ckpt": p.gpt_file, "vq_model": p.vq_model, "vq_ckpt": p.vq_file, "downsample": p.downsample,
+            **({} if p.random_seed is None else {"weights": f"random (seed {p.random_seed})"}),
+            "num_classes": self.num_classes,
             "image_size": self.image_size, "eval_size": self.eval_size,
             "eval_resize": ("F.interpolate bicubic (align_corners=False, no antialias) on the float decoder "
                             "output, then uint8" if self.image_size != self.eval_size else "none"),
@@ -116,20 +125,31 @@ class LlamaGen(Generator):
         }
 
     def required_files(self) -> list[RemoteFile]:
-        """The GPT checkpoint first (what `--ckpt` names), then the tokenizer."""
-        files = [remote_file(self.preset.gpt_file)] if self.preset.gpt_file else []
-        return files + [remote_file(self.preset.vq_file)]
+        """The GPT checkpoint first (what `--ckpt` names), then the tokenizer; none for a random-weights preset."""
+        names = [self.preset.gpt_file, self.preset.vq_file]
+        return [remote_file(name) for name in names if name]
 
     def explicit_files(self) -> dict[str, Path]:
-        given = {self.preset.gpt_file: self.ckpt, self.preset.vq_file: self.vq_ckpt}
-        return {name: Path(path).expanduser() for name, path in given.items() if name and path}
+        """User-given paths, and for packaged presets the files inside the package (nothing to download)."""
+        p = self.preset
+        packaged = {name: packaged_path(name) for name in (p.gpt_file, p.vq_file) if name and p.packaged}
+        given = {p.gpt_file: self.ckpt, p.vq_file: self.vq_ckpt}
+        return {**packaged, **{name: Path(path).expanduser() for name, path in given.items() if name and path}}
 
     def load(self, files: dict[str, Path]) -> None:
         p = self.preset
+        if p.random_seed is not None:
+            self._gpt, self._vq = random_models(p, self.device, PRECISIONS[self.precision])
+            return
         self._vq = load_vq(files[p.vq_file], p.vq_model, device=self.device)
+        if self._vq.downsample != p.downsample:
+            raise BenchError(f"{files[p.vq_file]}: a tokenizer with downsampling {self._vq.downsample}, but "
+                             f"{p.name} decodes a {p.image_size // p.downsample}-token grid (downsampling "
+                             f"{p.downsample})")
         if p.gpt_model is not None:
             self._gpt = load_gpt(files[p.gpt_file], p.gpt_model, p.image_size, p.downsample, device=self.device,
                                  dtype=PRECISIONS[self.precision])
+            check_pair(self._gpt, self._vq, p, files[p.gpt_file])
 
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
         """uint8 [B, image_size, image_size, 3] at the native resolution (384 for most presets)."""
@@ -181,6 +201,38 @@ class LlamaGen(Generator):
         return self._gpt, self._vq
 
 
+def check_pair(gpt: GPT, vq: VQModel, preset: Preset, gpt_path: Path) -> None:
+    """Refuse a GPT that cannot drive this preset: its classes must be the preset's (the harness draws labels
+    below `num_classes`) and its vocabulary the tokenizer's codebook."""
+    if gpt.num_classes != preset.num_classes:
+        raise BenchError(f"{gpt_path}: a GPT conditioned on {gpt.num_classes} classes, but {preset.name} samples "
+                         f"{preset.num_classes} classes; use the preset its classes belong to")
+    if gpt.config.vocab_size != vq.config.codebook_size:
+        raise BenchError(f"{gpt_path}: a GPT over {gpt.config.vocab_size} codes, but the {preset.vq_model} "
+                         f"tokenizer of {preset.name} has {vq.config.codebook_size}; it was trained on another "
+                         "tokenizer's codes")
+
+
+def random_models(preset: Preset, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> tuple[GPT | None, VQModel]:
+    """The preset's GPT and tokenizer with the weights a training run starts from (each module's own init),
+    drawn from `preset.random_seed` alone: the same on every machine, and the global RNG is left untouched.
+
+    An untrained GPT's output head is zero (the official init), so its tokens are uniformly random: the floor
+    every trained model must beat.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(preset.random_seed)
+        vq = VQModel(vq_config(preset.vq_model)).eval()
+        gpt = None
+        if preset.gpt_model is not None:
+            gpt = GPT(gpt_config(preset.gpt_model, num_classes=preset.num_classes,
+                                 vocab_size=vq.config.codebook_size,
+                                 block_size=(preset.image_size // preset.downsample) ** 2))
+            gpt = gpt.to(device=device, dtype=dtype).eval()
+    return gpt, vq.to(device)
+
+
 def _stacked(images: list[np.ndarray], size: int) -> np.ndarray:
     """uint8 [B, size, size, 3] from one-image arrays, also for B = 0."""
     return np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
@@ -188,14 +240,20 @@ def _stacked(images: list[np.ndarray], size: int) -> np.ndarray:
 
 def _factory(name: str):
     preset = PRESETS[name]
+    demo = preset.packaged or preset.random_seed is not None
+    model = f"LlamaGen {preset.gpt_model or preset.vq_model}"
+    if preset.random_seed is not None:
+        model += f" with random weights (seed {preset.random_seed})"
+    elif demo:
+        model += " + VQ-demo" * (preset.gpt_model is not None) + ", trained on the demo photos"
 
     @describe(PresetInfo(
-        model=f"LlamaGen {preset.gpt_model or preset.vq_model}", image_size=preset.image_size,
-        eval_size=preset.eval_size,
+        model=model, image_size=preset.image_size, eval_size=preset.eval_size,
         paper_settings={} if preset.gpt_model is None else {
             "cfg_scale": preset.cfg_scale, "top_k": preset.top_k, "top_p": preset.top_p,
             "temperature": preset.temperature},
-        paper="Sun et al. 2024, arXiv:2406.06525" + (f" (FID {preset.paper_fid})" if preset.paper_fid else "")))
+        paper=("the embedded demo (generators/llamagen/weights/README.md), not a paper model" if demo else
+               "Sun et al. 2024, arXiv:2406.06525" + (f" (FID {preset.paper_fid})" if preset.paper_fid else ""))))
     def factory(ckpt: str | None = None, device: str = "cpu", **overrides: Any) -> LlamaGen:
         return LlamaGen(preset, ckpt=ckpt, device=device, **overrides)
 
@@ -214,6 +272,9 @@ llamagen_xxl = _factory("llamagen-xxl")
 llamagen_3b = _factory("llamagen-3b")
 llamagen_vq16 = _factory("llamagen-vq16")
 llamagen_vq8 = _factory("llamagen-vq8")
+llamagen_demo = _factory("llamagen-demo")
+llamagen_demo_vq = _factory("llamagen-demo-vq")
+llamagen_demo_random = _factory("llamagen-demo-random")
 
 
 def presets() -> dict[str, Any]:

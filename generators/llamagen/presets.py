@@ -12,15 +12,22 @@ Sources (FoundationVision/LlamaGen):
     F.interpolate(mode="bicubic") (align_corners=False, no antialiasing) before converting to uint8.
 The sha256 of the hub files is not published anywhere we could read; they are None (unverified) until
 someone with the files pins them (`bench.download.sha256_file`).
+
+The demo presets are not releases: a tiny GPT-demo + VQ-demo trained by this project's own trainers on the
+embedded photo dataset (`bench/demo/`), shipped with the package in `weights/` (see weights/README.md), and the
+same architecture with seeded random weights (no file at all) as the floor any trained model must beat.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.download import RemoteFile
 
 HF_REPO = "FoundationVision/LlamaGen"
+#: package data: the demo weights ship inside the package, beside this file
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: pinned sha256 of the released files; None = not yet pinned (the file is used unverified)
 SHA256: dict[str, str | None] = {
@@ -33,12 +40,27 @@ SHA256: dict[str, str | None] = {
     "c2i_XL_384.pt": None,
     "c2i_XXL_384.pt": None,
     "c2i_3B_384.pt": None,
+    # shipped in weights/ (weights/retrain.sh makes them)
+    "demo_vq.safetensors": None,
+    "demo_gpt.safetensors": None,
 }
 
 
+#: weight files that ship inside the package (in WEIGHTS_DIR) rather than on the hub
+PACKAGED_FILES = ("demo_vq.safetensors", "demo_gpt.safetensors")
+
+
 def remote_file(filename: str) -> RemoteFile:
-    """A release file on the LlamaGen hub repo, cached under its own name."""
+    """A release file on the LlamaGen hub repo, cached under its own name. A packaged file has no download
+    source: presets that use it name its path in `WEIGHTS_DIR` explicitly (`packaged_path`)."""
+    if filename in PACKAGED_FILES:
+        return RemoteFile(filename=filename, sha256=SHA256.get(filename))
     return RemoteFile(filename=filename, sha256=SHA256.get(filename), hf_repo=HF_REPO, hf_filename=filename)
+
+
+def packaged_path(filename: str) -> Path:
+    """Where a weight file that ships with the package lives."""
+    return WEIGHTS_DIR / filename
 
 
 @dataclass(frozen=True)
@@ -48,7 +70,7 @@ class Preset:
     gpt_file: str | None
     image_size: int  # resolution the GPT generates (or the tokenizer reconstructs) at
     vq_model: str = "VQ-16"
-    vq_file: str = "vq_ds16_c2i.pt"
+    vq_file: str | None = "vq_ds16_c2i.pt"  # None only with random_seed
     downsample: int = 16
     cfg_scale: float = 1.0
     cfg_interval: float = -1
@@ -57,7 +79,13 @@ class Preset:
     temperature: float = 1.0
     eval_size: int = 256
     paper_fid: float | None = None  # the authors' FID-50k on ImageNet 256x256 with these settings
+    num_classes: int = 1000  # the classes the GPT is conditioned on (ImageNet's 1000; the demo's 8 photographs)
+    packaged: bool = False  # the files ship with the package (WEIGHTS_DIR): nothing to download
+    random_seed: int | None = None  # no files: both models hold random weights drawn from this seed
 
+
+#: the demo presets' default guidance scale (chosen by FID against the demo reference, weights/README.md)
+DEMO_CFG = 2.0
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("llamagen-b", "GPT-B", "c2i_B_384.pt", 384, cfg_scale=2.0, paper_fid=6.09),
@@ -69,4 +97,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("llamagen-3b", "GPT-3B", "c2i_3B_384.pt", 384, cfg_scale=1.65, paper_fid=2.18),
     Preset("llamagen-vq16", None, None, 256),
     Preset("llamagen-vq8", None, None, 256, vq_model="VQ-8", vq_file="vq_ds8_c2i.pt", downsample=8),
+    # The embedded demo (64 px, 8 classes, 8x8 tokens): not a release, see the module docstring.
+    Preset("llamagen-demo", "GPT-demo", "demo_gpt.safetensors", 64, vq_model="VQ-demo",
+           vq_file="demo_vq.safetensors", downsample=8, cfg_scale=DEMO_CFG, eval_size=64, num_classes=8,
+           packaged=True),
+    Preset("llamagen-demo-vq", None, None, 64, vq_model="VQ-demo", vq_file="demo_vq.safetensors", downsample=8,
+           eval_size=64, num_classes=8, packaged=True),
+    Preset("llamagen-demo-random", "GPT-demo", None, 64, vq_model="VQ-demo", vq_file=None, downsample=8,
+           cfg_scale=DEMO_CFG, eval_size=64, num_classes=8, random_seed=0),
 ]}

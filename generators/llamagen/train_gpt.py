@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from bench.errors import BenchError
 from generators.llamagen.codes import CodeDataset, ResumableSampler
+from generators.llamagen.gpt import GPT_CONFIGS
 from generators.llamagen.training import (PRECISIONS, adamw, autocast, check_finite_loss, check_finite_weights,
                                           check_resumed_config, epoch_batches, grad_scaler, mean_over_ranks,
                                           read_checkpoint, resolve_resume, rewind, rng_state, seed_everything,
@@ -255,7 +256,8 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
 @click.argument("code_path", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--results-dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoints/<step>/ (model.pt, rank*.pt) and log.jsonl.")
-@click.option("--gpt-model", default="GPT-B", help="GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-XXXL, GPT-1B/3B/7B.")
+@click.option("--gpt-model", default="GPT-B", type=click.Choice(list(GPT_CONFIGS)),
+              help="The official GPT-B ... GPT-7B, or GPT-demo (the embedded demo's 4-layer, 256-wide model).")
 @click.option("--global-batch-size", type=click.IntRange(min=1), default=256,
               help="Images per optimizer step, summed over processes.")
 @click.option("--grad-accum", type=click.IntRange(min=1), default=1,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from generators.llamagen.training import (PRECISIONS, autocast, check_finite_los
                                           check_resumed_config, epoch_batches, grad_scaler, mean_over_ranks,
                                           read_checkpoint, resolve_resume, rewind, rng_state, seed_everything,
                                           set_rng_state, setup_distributed, update_ema, write_checkpoint)
+from generators.llamagen.vq import VQ_CONFIGS
 
 
 @dataclass
@@ -46,8 +47,8 @@ class VQTrainConfig:
     results_dir: str
     vq_model: str = "VQ-16"
     model_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. tiny widths for tests
-    codebook_size: int = 16384
-    codebook_embed_dim: int = 8
+    codebook_size: int | None = None  # None: the named model's (16384 for VQ-16 / VQ-8, 512 for VQ-demo)
+    codebook_embed_dim: int | None = None  # None: the named model's (8)
     commit_loss_beta: float = 0.25
     entropy_loss_ratio: float = 0.0
     dropout_p: float = 0.0
@@ -76,11 +77,23 @@ class VQTrainConfig:
     device: str | None = None
 
 
-def build_vq(cfg: VQTrainConfig):
-    from generators.llamagen.vq import VQ_CONFIGS, VQConfig, VQModel
+def resolve_codebook(cfg: VQTrainConfig) -> VQTrainConfig:
+    """`cfg` with the codebook sizes left open (None) filled in from the named model, so the run's recorded
+    settings say what was trained (and a resume under the old explicit defaults still matches)."""
+    from generators.llamagen.vq import VQ_CONFIGS, VQConfig
 
     if cfg.vq_model not in VQ_CONFIGS:
         raise BenchError(f"unknown VQ model {cfg.vq_model!r}; known: {', '.join(VQ_CONFIGS)}")
+    named = VQConfig(**VQ_CONFIGS[cfg.vq_model])
+    return replace(cfg, codebook_size=named.codebook_size if cfg.codebook_size is None else cfg.codebook_size,
+                   codebook_embed_dim=(named.codebook_embed_dim if cfg.codebook_embed_dim is None
+                                       else cfg.codebook_embed_dim))
+
+
+def build_vq(cfg: VQTrainConfig):
+    from generators.llamagen.vq import VQ_CONFIGS, VQConfig, VQModel
+
+    cfg = resolve_codebook(cfg)
     return VQModel(VQConfig(**{
         **VQ_CONFIGS[cfg.vq_model], "codebook_size": cfg.codebook_size, "codebook_embed_dim": cfg.codebook_embed_dim,
         "commit_loss_beta": cfg.commit_loss_beta, "entropy_loss_ratio": cfg.entropy_loss_ratio,
@@ -106,6 +119,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
         raise BenchError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {cfg.mixed_precision!r}")
     if cfg.loss.disc_loss not in D_LOSSES or cfg.loss.gen_loss not in GEN_LOSSES:
         raise BenchError(f"disc loss must be one of {sorted(D_LOSSES)} and gen loss one of {sorted(GEN_LOSSES)}")
+    cfg = resolve_codebook(cfg)
     env = setup_distributed(cfg.device)
     if cfg.global_batch_size % env.world_size:
         raise BenchError(f"global batch {cfg.global_batch_size} does not split over {env.world_size} processes")
@@ -226,9 +240,13 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
 @click.argument("data_path", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--results-dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoints/<step>/ (model.pt, rank*.pt) and log.jsonl.")
-@click.option("--vq-model", default="VQ-16", type=click.Choice(["VQ-16", "VQ-8"]), help="Downsampling 16 or 8.")
-@click.option("--codebook-size", default=16384)
-@click.option("--codebook-embed-dim", default=8)
+@click.option("--vq-model", default="VQ-16", type=click.Choice(list(VQ_CONFIGS)),
+              help="VQ-16 / VQ-8: the official architectures (downsampling 16 or 8); VQ-demo: the embedded demo's "
+                   "small 8x downsampling tokenizer.")
+@click.option("--codebook-size", type=click.IntRange(min=2), default=None,
+              help="Codebook entries.  [default: the model's: 16384; VQ-demo 512]")
+@click.option("--codebook-embed-dim", type=click.IntRange(min=1), default=None,
+              help="Code vector size.  [default: the model's: 8]")
 @click.option("--commit-loss-beta", default=0.25, help="Weight of the commitment term.")
 @click.option("--entropy-loss-ratio", default=0.0, help="Weight of the codebook entropy regulariser.")
 @click.option("--image-size", type=click.IntRange(min=1), default=256, help="Training crop size.")
