@@ -66,7 +66,8 @@ def test_load_defaults_to_nothing_and_the_contract_is_abstract():
 def test_preset_info_is_read_without_building_the_generator():
     info = preset_info(toy_factory)
     assert info == {"model": "Toy-S", "image_size": 16, "eval_size": 8,
-                    "paper_settings": {"cfg_scale": 1.5, "top_k": 0}, "paper": "nobody 2026"}
+                    "paper_settings": {"cfg_scale": 1.5, "top_k": 0}, "paper": "nobody 2026", "settings_source": "",
+                    "claimed_fid": None}
     assert preset_info(lambda **kw: None) is None
 
 
