@@ -644,3 +644,19 @@ def test_a_cfg_sweep_is_one_command_with_one_resumable_run_per_value(toy, tmp_pa
     for bad, message in [("1.5,x", "comma-separated numbers"), ("2,2", "given twice")]:
         res = cli(args[:-1] + [bad])
         assert res.exit_code == 2 and message in res.output
+
+
+def test_bench_run_without_a_generator_is_the_demo_and_refuses_run_options(monkeypatch, tmp_path):
+    """No -g: the offline demo (run_demo), which takes only --runs-dir and --device; any run option without -g is a
+    mistake said in one line, not a demo that ignores it."""
+    import bench.demo.benchmark
+
+    calls = []
+    monkeypatch.setattr(bench.demo.benchmark, "run_demo", lambda **kw: calls.append(kw))
+    res = cli(["--runs-dir", str(tmp_path / "r"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert calls == [{"runs_dir": tmp_path / "r" / "demo", "device": "cpu"}]
+    for args in (["--num-samples", "10"], ["--cfg-scale", "2"], ["--set", "top_k=5"], ["--metrics", "+kid"]):
+        res = cli(args)
+        assert res.exit_code == 2 and "name the generator with -g" in res.output, (args, res.output)
+    assert len(calls) == 1
