@@ -298,21 +298,17 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
     OUTPUT's describes another build). It sits beside the .npz rather than inside it: ADM's evaluator and other
     tools read these .npz files and expect arrays only.
     """
-    from bench.batches import FolderImages, NpzWriter, open_images
-    from bench.download import sha256_file
-    from bench.evaluate import package_versions
+    from bench.batches import FolderImages, open_images
     from bench.features import load_extractors
-    from bench.features.cache import extract_source
-    from bench.features.featureset import statistics_keys
-    from bench.metrics import feature_statistics
+    from bench.references import build_reference
 
-    record_path, target = Path(f"{output}.json"), Path(output).resolve()
+    target = Path(output).resolve()
     if Path(source).is_dir() and Path(source).resolve() in target.parents:
         raise BenchError(f"--output {output} lies inside {source}, the folder the reference is built from: it "
                          "could overwrite one of its images, and the next build from that folder would find it "
                          "there; write it outside the folder")
     _check_output(output, "--output", [source])
-    _check_output(str(record_path), "--output's provenance record", [source])
+    _check_output(f"{output}.json", "--output's provenance record", [source])
     if subset is not None and not include_images:
         raise BenchError("--subset chooses which images --include-images stores; give both")
     given = ctx.get_parameter_source("image_size") == click.core.ParameterSource.COMMANDLINE
@@ -329,51 +325,14 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
         shown = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
         raise BenchError(f"{source}: images of {len(sizes)} sizes ({shown}) cannot be stored as one arr_0; "
                          "drop --no-crop to center-crop them to --image-size")
+    if subset is not None and subset > images.num_images:
+        raise BenchError(f"--subset {subset}: {source} holds only {images.num_images} images")
     arrays = ["pool", "spatial"] + (["dinov2"] if with_dinov2 else [])
     extractors = load_extractors(arrays, device, options=given_options(ctx))
-    writer = store = None
-    if include_images:
-        if subset is not None and subset > images.num_images:
-            raise BenchError(f"--subset {subset}: {source} holds only {images.num_images} images")
-        chosen = np.sort(np.random.default_rng(seed).choice(images.num_images, subset, replace=False)) if subset \
-            else None
-        first = next(images.batches(1))
-        writer = NpzWriter(output, images.num_images if chosen is None else len(chosen), first.shape[1:])
-        seen = 0
-
-        def store(block: np.ndarray) -> None:  # blocks stream in index order: keep the chosen rows of each
-            nonlocal seen
-            rows = block if chosen is None else block[chosen[(chosen >= seen) & (chosen < seen + len(block))] - seen]
-            writer.write(rows)
-            seen += len(block)
-    try:
-        features = extract_source(images, extractors, batch_size, on_block=store)
-        stats = {}
-        for array in arrays:
-            (mu_key, sigma_key), (mu, sigma) = statistics_keys(array), feature_statistics(features[array])
-            stats.update({mu_key: mu, sigma_key: sigma})
-        record_path.unlink(missing_ok=True)  # an earlier build's record must not outlive its .npz
-        if writer:
-            writer.close(**stats)
-        else:
-            with atomic.atomic_path(output) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **stats)
-    except BaseException:
-        if writer:
-            writer.abort()
-        raise
-    stored = "" if not include_images else f" and {writer.num_rows} of the images"
-    versions = package_versions()
-    atomic.write_json(record_path, {
-        "output": Path(output).name, "sha256": sha256_file(output, progress=True),
-        "source": str(Path(source).resolve()), "source_sha256": images.content_hash(),
-        "num_images": images.num_images, "skipped": getattr(images, "skipped", {}),
-        "center_crop": crop, "stored_images": writer.num_rows if writer else 0,
-        "subset_seed": seed if subset is not None else None,
-        "features": {getattr(e, "name", "inception"): getattr(e, "provenance", None) for e in extractors},
-        "bench": versions.get("bench"), "versions": versions,
-    })
-    click.echo(f"wrote {output}: statistics of {images.num_images} images{stored} (provenance: {record_path})")
+    stored = build_reference(images, output, extractors, arrays, include_images=include_images, subset=subset,
+                             seed=seed, batch_size=batch_size)
+    shown = f" and {stored} of the images" if include_images else ""
+    click.echo(f"wrote {output}: statistics of {images.num_images} images{shown} (provenance: {output}.json)")
 
 
 @cli.command("report")

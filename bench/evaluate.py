@@ -9,13 +9,10 @@ the reference's own image features. Which feature arrays are extracted follows f
 
 from __future__ import annotations
 
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from bench.batches import FolderImages, NpzImages, has_images, open_images, read_statistics
 from bench.download import sha256_file
@@ -25,7 +22,7 @@ from bench.features.cache import extract_source
 from bench.features.featureset import statistics_keys
 from bench.metrics import registry
 from bench.metrics.registry import PAPER_NUM_SAMPLES, Metric, ScoreOptions  # noqa: F401  (re-exported)
-from bench.result import Result
+from bench.result import Result, package_versions
 
 
 def arrays_of(extractor) -> dict[str, int]:
@@ -85,17 +82,6 @@ def load_batch(path: str | Path, extractors: Sequence, arrays: dict[str, str] | 
     elif not given:
         raise BenchError(f"{path}: the {role} batch has neither images ('arr_0') nor statistics (mu, sigma, ...)")
     return FeatureSet(str(path), features, given, _unavailable_arrays(extractors, need), num_images)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of everything that can move a number, for the provenance record."""
-    versions = {"python": platform.python_version(), "cuda": torch.version.cuda or "none"}
-    for name in ("bench", "torch", "numpy", "scipy", "pillow", "diffusers", "tensorflow-cpu", "tensorflow"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
 
 
 def distances_label(exact: bool) -> str:

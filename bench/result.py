@@ -28,11 +28,14 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import platform
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bench import atomic
 from bench.errors import BenchError
@@ -56,6 +59,17 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of everything that can move a number, for the provenance record."""
+    versions = {"python": platform.python_version(), "cuda": torch.version.cuda or "none"}
+    for name in ("bench", "torch", "numpy", "scipy", "pillow", "diffusers", "tensorflow-cpu", "tensorflow"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
 
 
 def now() -> str:

@@ -28,7 +28,7 @@ import bench.run.executor  # noqa: E402
 from bench.generator import Generator  # noqa: E402
 from bench.run.executor import RunSettings, execute  # noqa: E402
 from bench.run.plan import SamplingPlan  # noqa: E402
-from bench.run.references import Reference  # noqa: E402
+from bench.references import Reference  # noqa: E402
 from bench.run.sample import SampleTask  # noqa: E402
 
 

@@ -83,7 +83,7 @@ def test_every_pinned_digest_is_well_formed_and_agrees_with_its_hub_prefix():
 
     from bench.features.dinov2 import WEIGHTS as DINOV2
     from bench.inception.weights import ADM_GRAPH, PYTORCH_FID
-    from bench.run.references import known_references
+    from bench.references import known_references
     from generators.dit.presets import PRESETS, VAE_SHA256
     from generators.llamagen import presets as llamagen_presets
     from generators.llamagen.lpips import LPIPS_HEADS, VGG16_WEIGHTS

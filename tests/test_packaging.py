@@ -26,7 +26,7 @@ def test_wheel_ships_the_reference_registry(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(target)
     # Import the unpacked wheel from an unrelated folder: nothing may come from the checkout.
-    probe = ("import json, bench, sys; from bench.run.references import known_references; "
+    probe = ("import json, bench, sys; from bench.references import known_references; "
              "from bench.report.published import published; "
              "print(json.dumps({'bench': bench.__file__, 'names': sorted(known_references()), "
              "'published': len(published())}))")

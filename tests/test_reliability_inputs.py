@@ -259,12 +259,12 @@ def test_a_rebuild_that_fails_leaves_no_stale_record_beside_a_new_npz(mixed_fold
     output = tmp_path / "ref.npz"
     assert CliRunner().invoke(cli, ["ref", "build", str(mixed_folder), "-o", str(output), "--image-size", "8"]
                               ).exit_code == 0
-    import bench.download
+    import bench.references
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(bench.download, "sha256_file", fail)  # dies after the npz, before its record
+    monkeypatch.setattr(bench.references, "sha256_file", fail)  # dies after the npz, before its record
     out = CliRunner().invoke(cli, ["ref", "build", str(mixed_folder), "-o", str(output), "--no-crop"])
     assert out.exit_code != 0
     assert not (tmp_path / "ref.npz.json").exists()

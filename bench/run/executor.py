@@ -33,12 +33,11 @@ from bench.device import check_device
 from bench.distributed import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.download import resolve_all, sha256_file
 from bench.errors import BenchError
-from bench.evaluate import package_versions
 from bench.generator import Generator, check_options, load_generator_factory
 from bench.metrics import registry
 from bench.metrics.registry import Metric
-from bench.result import Result, json_safe
-from bench.run.references import Reference, check_resolution, registry_file, resolve_reference
+from bench.result import Result, json_safe, package_versions
+from bench.references import Reference, check_resolution, registry_file, resolve_reference
 from bench.run.score import Scorer
 from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 from bench.run.task import Extract, Task

@@ -1,7 +1,11 @@
-"""Known reference batches (`--ref imagenet256`) and the resolution check of any reference.
+"""Reference batches: the registry of known ones (`--ref imagenet256`), resolving one, the resolution check, and
+building one from images (`bench ref build`).
 
 The registry is data, in `reference_stats/registry.json`; an entry resolves through `bench.download` like a
-checkpoint (cache, then download, checksum-verified where a digest is pinned).
+checkpoint (cache, then download, checksum-verified where a digest is pinned), or ships with the package
+(`"packaged": true`, the demo's val split). A built reference is an ADM-format npz -- `mu`, `sigma`, `mu_s`,
+`sigma_s` (and `mu_<array>`/`sigma_<array>` for other networks), optionally `arr_0` -- with a provenance record
+beside it, `<output>.json`, since ADM's evaluator and other tools expect arrays only in the npz.
 """
 
 from __future__ import annotations
@@ -11,9 +15,18 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-from bench.batches import NpzImages, has_images
+from typing import Sequence
+
+import numpy as np
+
+from bench.atomic import atomic_path, write_json
+from bench.batches import ImageSource, NpzImages, NpzWriter, has_images
 from bench.download import RemoteFile, resolve, sha256_file, verify
 from bench.errors import BenchError
+from bench.features.cache import extract_source
+from bench.features.featureset import statistics_keys
+from bench.metrics import feature_statistics
+from bench.result import package_versions
 
 REGISTRY = files("reference_stats") / "registry.json"  # package data: found from a checkout and from a wheel
 
@@ -90,3 +103,54 @@ def check_resolution(ref: Reference, eval_size: int, force: bool) -> str | None:
             raise BenchError(message + ": FID against it is meaningless. Pass the matching --ref, or --force.")
         return message + " (--force given)"
     return None
+
+
+def build_reference(source: ImageSource, output: str | Path, extractors: Sequence, arrays: Sequence[str], *,
+                    include_images: bool = False, subset: int | None = None, seed: int = 0,
+                    batch_size: int = 64) -> int:
+    """Write the reference npz for `source` (every image's features into the statistics; with `include_images`,
+    the images too, or a seeded random `subset` of them as ADM's 10,000) and its provenance record, both
+    atomically. Returns the number of images stored in `arr_0` (0 without `include_images`)."""
+    output, record_path = Path(output), Path(f"{output}.json")
+    writer = store = None
+    if include_images:
+        if subset is not None and subset > source.num_images:
+            raise BenchError(f"--subset {subset}: {source.path} holds only {source.num_images} images")
+        chosen = np.sort(np.random.default_rng(seed).choice(source.num_images, subset, replace=False)) if subset \
+            else None
+        first = next(source.batches(1))
+        writer = NpzWriter(output, source.num_images if chosen is None else len(chosen), first.shape[1:])
+        seen = 0
+
+        def store(block: np.ndarray) -> None:  # blocks stream in index order: keep the chosen rows of each
+            nonlocal seen
+            rows = block if chosen is None else block[chosen[(chosen >= seen) & (chosen < seen + len(block))] - seen]
+            writer.write(rows)
+            seen += len(block)
+    try:
+        features = extract_source(source, extractors, batch_size, on_block=store)
+        stats = {}
+        for array in arrays:
+            (mu_key, sigma_key), (mu, sigma) = statistics_keys(array), feature_statistics(features[array])
+            stats.update({mu_key: mu, sigma_key: sigma})
+        record_path.unlink(missing_ok=True)  # an earlier build's record must not outlive its .npz
+        if writer:
+            writer.close(**stats)
+        else:
+            with atomic_path(output) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **stats)
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    versions = package_versions()
+    write_json(record_path, {
+        "output": output.name, "sha256": sha256_file(output, progress=True),
+        "source": str(Path(source.path).resolve()), "source_sha256": source.content_hash(),
+        "num_images": source.num_images, "skipped": getattr(source, "skipped", {}),
+        "center_crop": getattr(source, "center_crop", None), "stored_images": writer.num_rows if writer else 0,
+        "subset_seed": seed if subset is not None else None,
+        "features": {getattr(e, "name", "inception"): getattr(e, "provenance", None) for e in extractors},
+        "bench": versions.get("bench"), "versions": versions,
+    })
+    return writer.num_rows if writer else 0
