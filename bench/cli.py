@@ -227,10 +227,9 @@ def eval_command(ctx, ref_batch, sample_batch, device, batch_size, metric_spec, 
 
     if json_path:
         _check_output(json_path, "--json", [ref_batch, sample_batch])
-    if with_kid:
-        metric_spec = ",".join(filter(None, [metric_spec, "+kid"])) if not metric_spec or metric_spec.startswith(("+", "-")) \
-            else f"{metric_spec},kid"
     metrics = registry.select(metric_spec)
+    if with_kid and registry.METRICS["kid"] not in metrics:  # the deprecated --kid adds it, whatever --metrics says
+        metrics.append(registry.METRICS["kid"])
     extractors = load_extractors(registry.arrays_needed(metrics), device, options=given_options(ctx))
     result = evaluate(ref_batch, sample_batch, extractors=extractors, metrics=metrics, exact=exact,
                       kid_subset_size=kid_subset_size, batch_size=batch_size, cache=not no_cache, force=force)
