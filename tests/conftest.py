@@ -35,3 +35,26 @@ def pin(monkeypatch):
         monkeypatch.setattr(module, name, dataclasses.replace(getattr(module, name), sha256=sha256_file(path)))
 
     return pin_to
+
+
+@pytest.fixture
+def held_lock():
+    """`with held_lock(folder):` another process holds `folder`'s lock (bench.locks: an flock on folder/.lock), as a
+    second training or run into the same folder would, until the block ends."""
+    import contextlib
+    import subprocess
+    import sys
+
+    @contextlib.contextmanager
+    def hold(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); "
+                                   "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+                                   str(folder / ".lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            yield
+        finally:
+            holder.communicate("")
+
+    return hold

@@ -217,3 +217,26 @@ def test_a_checkpoint_named_for_another_resolution_is_warned_about():
 
 def test_only_tokenizer_presets_can_reconstruct():
     assert plugin.llamagen_vq16().can_reconstruct and not plugin.llamagen_xl().can_reconstruct
+
+
+def test_config_names_the_files_used_and_whether_they_are_the_release():
+    """A user's checkpoint under a release preset is recorded as itself: its file name, official_weights false,
+    no README FID (the board then matches it with no paper row)."""
+    official = plugin.llamagen_b_256().config()
+    assert (official["gpt_ckpt"], official["vq_ckpt"]) == ("c2i_B_256.pt", "vq_ds16_c2i.pt")
+    assert official["official_weights"] is True and official["readme_fid"] == 5.46
+    mine = plugin.llamagen_b_256(ckpt="/runs/gpt/mine.pt", vq_ckpt="/runs/vq/myvq.pt").config()
+    assert (mine["gpt_ckpt"], mine["vq_ckpt"]) == ("mine.pt", "myvq.pt")
+    assert mine["official_weights"] is False and mine["readme_fid"] is None
+    own_tokenizer = plugin.llamagen_b_256(vq_ckpt="/runs/vq/myvq.pt").config()
+    assert own_tokenizer["gpt_ckpt"] == "c2i_B_256.pt" and own_tokenizer["official_weights"] is False
+    tokenizer = plugin.llamagen_vq16(ckpt="/runs/vq/myvq.pt").config()  # --task reconstruct
+    assert tokenizer["vq_ckpt"] == "myvq.pt" and tokenizer["official_weights"] is False
+    assert plugin.llamagen_vq16().config()["official_weights"] is True
+
+
+def test_preset_info_separates_the_readme_fid_from_the_paper():
+    info = preset_info(plugin.llamagen_b)
+    assert info["claimed_fid"] == 6.09 and info["paper"] == "Sun et al. 2024, arXiv:2406.06525"
+    assert info["settings_source"] == "the official GETTING_STARTED.md sampling command"
+    assert preset_info(plugin.llamagen_l_256)["settings_source"] == "assumed: no published command"

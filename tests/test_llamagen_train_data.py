@@ -225,3 +225,28 @@ def test_extracting_into_a_finished_code_dataset_is_refused_and_keeps_it(tmp_pat
     with pytest.raises(BenchError, match="already holds a finished code dataset"):
         extract_codes(_toy_encoder, root, out, image_size=16, codebook_size=16, num_workers=0)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_extracting_into_a_folder_in_use_is_refused(tmp_path, held_lock):
+    root = _image_folder(tmp_path / "data")
+    with held_lock(tmp_path / "codes"):
+        with pytest.raises(BenchError, match="codes is in use by another code extraction"):
+            extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0)
+        assert [p.name for p in (tmp_path / "codes").iterdir()] == [".lock"]
+    out = extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0)
+    assert (out / "meta.json").exists()
+
+
+def test_unreadable_images_are_listed_before_extraction_or_left_out(tmp_path):
+    root = _image_folder(tmp_path / "data")
+    (root / "a_class" / "img1.png").write_bytes((root / "a_class" / "img1.png").read_bytes()[:60])  # cut short
+    with pytest.raises(BenchError, match=r"1 of 6 images cannot be read:\n  .*img1.png: not a readable image"):
+        extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0)
+    assert not (tmp_path / "codes" / "codes.npy").exists()
+
+    with pytest.warns(UserWarning, match=r"left out 1 unreadable image\(s\) of 6"):
+        out = extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0,
+                            skip_bad_images=True)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["num_images"] == 5 and meta["skipped_images"] == ["a_class/img1.png"]
+    assert np.load(out / "labels.npy").tolist() == [0, 0, 1, 1, 1]

@@ -279,3 +279,90 @@ def test_resuming_with_another_process_count_is_refused(codes, tmp_path):
     shutil.copy(ckpt / "rank0.pt", ckpt / "rank1.pt")  # as if two processes had written it
     with pytest.raises(BenchError, match=r"written by 2 process\(es\), this run has 1"):
         train_gpt(config(codes, run, max_steps=4, resume="auto"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reliability: locked folders, runs that train nothing, what checkpoints record, pruning, export
+
+
+def _contents(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_a_folder_another_training_uses_is_refused_and_left_alone(codes, tmp_path, held_lock):
+    run = tmp_path / "run"
+    with held_lock(run):  # the first run has not checkpointed yet: only its lock says it is there
+        with pytest.raises(BenchError, match=r"run is in use by another training run; wait for it to finish, or "
+                                             r"train into another folder \(-o\)"):
+            train_gpt(config(codes, run, max_steps=2, lr=1e-3))
+        assert _contents(run) == [".lock"]  # no log, no checkpoint
+    assert train_gpt(config(codes, run, max_steps=2))["step"] == 2  # free once the other run has ended
+
+
+def test_a_run_that_would_train_nothing_is_refused(codes, tmp_path):
+    out = CliRunner().invoke(train_gpt_command, [str(codes), "-o", str(tmp_path / "r"), "--epochs", "0",
+                                                 "--global-batch-size", "8", "--num-workers", "0"])
+    assert out.exit_code == 2 and "--epochs 0 with no --max-steps trains nothing" in out.output
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(BenchError, match="--epochs 0 with no --max-steps"):
+        train_gpt(config(codes, tmp_path / "r", epochs=0))
+    assert not (tmp_path / "r").exists()
+
+
+def test_checkpoints_record_the_codes_they_trained_on(codes, tmp_path):
+    import hashlib
+    import shutil
+
+    data = tmp_path / "codes"
+    shutil.copytree(codes, data)
+    run = tmp_path / "run"
+    result = train_gpt(config(data, run, max_steps=2, ckpt_every=2))
+    recorded = final_model(result)["codes"]
+    assert recorded == {"path": str(data.resolve()),
+                        "meta_sha256": hashlib.sha256((data / "meta.json").read_bytes()).hexdigest()}
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "codes_sha256": "0" * 64}))  # as if extracted again
+    with pytest.raises(BenchError, match="trained on another code dataset"):
+        train_gpt(config(data, run, max_steps=4, resume="auto"))
+
+
+def test_keep_last_prunes_older_checkpoints_but_not_abandoned_ones(codes, tmp_path):
+    run = tmp_path / "run"
+    train_gpt(config(codes, run, max_steps=4, ckpt_every=1, keep_last=2))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["0000003", "0000004"]
+
+    kept = tmp_path / "kept"
+    train_gpt(config(codes, kept, max_steps=4, ckpt_every=2))  # checkpoints 2 and 4
+    # back to step 2 keeping 1: step 4 goes to abandoned/ (untouched), step 2 stays until step 3 exists
+    result = train_gpt(config(codes, kept, max_steps=3, ckpt_every=3, keep_last=1,
+                              resume=str(kept / "checkpoints" / "0000002")))
+    assert result["step"] == 3
+    assert sorted(p.name for p in (kept / "checkpoints").iterdir()) == ["0000003", "abandoned"]
+    assert [p.name for p in (kept / "checkpoints" / "abandoned").iterdir()] == ["0000004"]
+    out = CliRunner().invoke(train_gpt_command, [str(codes), "-o", str(tmp_path / "r"), "--keep-last", "0"])
+    assert out.exit_code == 2 and "--keep-last" in out.output
+
+
+def test_a_checkpoint_from_before_a_new_setting_still_resumes(codes, tmp_path):
+    """A train config saved before `keep_last` existed lacks the field: it counts as its default."""
+    run = tmp_path / "run"
+    train_gpt(config(codes, run, max_steps=2, ckpt_every=2))
+    path = run / "checkpoints" / "0000002" / "model.pt"
+    saved = torch.load(path, weights_only=True)
+    del saved["train_config"]["keep_last"], saved["codes"]
+    torch.save(saved, path)
+    assert train_gpt(config(codes, run, max_steps=3, resume="auto"))["step"] == 3
+
+
+def test_help_says_how_to_sample_and_export_is_a_bench_command(codes, tmp_path):
+    from bench.cli import cli
+    from generators.llamagen.checkpoints import load_gpt
+
+    text = CliRunner().invoke(train_gpt_command, ["--help"], terminal_width=200).output
+    assert "bench run -g llamagen-b-256 --ckpt runs/gpt-b/checkpoints/<step>/model.pt" in text
+    assert "bench llamagen export runs/gpt-b/checkpoints/<step>/model.pt gpt-b.safetensors" in text
+    assert "--keep-last" in text
+    ckpt = train_gpt(config(codes, tmp_path / "run", max_steps=1))["checkpoint"]
+    out = CliRunner().invoke(cli, ["llamagen", "export", os.path.join(ckpt, "model.pt"), str(tmp_path / "g.st")])
+    assert out.exit_code == 0, out.output
+    assert load_gpt(tmp_path / "g.st").config.num_classes == CLASSES

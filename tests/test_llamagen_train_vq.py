@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import generators.llamagen.lpips
+from bench.errors import BenchError
 from generators.llamagen.codes import extract_codes_command, image_views, load_checkpoint, to_model_range
 from generators.llamagen.losses import TokenizerLossConfig
 from generators.llamagen.train_vq import VQTrainConfig, build_vq, train_vq, train_vq_command
@@ -222,3 +223,103 @@ def test_load_vq_reads_upstream_style_checkpoints(tmp_path):
     assert torch.equal(loaded.encode_to_codes(x), reference.encode_to_codes(x))
     with pytest.raises(BenchError, match="does not fit"):
         load_vq(tmp_path / "upstream.pt", "VQ-16", **{**small, "codebook_size": 32})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reliability: locked folders, damaged images, what checkpoints record, pruning, runs that train nothing
+
+
+def with_bad_images(images, root):
+    """A copy of `images` with a truncated JPEG and a text file named like a PNG among them."""
+    import io
+    import shutil
+
+    shutil.copytree(images, root)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(buffer, "JPEG")
+    (root / "class0" / "cut.jpg").write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])  # a cut download
+    (root / "class1" / "notes.png").write_text("not an image")
+    return root
+
+
+def test_a_folder_another_training_uses_is_refused_and_left_alone(images, tmp_path, held_lock):
+    run = tmp_path / "run"
+    with held_lock(run):
+        with pytest.raises(BenchError, match="run is in use by another training run"):
+            train_vq(config(images, run, max_steps=1))
+        assert [p.name for p in run.iterdir()] == [".lock"]
+    assert train_vq(config(images, run, max_steps=1))["step"] == 1
+
+
+def test_unreadable_images_are_listed_before_step_one(images, tmp_path):
+    data = with_bad_images(images, tmp_path / "data")
+    with pytest.raises(BenchError) as err:
+        train_vq(config(data, tmp_path / "run", max_steps=2))
+    message = str(err.value)
+    assert "2 of 10 images cannot be read" in message and "--skip-bad-images" in message
+    assert "cut.jpg: not a readable image (OSError: image file is truncated" in message, message
+    assert "notes.png: not a readable image (UnidentifiedImageError" in message
+    assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "checkpoints").exists()
+
+    with pytest.warns(UserWarning, match=r"left out 2 unreadable image\(s\) of 10 \(--skip-bad-images\)"):
+        result = train_vq(config(data, tmp_path / "skip", max_steps=2, skip_bad_images=True))
+    assert result["step"] == 2
+    notes = ckpt(tmp_path / "skip", 2)["notes"]
+    assert notes["skip_bad_images"] == ("2 unreadable image(s) left out: "
+                                        f"{os.path.join('class0', 'cut.jpg')}, {os.path.join('class1', 'notes.png')}")
+
+
+def test_a_run_without_lpips_records_that_it_ran_without_it(images, tmp_path):
+    loss = TokenizerLossConfig(disc_start=3, disc_dim=8, disc_num_layers=2, perceptual_weight=1.0)
+    with pytest.warns(RuntimeWarning, match="WITHOUT the perceptual loss"):  # no LPIPS in the isolated cache
+        train_vq(config(images, tmp_path / "run", loss=loss, max_steps=1))
+    saved = ckpt(tmp_path / "run", 1)
+    assert saved["train_config"]["loss"]["perceptual_weight"] == 0.0
+    assert saved["notes"]["loss.perceptual_weight"].startswith("0.0, not the 1.0 asked for: the LPIPS weights")
+    assert read_log(tmp_path / "run")[0]["perceptual_loss"] == 0.0
+
+
+def test_keep_last_and_old_checkpoints_resume(images, tmp_path):
+    run = tmp_path / "run"
+    train_vq(config(images, run, max_steps=3, ckpt_every=1, keep_last=1))
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["0000003"]
+    # a checkpoint written before --skip-bad-images existed resumes: the missing field is its default
+    path = run / "checkpoints" / "0000003" / "model.pt"
+    saved = torch.load(path, weights_only=True)
+    del saved["train_config"]["skip_bad_images"], saved["train_config"]["keep_last"]
+    torch.save(saved, path)
+    assert train_vq(config(images, run, max_steps=4, ckpt_every=1, keep_last=1, resume="auto"))["step"] == 4
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["0000004"]
+
+
+def test_a_run_that_would_train_nothing_is_refused(images, tmp_path):
+    out = CliRunner().invoke(train_vq_command, [str(images), "-o", str(tmp_path / "r"), "--epochs", "0",
+                                                "--vq-model", "VQ-demo", "--image-size", "16", "--global-batch-size",
+                                                "2", "--num-workers", "0", "--perceptual-weight", "0"])
+    assert out.exit_code == 2 and "--epochs 0 with no --max-steps trains nothing" in out.output
+    with pytest.raises(BenchError, match="--max-steps"):
+        train_vq(config(images, tmp_path / "r", epochs=0))
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_says_how_to_use_the_result():
+    text = CliRunner().invoke(train_vq_command, ["--help"], terminal_width=200).output
+    assert "bench run -g llamagen-vq16 --task reconstruct --ckpt runs/vq16/checkpoints/<step>/model.pt" in text
+    assert "bench llamagen export CHECKPOINT OUT.safetensors" in text and "--keep-last" in text
+
+
+def test_extract_codes_records_the_tokenizer_and_its_codes(images, straight, tmp_path):
+    from bench.download import sha256_file
+
+    model_pt = straight / "checkpoints" / "0000003" / "model.pt"
+    out = tmp_path / "codes"
+    run = CliRunner().invoke(extract_codes_command, [str(images), "-o", str(out), "--vq-ckpt", str(model_pt),
+                                                     "--weights", "ema", "--image-size", "16", "--num-workers", "0",
+                                                     "--device", "cpu"])
+    assert run.exit_code == 0, run.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["tokenizer"] == {"path": str(model_pt.resolve()), "sha256": sha256_file(model_pt), "weights": "ema",
+                                 "vq_config": load_checkpoint(model_pt)["vq_config"]}
+    assert meta["codes_sha256"] == sha256_file(out / "codes.npy")
+    assert meta["labels_sha256"] == sha256_file(out / "labels.npy")
+    assert meta["data"] == str(images.resolve()) and meta["skipped_images"] == []

@@ -193,3 +193,15 @@ def test_a_run_result_of_the_layout_before_the_schema_still_reads(tmp_path):
     assert data["settings"]["seed"] == 0 and data["provenance"]["checkpoints"] == {"c2i_XL_384.pt": {"path": None, "sha256": "ab"}}
     assert data["timing"]["world_size"] == 8 and data["timing"]["images_per_s"] == 14.0
     assert data["outputs"] == {"npz": "runs/x/samples.npz"} and data["upgraded_from"] == "pre-schema"
+
+
+def test_bench_generators_shows_the_paper_fid_and_where_the_readme_differs():
+    b = CliRunner().invoke(cli, ["generators", "llamagen-b"]).output
+    assert "  paper settings: cfg_scale=2.0, top_k=0, top_p=1.0, temperature=1.0 (the official GETTING_STARTED.md " \
+           "sampling command)\n  paper: Sun et al. 2024, arXiv:2406.06525\n" in b
+    assert "  expected FID: 6.437 at cfg 2.0 (arXiv:2406.06525 Table 9)\n" in b
+    assert "6.09 is its FID at cfg 2.25 (arXiv:2406.06525 Table 9, 300 epochs)" in b
+    l256 = CliRunner().invoke(cli, ["generators", "llamagen-l-256"]).output
+    assert "(assumed: no published command)" in l256 and "expected FID: 4.407 at cfg 2.0" in l256
+    assert "3.8 is its FID at cfg 1.75 (arXiv:2406.06525 Table 8, 300 epochs)" in l256
+    assert "note:" not in CliRunner().invoke(cli, ["generators", "llamagen-b-256"]).output  # 5.46 is Table 8's

@@ -96,3 +96,21 @@ def test_runs_are_matched_by_model_resolution_and_cfg(tmp_path):
     assert pd.isna(paper["odd-cfg"]) and pd.isna(paper["custom"])
     # only the rows some run matches are shown
     assert sorted(board.paper["fid"]) == [5.464, 6.437]
+
+
+def test_runs_of_other_weights_than_the_release_match_no_paper_row(tmp_path):
+    """`official_weights: false` (a user's checkpoint under a release preset) gets no paper FID or difference; a
+    result without the field (written before it existed) counts as official."""
+    import json
+
+    write_result(tmp_path / "old", "old", 6.5, cfg=2.0)
+    for run, official in (("release", True), ("mine", False)):
+        path = write_result(tmp_path / run, run, 6.5, cfg=2.0)
+        result = json.loads(path.read_text())
+        result["settings"]["generator_config"]["official_weights"] = official
+        path.write_text(json.dumps(result))
+    board = build([tmp_path], compare=True)
+    paper = dict(zip(board.board["run"], board.board["paper fid"]))
+    delta = dict(zip(board.board["run"], board.board["fid vs paper"]))
+    assert paper["old"] == paper["release"] == 6.437 and pd.isna(paper["mine"]) and pd.isna(delta["mine"])
+    assert board.paper["fid"].tolist() == [6.437]

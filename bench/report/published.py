@@ -3,7 +3,10 @@
 A run is matched by what it recorded: its model (LlamaGen's `gpt_model` "GPT-B" is the paper's "LlamaGen-B";
 DiT's `model` "DiT-XL/2" is printed as such), the resolution it generated at, the resolution it was scored
 at, and its cfg scale (1.0 or none = the paper's unguided row). Where top-k/top-p are recorded on both sides
-they must agree too: a top-k 1000 run is not the paper's top-k 0 setting.
+they must agree too: a top-k 1000 run is not the paper's top-k 0 setting. Only runs of the released weights are
+matched: a run that records `official_weights: false` (the user's own checkpoint under a release preset's name)
+has no paper row, so the board shows no paper FID or difference for it; results written before the field existed
+count as official.
 
 One setting often has several rows: the same measurement printed twice (LlamaGen's Tables 5/6 truncate the
 appendix's three decimals), other training lengths (50 to 300 epochs), or another paper reprinting it. The
@@ -209,11 +212,13 @@ RUN_FIELDS = {
     "cfg_scale": ("settings.generator_config.cfg_scale", "settings.cfg_scale"),
     "top_k": ("settings.generator_config.top_k", "settings.top_k"),
     "top_p": ("settings.generator_config.top_p", "settings.top_p"),
+    "official_weights": ("settings.generator_config.official_weights",),
 }
 
 
 def run_field(row: pd.Series, name: str) -> Any:
-    """A run's model, image_size, eval_size, cfg_scale, top_k or top_p as it recorded it (None if it did not)."""
+    """A run's model, image_size, eval_size, cfg_scale, top_k, top_p or official_weights as it recorded it (None if
+    it did not)."""
     for column in RUN_FIELDS[name]:
         if column in row.index and not pd.isna(row[column]):
             return row[column]
@@ -222,11 +227,13 @@ def run_field(row: pd.Series, name: str) -> Any:
 
 def match_runs(table: pd.DataFrame) -> pd.DataFrame:
     """Per run (same index as `table`): the CSV's model name and the best published row at the run's resolution
-    and cfg scale (`paper row`, an index into `published()`), or missing values where there is none."""
+    and cfg scale (`paper row`, an index into `published()`), or missing values where there is none. A run of
+    other weights than the release's (`official_weights` false) keeps its model name but matches no row."""
     models, matches = [], []
     for _, row in table.iterrows():
         model = published_model(run_field(row, "model"))
-        rows = pd.DataFrame() if model is None else paper_rows(
+        official = run_field(row, "official_weights")
+        rows = pd.DataFrame() if model is None or (official is not None and not bool(official)) else paper_rows(
             model, *(run_field(row, k) for k in ("image_size", "eval_size", "cfg_scale", "top_k", "top_p")))
         models.append(model)
         matches.append(rows.index[0] if not rows.empty else None)

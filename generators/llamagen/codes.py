@@ -12,8 +12,13 @@ Views per image (LlamaGen `extract_codes_c2i.py`):
 Code dataset layout (a folder; written by one or many ranks, readable while training with mmap):
     codes.npy   [N, views, tokens]  uint16 (int32 for codebooks over 65536 entries), row-major token grid
     labels.npy  [N]                 int64 class index (sorted class-folder order, as torchvision ImageFolder)
-    meta.json   image_size, views, tokens, ten_crop, crop_range, codebook_size, classes; written last, so a
-                folder without it is an unfinished extraction and is refused.
+    meta.json   image_size, views, tokens, ten_crop, crop_range, codebook_size, classes; where the codes come
+                from: the image folder, the images left out (--skip-bad-images), the tokenizer (path, sha256,
+                weights, config) and the sha256 of codes.npy and labels.npy. Written last, so a folder without
+                it is an unfinished extraction and is refused.
+
+Every image is decoded once before the first step or batch (`drop_unreadable`): a truncated JPEG stops the run
+up front with the list of every unreadable file, not hours in, or is left out with --skip-bad-images.
 
 Randomness (crop offsets, flips, view choice) is drawn from a generator seeded by (seed, epoch, index), never
 from global state, so a resumed run and DataLoader workers see exactly the data an uninterrupted run sees.
@@ -21,9 +26,12 @@ from global state, so a resumed run and DataLoader workers see exactly the data 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,7 +47,9 @@ from bench.atomic import write_json
 from bench.batches import IMAGE_EXTENSIONS, center_crop_arr, resize_short_side  # one list for all readers
 from bench.checkpoint import load_torch_file
 from bench.distributed import init_from_env, shutdown
+from bench.download import sha256_file
 from bench.errors import BenchError
+from bench.locks import lock_folder, release_folder
 from generators.llamagen.vq import VQ_CONFIGS
 
 
@@ -72,12 +82,96 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, 
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
+#: what PIL raises for a damaged, truncated or unsupported file while opening or decoding it
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
+
+
 def load_rgb(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise BenchError(f"{path}: not a readable image ({err})") from None
+    except DECODE_ERRORS as err:
+        raise BenchError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+
+
+class _DecodeCheck(Dataset):
+    """(index, "" or why it cannot be read) for each file, decoded exactly as training decodes it (`load_rgb`)."""
+
+    def __init__(self, files: list[Path], indices: list[int]):
+        self.files, self.indices = files, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, str]:
+        index = self.indices[i]
+        try:
+            load_rgb(self.files[index])
+        except BenchError as err:
+            return index, str(err)
+        return index, ""
+
+
+def unreadable_images(files: list[Path], num_workers: int = 0) -> dict[int, str]:
+    """Index -> why, for every file of `files` that cannot be decoded; the same answer on every rank.
+
+    Each image is decoded once, the ranks splitting the files and each using `num_workers` processes: on
+    ImageNet's 1.28M JPEGs that is minutes, against a run that would otherwise stop at the first bad file hours
+    in (and again at the next one after a resume)."""
+    rank, world = _dist_info()
+    loader = DataLoader(_DecodeCheck(files, list(range(rank, len(files), world))), batch_size=64,
+                        num_workers=num_workers, collate_fn=list)
+    bad = {}
+    for batch in tqdm(loader, desc=f"check {len(files):,} images", unit="batch", disable=rank != 0, leave=False):
+        bad.update((index, why) for index, why in batch if why)
+    if world > 1:
+        every: list[dict[int, str] | None] = [None] * world
+        dist.all_gather_object(every, bad)
+        bad = {index: why for part in every for index, why in (part or {}).items()}
+    return bad
+
+
+def drop_unreadable(files: list[Path], labels: np.ndarray, root: str | os.PathLike, skip_bad: bool,
+                    num_workers: int = 0) -> tuple[list[Path], np.ndarray, list[str]]:
+    """(files, labels) without the unreadable images, and those images' paths relative to `root`.
+
+    Without `skip_bad` any unreadable image is a `BenchError` listing every one of them, so one look fixes
+    them all; with it they are left out and one warning says how many.
+    """
+    bad = unreadable_images(files, num_workers)
+    if not bad:
+        return files, labels, []
+    listing = "\n".join(f"  {bad[i]}" for i in sorted(bad))
+    if not skip_bad:
+        raise BenchError(f"{root}: {len(bad)} of {len(files)} images cannot be read:\n{listing}\nReplace or remove "
+                         "them, or pass --skip-bad-images to leave them out")
+    if len(bad) == len(files):
+        raise BenchError(f"{root}: none of its {len(files)} images can be read:\n{listing}")
+    if _dist_info()[0] == 0:
+        warnings.warn(f"{root}: left out {len(bad)} unreadable image(s) of {len(files)} (--skip-bad-images):\n"
+                      f"{listing}", stacklevel=2)
+    keep = [i for i in range(len(files)) if i not in bad]
+    skipped = [os.path.relpath(files[i], root) for i in sorted(bad)]
+    return [files[i] for i in keep], labels[keep], skipped
+
+
+def lock_on_all_ranks(path: str | os.PathLike, busy: str) -> None:
+    """Rank 0 locks the output folder `path` (`bench.locks.lock_folder`, as `bench run` locks run folders; held
+    until `release_folder` or the process ends), and every rank raises if it is taken: a rank going on alone would
+    wait forever at its next collective."""
+    rank, world = _dist_info()
+    refusal = None
+    if rank == 0:
+        try:
+            lock_folder(path, busy)
+        except BenchError as err:
+            refusal = str(err)
+    if world > 1:
+        box = [refusal]
+        dist.broadcast_object_list(box, src=0)
+        refusal = box[0]
+    if refusal is not None:
+        raise BenchError(refusal)
 
 
 def random_crop_arr(image: Image.Image, image_size: int, rng: np.random.Generator,
@@ -132,10 +226,16 @@ class ImageFolderDataset(Dataset):
     """Tokenizer training images: random ADM crop + random horizontal flip, uint8 [S, S, 3] and the label."""
 
     def __init__(self, root: str | os.PathLike, image_size: int, seed: int = 0):
+        self.root = Path(root)
         self.files, self.labels, self.classes = list_image_folder(root)
         self.image_size = image_size
         self.seed = seed
         self.epoch = 0
+
+    def check_images(self, skip_bad: bool, num_workers: int = 0) -> list[str]:
+        """Decode every image once before training (see `drop_unreadable`); returns the images left out."""
+        self.files, self.labels, skipped = drop_unreadable(self.files, self.labels, self.root, skip_bad, num_workers)
+        return skipped
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -221,18 +321,35 @@ def _barrier() -> None:
 def extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str | os.PathLike,
                   out_dir: str | os.PathLike, image_size: int, codebook_size: int, use_ten_crop: bool = False,
                   crop_range: float = 1.1, batch_size: int = 32, num_workers: int = 4,
-                  device: str | torch.device = "cpu") -> Path:
+                  device: str | torch.device = "cpu", skip_bad_images: bool = False,
+                  tokenizer: dict | None = None) -> Path:
     """Encode every image of `data_dir` (all its views) with `encode` and write a code dataset to `out_dir`.
 
     `encode` maps float [B, 3, S, S] in [-1, 1] to integer codes [B, h, w] (or [B, tokens]). Under torchrun each
-    rank encodes images rank, rank + W, ... into the shared `codes.npy`; rank 0 finishes the folder.
+    rank encodes images rank, rank + W, ... into the shared `codes.npy`; rank 0 finishes the folder. `tokenizer`
+    (what `encode` runs: its checkpoint's path and sha256, weights, config) is recorded in meta.json, so the codes
+    say which tokenizer they need at sampling time. The folder is locked while extraction writes into it.
     """
-    rank, world = _dist_info()
     out = Path(out_dir)
+    lock_on_all_ranks(out, "is in use by another code extraction; wait for it to finish, or write to another "
+                           "folder (-o)")
+    try:
+        return _extract_codes(encode, data_dir, out, image_size, codebook_size, use_ten_crop, crop_range,
+                              batch_size, num_workers, device, skip_bad_images, tokenizer)
+    finally:
+        release_folder(out)
+
+
+def _extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str | os.PathLike, out: Path,
+                   image_size: int, codebook_size: int, use_ten_crop: bool, crop_range: float, batch_size: int,
+                   num_workers: int, device: str | torch.device, skip_bad_images: bool,
+                   tokenizer: dict | None) -> Path:
+    rank, world = _dist_info()
     if (out / "meta.json").exists():  # checked on every rank, before any of them writes
         raise BenchError(f"{out} already holds a finished code dataset; write the new one to another folder (or "
                          "delete this one first)")
     files, labels, classes = list_image_folder(data_dir)
+    files, labels, skipped = drop_unreadable(files, labels, data_dir, skip_bad_images, num_workers)
     n_views = 10 if use_ten_crop else 2
     codes_path = out / "codes.npy"
     dtype = np.uint16 if codebook_size <= 65536 else np.int32
@@ -272,6 +389,8 @@ def extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str 
             "num_images": len(files), "views": n_views, "tokens": n_tokens, "image_size": image_size,
             "ten_crop": use_ten_crop, "crop_range": crop_range if use_ten_crop else 1.0,
             "codebook_size": codebook_size, "classes": classes,
+            "data": str(Path(data_dir).resolve()), "skipped_images": skipped, "tokenizer": tokenizer,
+            "codes_sha256": sha256_file(codes_path), "labels_sha256": sha256_file(out / "labels.npy"),
         })
     _barrier()
     return out
@@ -291,7 +410,10 @@ class CodeDataset(Dataset):
             raise BenchError(f"{self.path}: not a finished code dataset (no meta.json). Run the code extraction "
                              "first (bench llamagen extract-codes), and let it finish.")
         try:
-            self.meta = json.loads(meta_path.read_text())
+            raw = meta_path.read_bytes()
+            #: identifies the code dataset (meta.json records the sha256 of codes.npy and labels.npy, and the tokenizer)
+            self.meta_sha256 = hashlib.sha256(raw).hexdigest()
+            self.meta = json.loads(raw)
             self.shape = (int(self.meta["num_images"]), int(self.meta["views"]), int(self.meta["tokens"]))
             codebook_size, num_classes = int(self.meta["codebook_size"]), len(self.meta["classes"])
             self.labels = np.load(self.path / "labels.npy", allow_pickle=False)
@@ -404,10 +526,13 @@ def load_vq(path: str | os.PathLike, vq_model: str = "VQ-16", weights: str = "mo
               help="Images per batch (each brings all its views).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True,
               help="Image decoding processes.")
+@click.option("--skip-bad-images", is_flag=True,
+              help="Leave out images that cannot be decoded (listed in a warning and in meta.json) instead of "
+                   "stopping; every image is decoded once up front either way.")
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
 def extract_codes_command(data_dir: str, out_dir: str, vq_ckpt: str, vq_model: str, codebook_size: int,
                           codebook_embed_dim: int, weights: str, image_size: int, ten_crop: bool, crop_range: float,
-                          batch_size: int, num_workers: int, device: str) -> None:
+                          batch_size: int, num_workers: int, skip_bad_images: bool, device: str) -> None:
     """Encode an ImageNet-style folder (DATA_DIR/<class>/<images>) into the code dataset the GPT trains on.
 
     \b
@@ -418,8 +543,13 @@ def extract_codes_command(data_dir: str, out_dir: str, vq_ckpt: str, vq_model: s
     group, device = init_from_env(device, backend="nccl" if device.startswith("cuda") else "gloo")
     model = load_vq(vq_ckpt, vq_model, weights, codebook_size=codebook_size,
                     codebook_embed_dim=codebook_embed_dim).to(device)
+    tokenizer = None
+    if group.is_main:  # only rank 0 writes meta.json
+        tokenizer = {"path": str(Path(vq_ckpt).resolve()), "sha256": sha256_file(vq_ckpt), "weights": weights,
+                     "vq_config": dataclasses.asdict(model.config)}
     out = extract_codes(lambda x: model.encode_to_codes(x), data_dir, out_dir, image_size,
-                        model.config.codebook_size, ten_crop, crop_range, batch_size, num_workers, device)
+                        model.config.codebook_size, ten_crop, crop_range, batch_size, num_workers, device,
+                        skip_bad_images=skip_bad_images, tokenizer=tokenizer)
     if group.is_main:
         click.echo(f"wrote {out}")
     shutdown(group)

@@ -5,6 +5,7 @@ settings; a model that ships with the package (the demo weights in `weights/`) n
 config that says how to build the model around them. `checkpoints.export_safetensors` writes exactly that, and
 `load_vq` / `load_gpt` read it back strictly.
 
+    bench llamagen export runs/gpt/checkpoints/0000300/model.pt gpt.safetensors
     python -m generators.llamagen.export runs/gpt/checkpoints/0000300/model.pt weights/demo_gpt.safetensors
 """
 

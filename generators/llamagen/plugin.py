@@ -110,10 +110,18 @@ class LlamaGen(Generator):
     # ---- contract -------------------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
+        """The resolved configuration. `gpt_ckpt` / `vq_ckpt` name the files actually used: a user's `--ckpt` or
+        `vq_ckpt` by its own name (provenance.checkpoints holds its path and sha256). `official_weights` is False
+        when any user file replaced one of the preset's own (a release's, or the demo's packaged ones); such a run
+        records no README FID, since the release's number says nothing about other weights, and the board matches
+        only official weights with the paper's rows."""
         p = self.preset
+        official = not (self.ckpt or self.vq_ckpt)
         return {
             "generator": self.name, "model": p.gpt_model or p.vq_model, "gpt_model": p.gpt_model,
-            "gpt_ckpt": p.gpt_file, "vq_model": p.vq_model, "vq_ckpt": p.vq_file, "downsample": p.downsample,
+            "gpt_ckpt": Path(self.ckpt).name if self.ckpt else p.gpt_file, "vq_model": p.vq_model,
+            "vq_ckpt": Path(self.vq_ckpt).name if self.vq_ckpt else p.vq_file, "official_weights": official,
+            "downsample": p.downsample,
             **({} if p.random_seed is None else {"weights": f"random (seed {p.random_seed})"}),
             "num_classes": self.num_classes,
             "image_size": self.image_size, "eval_size": self.eval_size,
@@ -121,7 +129,7 @@ class LlamaGen(Generator):
                             "output, then uint8" if self.image_size != self.eval_size else "none"),
             **self.sampling,
             **({} if p.gpt_model is None else {"precision": self.precision, "compile": self.compile}),
-            "paper_fid": p.paper_fid,
+            "readme_fid": p.readme_fid if official else None,
         }
 
     def required_files(self) -> list[RemoteFile]:
@@ -253,7 +261,8 @@ def _factory(name: str):
             "cfg_scale": preset.cfg_scale, "top_k": preset.top_k, "top_p": preset.top_p,
             "temperature": preset.temperature},
         paper=("the embedded demo (generators/llamagen/weights/README.md), not a paper model" if demo else
-               "Sun et al. 2024, arXiv:2406.06525" + (f" (FID {preset.paper_fid})" if preset.paper_fid else ""))))
+               "Sun et al. 2024, arXiv:2406.06525"),
+        settings_source=preset.settings_source, claimed_fid=preset.readme_fid))
     def factory(ckpt: str | None = None, device: str = "cpu", **overrides: Any) -> LlamaGen:
         return LlamaGen(preset, ckpt=ckpt, device=device, **overrides)
 

@@ -78,23 +78,38 @@ class Preset:
     top_p: float = 1.0
     temperature: float = 1.0
     eval_size: int = 256
-    paper_fid: float | None = None  # the authors' FID-50k on ImageNet 256x256 with these settings
+    # The FID-50k the official README's table states for this checkpoint. Not always the paper's number at the
+    # settings above: `bench generators` checks it against the paper's tables (reports/published.csv) and names
+    # the difference (llamagen-b's 6.09 is Table 9's cfg 2.25 row; at cfg 2.0 the table gives 6.437).
+    readme_fid: float | None = None
+    settings_source: str = ""  # where the sampling settings above come from (shown by `bench generators`)
     num_classes: int = 1000  # the classes the GPT is conditioned on (ImageNet's 1000; the demo's 8 photographs)
     packaged: bool = False  # the files ship with the package (WEIGHTS_DIR): nothing to download
     random_seed: int | None = None  # no files: both models hold random weights drawn from this seed
 
 
+#: where the release presets' sampling settings come from (see the module docstring)
+OFFICIAL_COMMAND = "the official GETTING_STARTED.md sampling command"
+NO_COMMAND = "assumed: no published command"
+
 #: the demo presets' default guidance scale (chosen by FID against the demo reference, weights/README.md)
 DEMO_CFG = 2.0
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("llamagen-b", "GPT-B", "c2i_B_384.pt", 384, cfg_scale=2.0, paper_fid=6.09),
-    Preset("llamagen-b-256", "GPT-B", "c2i_B_256.pt", 256, cfg_scale=2.0, paper_fid=5.46),
-    Preset("llamagen-l", "GPT-L", "c2i_L_384.pt", 384, cfg_scale=2.0, paper_fid=3.07),
-    Preset("llamagen-l-256", "GPT-L", "c2i_L_256.pt", 256, cfg_scale=2.0, paper_fid=3.80),
-    Preset("llamagen-xl", "GPT-XL", "c2i_XL_384.pt", 384, cfg_scale=1.75, paper_fid=2.62),
-    Preset("llamagen-xxl", "GPT-XXL", "c2i_XXL_384.pt", 384, cfg_scale=1.75, paper_fid=2.34),
-    Preset("llamagen-3b", "GPT-3B", "c2i_3B_384.pt", 384, cfg_scale=1.65, paper_fid=2.18),
+    Preset("llamagen-b", "GPT-B", "c2i_B_384.pt", 384, cfg_scale=2.0, readme_fid=6.09,
+           settings_source=OFFICIAL_COMMAND),
+    Preset("llamagen-b-256", "GPT-B", "c2i_B_256.pt", 256, cfg_scale=2.0, readme_fid=5.46,
+           settings_source=NO_COMMAND),
+    Preset("llamagen-l", "GPT-L", "c2i_L_384.pt", 384, cfg_scale=2.0, readme_fid=3.07,
+           settings_source=OFFICIAL_COMMAND),
+    Preset("llamagen-l-256", "GPT-L", "c2i_L_256.pt", 256, cfg_scale=2.0, readme_fid=3.80,
+           settings_source=NO_COMMAND),
+    Preset("llamagen-xl", "GPT-XL", "c2i_XL_384.pt", 384, cfg_scale=1.75, readme_fid=2.62,
+           settings_source=OFFICIAL_COMMAND),
+    Preset("llamagen-xxl", "GPT-XXL", "c2i_XXL_384.pt", 384, cfg_scale=1.75, readme_fid=2.34,
+           settings_source=OFFICIAL_COMMAND),
+    Preset("llamagen-3b", "GPT-3B", "c2i_3B_384.pt", 384, cfg_scale=1.65, readme_fid=2.18,
+           settings_source=OFFICIAL_COMMAND),
     Preset("llamagen-vq16", None, None, 256),
     Preset("llamagen-vq8", None, None, 256, vq_model="VQ-8", vq_file="vq_ds8_c2i.pt", downsample=8),
     # The embedded demo (64 px, 8 classes, 8x8 tokens): not a release, see the module docstring.

@@ -32,10 +32,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
+from bench.locks import release_folder
 from generators.llamagen.codes import CodeDataset, ResumableSampler
 from generators.llamagen.gpt import GPT_CONFIGS
-from generators.llamagen.training import (PRECISIONS, adamw, autocast, check_finite_loss, check_finite_weights,
-                                          check_resumed_config, epoch_batches, grad_scaler, mean_over_ranks,
+from generators.llamagen.training import (PRECISIONS, DistEnv, adamw, autocast, check_counts, check_finite_loss,
+                                          check_finite_weights, check_resumed_config, config_defaults, epoch_batches,
+                                          grad_scaler, lock_results, mean_over_ranks, prune_checkpoints,
                                           read_checkpoint, resolve_resume, rewind, rng_state, seed_everything,
                                           set_rng_state, setup_distributed, update_ema, write_checkpoint)
 
@@ -71,6 +73,7 @@ class GPTTrainConfig:
     num_workers: int = 4
     log_every: int = 100
     ckpt_every: int = 5000
+    keep_last: int | None = None  # keep only the newest K checkpoints (None: all)
     resume: str | None = None  # None, "auto" or a checkpoint folder
     device: str | None = None
 
@@ -138,6 +141,7 @@ def _load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, state: d
 
 def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
     """Run the training; returns {"step", "loss" (mean of the last logging window), "checkpoint"}."""
+    check_counts(cfg.max_steps, cfg.epochs, cfg.keep_last)
     if cfg.parallel not in ("ddp", "fsdp"):
         raise BenchError(f"--parallel must be ddp or fsdp, got {cfg.parallel!r}")
     if cfg.mixed_precision not in PRECISIONS:
@@ -153,10 +157,20 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
     if cfg.global_batch_size % env.world_size or per_rank % cfg.grad_accum:
         raise BenchError(f"global batch {cfg.global_batch_size} must split evenly over {env.world_size} processes "
                          f"x {cfg.grad_accum} accumulation steps")
-    micro = per_rank // cfg.grad_accum
     results = Path(cfg.results_dir)
+    lock_results(results)
+    try:
+        return _train_gpt(cfg, env, fsdp, per_rank // cfg.grad_accum, results)
+    finally:
+        release_folder(results)
 
+
+def _train_gpt(cfg: GPTTrainConfig, env: DistEnv, fsdp: bool, micro: int, results: Path) -> dict[str, Any]:
+    """The run itself, while this process holds the results folder's lock (`micro`: the per-rank micro-batch)."""
     dataset = CodeDataset(cfg.code_path, seed=cfg.seed)
+    # Which codes this run trains on, in every checkpoint: meta.json holds the sha256 of codes.npy and labels.npy
+    # and the tokenizer that made them, so its own digest names them all (and a resume on other codes is refused).
+    trained_on = {"path": str(Path(cfg.code_path).resolve()), "meta_sha256": dataset.meta_sha256}
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (FSDP shards them without a broadcast)
     model = build_gpt(cfg, int(dataset.meta["codebook_size"]), dataset.tokens, dataset.num_classes)
     seed_everything(cfg.seed, env)
@@ -168,7 +182,12 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
     shared = own = None
     if resume is not None:
         shared, own = read_checkpoint(resume, env)
-        check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume)
+        check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume, config_defaults(GPTTrainConfig))
+        before = (shared.get("codes") or {}).get("meta_sha256")
+        if before not in (None, dataset.meta_sha256):
+            raise BenchError(f"{resume} was trained on another code dataset than {cfg.code_path} holds now (its "
+                             f"meta.json sha256 {before[:12]}, now {dataset.meta_sha256[:12]}): resume on the codes "
+                             "it was trained on, or start a new run in another folder")
         model.load_state_dict(shared["model"])
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema else None
     if ema is not None and shared is not None and "ema" in shared:
@@ -239,11 +258,14 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
             model_state, opt_state = _full_state(model, optimizer, fsdp)
             check_finite_weights(model_state, step, results, env)
             shared_out = {"model": model_state, "optimizer": opt_state, "steps": step, "scaler": scaler.state_dict(),
-                          "gpt_config": asdict(model.config), "train_config": asdict(cfg)}
+                          "gpt_config": asdict(model.config), "train_config": asdict(cfg),
+                          "codes": trained_on}
             if ema is not None:
                 shared_out["ema"] = ema.state_dict()
             rank_out = {"rng": rng_state()}
             ckpt = write_checkpoint(results, step, env, shared_out if env.is_main else None, rank_out)
+            if env.is_main:
+                prune_checkpoints(results, cfg.keep_last)
     bar.close()
     return {"step": step, "loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
 
@@ -252,7 +274,26 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
 # Command line
 
 
-@click.command("train-gpt", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+#: how to sample what train-gpt wrote (the command's epilog)
+SAMPLING_EPILOG = """Sample the result with the preset of its model and image size (llamagen-b-256: GPT-B on 256 px
+codes), the tokenizer the codes were made with (meta.json: tokenizer.path) and reference statistics of your data
+(bench ref build):
+
+\b
+  bench run -g llamagen-b-256 --ckpt runs/gpt-b/checkpoints/<step>/model.pt \\
+            --set vq_ckpt=runs/vq16/checkpoints/<step>/model.pt --ref my_ref.npz
+
+or export the weights alone first (no optimizer state; a few hundred MB instead of GBs) and sample that file:
+
+\b
+  bench llamagen export runs/gpt-b/checkpoints/<step>/model.pt gpt-b.safetensors
+  bench run -g llamagen-b-256 --ckpt gpt-b.safetensors --set vq_ckpt=... --ref my_ref.npz
+
+Each checkpoint holds the optimizer state (GPT-B: 1.3 GB); --keep-last K keeps only the newest K."""
+
+
+@click.command("train-gpt", context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+               epilog=SAMPLING_EPILOG)
 @click.argument("code_path", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--results-dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoints/<step>/ (model.pt, rank*.pt) and log.jsonl.")
@@ -285,6 +326,9 @@ def train_gpt(cfg: GPTTrainConfig) -> dict[str, Any]:
 @click.option("--num-workers", type=click.IntRange(min=0), default=4, help="DataLoader processes per rank.")
 @click.option("--log-every", type=click.IntRange(min=1), default=100)
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=5000)
+@click.option("--keep-last", type=click.IntRange(min=1), default=None,
+              help="Keep only the newest K checkpoints, deleting older ones after each new one is written. "
+                   "[default: keep all]")
 @click.option("--resume", default=None, help="'auto' (newest checkpoint in --results-dir) or a checkpoint folder.")
 def train_gpt_command(code_path: str, results_dir: str, **options) -> None:
     """Train a class-conditional LlamaGen GPT on a code dataset made by `extract-codes`.
@@ -295,9 +339,10 @@ def train_gpt_command(code_path: str, results_dir: str, **options) -> None:
     Big models: ... --gpt-model GPT-XXL --parallel fsdp
     Resume:     ... --resume auto   (same process count; continues at the exact next step)
 
-    The tokenizer's codebook size, the token grid and the class count come from the code dataset. Sample from
-    the result with the LlamaGen plugin using checkpoints/<step>/model.pt.
+    The tokenizer's codebook size, the token grid and the class count come from the code dataset.
     """
+    if not options["epochs"] and not options["max_steps"]:
+        raise click.UsageError("--epochs 0 with no --max-steps trains nothing: give --epochs N or --max-steps N")
     result = train_gpt(GPTTrainConfig(code_path=code_path, results_dir=results_dir, **options))
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -11,7 +11,8 @@ Recipe (LlamaGen `tokenizer/tokenizer_image/vq_train.py`), with its defaults:
     one GradScaler per optimizer); weight decay 0 (upstream builds plain Adam and never passes its
     --weight-decay), optional EMA of the tokenizer.
 LPIPS needs two weight files that cannot always be downloaded; without them training warns once and goes on
-without the perceptual term (see lpips.py for the files and where to put them).
+without the perceptual term (see lpips.py for the files and where to put them), and the checkpoints record
+what ran: `perceptual_weight` 0.0, with the reason under `notes`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError
+from bench.locks import release_folder
 from generators.llamagen.codes import ImageFolderDataset, ResumableSampler, to_model_range
 from generators.llamagen.losses import D_LOSSES, GEN_LOSSES, TokenizerLoss, TokenizerLossConfig
 from generators.llamagen.lpips import load_lpips
-from generators.llamagen.training import (PRECISIONS, autocast, check_finite_loss, check_finite_weights,
-                                          check_resumed_config, epoch_batches, grad_scaler, mean_over_ranks,
+from generators.llamagen.training import (PRECISIONS, DistEnv, autocast, check_counts, check_finite_loss,
+                                          check_finite_weights, check_resumed_config, config_defaults, epoch_batches,
+                                          grad_scaler, lock_results, mean_over_ranks, prune_checkpoints,
                                           read_checkpoint, resolve_resume, rewind, rng_state, seed_everything,
                                           set_rng_state, setup_distributed, update_ema, write_checkpoint)
 from generators.llamagen.vq import VQ_CONFIGS
@@ -73,6 +76,8 @@ class VQTrainConfig:
     num_workers: int = 8
     log_every: int = 100
     ckpt_every: int = 5000
+    keep_last: int | None = None  # keep only the newest K checkpoints (None: all)
+    skip_bad_images: bool = False  # leave out images that cannot be decoded (else: refuse to start)
     resume: str | None = None  # None, "auto" or a checkpoint folder
     device: str | None = None
 
@@ -115,6 +120,7 @@ def _clip_and_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimize
 
 def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
     """Run the training; returns {"step", "loss" (mean generator loss of the last logging window), "checkpoint"}."""
+    check_counts(cfg.max_steps, cfg.epochs, cfg.keep_last)
     if cfg.mixed_precision not in PRECISIONS:
         raise BenchError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {cfg.mixed_precision!r}")
     if cfg.loss.disc_loss not in D_LOSSES or cfg.loss.gen_loss not in GEN_LOSSES:
@@ -124,8 +130,17 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
     if cfg.global_batch_size % env.world_size:
         raise BenchError(f"global batch {cfg.global_batch_size} does not split over {env.world_size} processes")
     results = Path(cfg.results_dir)
+    lock_results(results)
+    try:
+        return _train_vq(cfg, env, results)
+    finally:
+        release_folder(results)
 
+
+def _train_vq(cfg: VQTrainConfig, env: DistEnv, results: Path) -> dict[str, Any]:
+    """The run itself, while this process holds the results folder's lock."""
     dataset = ImageFolderDataset(cfg.data_path, cfg.image_size, seed=cfg.seed)
+    skipped = dataset.check_images(cfg.skip_bad_images, cfg.num_workers)  # before step 1, not at the bad file
     sampler = ResumableSampler(len(dataset), cfg.global_batch_size, env.rank, env.world_size, cfg.seed)
     total_steps = cfg.max_steps or cfg.epochs * sampler.batches_per_epoch
 
@@ -133,6 +148,14 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
         if not env.is_main:
             warnings.simplefilter("ignore")  # one warning per run, not one per rank
         lpips = load_lpips(cfg.lpips_heads, cfg.vgg_weights, cfg.allow_download) if cfg.loss.perceptual_weight else None
+    notes = {}
+    if skipped:
+        notes["skip_bad_images"] = f"{len(skipped)} unreadable image(s) left out: {', '.join(skipped)}"
+    if lpips is None and cfg.loss.perceptual_weight:
+        # Record what runs, not what was asked: a checkpoint saying 1.0 would pass for the published recipe.
+        notes["loss.perceptual_weight"] = (f"0.0, not the {cfg.loss.perceptual_weight} asked for: the LPIPS weights "
+                                           "were not available, so the run trains without the perceptual loss")
+        cfg = replace(cfg, loss=replace(cfg.loss, perceptual_weight=0.0))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = build_vq(cfg)
     loss_fn = TokenizerLoss(cfg.loss, lpips)
@@ -142,7 +165,7 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
     shared = own = None
     if resume is not None:
         shared, own = read_checkpoint(resume, env)
-        check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume)
+        check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume, config_defaults(VQTrainConfig))
         model.load_state_dict(shared["model"])
         loss_fn.discriminator.load_state_dict(shared["discriminator"])
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema else None
@@ -226,17 +249,35 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
                     "model": model.state_dict(), "discriminator": raw_disc.state_dict(),
                     "optimizer": opt.state_dict(), "optimizer_disc": opt_d.state_dict(),
                     "scaler": scaler.state_dict(), "scaler_disc": scaler_d.state_dict(), "steps": step,
-                    "vq_config": asdict(model.config), "train_config": asdict(cfg),
+                    "vq_config": asdict(model.config), "train_config": asdict(cfg), "notes": notes,
                 }
                 if ema is not None:
                     shared_out["ema"] = ema.state_dict()
             ckpt = write_checkpoint(results, step, env, shared_out, {"rng": rng_state()})
+            if env.is_main:
+                prune_checkpoints(results, cfg.keep_last)
     bar.close()
     loss_fn.discriminator = raw_disc
     return {"step": step, "loss": last_loss, "checkpoint": str(ckpt) if ckpt else None}
 
 
-@click.command("train-vq", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+#: how to use what train-vq wrote (the command's epilog)
+USAGE_EPILOG = """Use the result: encode a dataset for train-gpt with it, score its reconstructions, or pair it with a
+GPT at sampling time:
+
+\b
+  bench llamagen extract-codes /data/imagenet/train -o codes256 --vq-ckpt runs/vq16/checkpoints/<step>/model.pt
+  bench run -g llamagen-vq16 --task reconstruct --ckpt runs/vq16/checkpoints/<step>/model.pt --data /data/val
+  bench run -g llamagen-b-256 --ckpt <a train-gpt checkpoint> --set vq_ckpt=runs/vq16/checkpoints/<step>/model.pt \\
+            --ref my_ref.npz
+
+`bench llamagen export CHECKPOINT OUT.safetensors` writes the weights alone (no optimizer or discriminator state),
+which `bench run` takes in place of model.pt. Each checkpoint holds the optimizer and discriminator states (VQ-16:
+0.9 GB); --keep-last K keeps only the newest K."""
+
+
+@click.command("train-vq", context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+               epilog=USAGE_EPILOG)
 @click.argument("data_path", type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--results-dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoints/<step>/ (model.pt, rank*.pt) and log.jsonl.")
@@ -276,8 +317,14 @@ def train_vq(cfg: VQTrainConfig) -> dict[str, Any]:
 @click.option("--compile/--no-compile", default=False, help="torch.compile the tokenizer.")
 @click.option("--seed", default=0)
 @click.option("--num-workers", type=click.IntRange(min=0), default=8, help="Image decoding processes per rank.")
+@click.option("--skip-bad-images", is_flag=True,
+              help="Leave out images that cannot be decoded (counted in a warning and in the checkpoints' notes) "
+                   "instead of refusing to start; every image is decoded once before step 1 either way.")
 @click.option("--log-every", type=click.IntRange(min=1), default=100)
 @click.option("--ckpt-every", type=click.IntRange(min=1), default=5000)
+@click.option("--keep-last", type=click.IntRange(min=1), default=None,
+              help="Keep only the newest K checkpoints, deleting older ones after each new one is written. "
+                   "[default: keep all]")
 @click.option("--resume", default=None, help="'auto' (newest checkpoint in --results-dir) or a checkpoint folder.")
 def train_vq_command(data_path: str, results_dir: str, disc_start: int, disc_weight: float, disc_loss: str,
                      gen_loss: str, disc_adaptive_weight: bool, reconstruction_loss: str, perceptual_weight: float,
@@ -293,6 +340,8 @@ def train_vq_command(data_path: str, results_dir: str, disc_start: int, disc_wei
     LPIPS weights are looked up in the bench cache (lpips_vgg.pth, vgg16-397923af.pth) and downloaded if
     possible; without them the run warns and trains without the perceptual loss.
     """
+    if not options["epochs"] and not options["max_steps"]:
+        raise click.UsageError("--epochs 0 with no --max-steps trains nothing: give --epochs N or --max-steps N")
     loss = TokenizerLossConfig(disc_start=disc_start, disc_weight=disc_weight, disc_loss=disc_loss,
                                gen_loss=gen_loss, disc_adaptive_weight=disc_adaptive_weight,
                                reconstruction_loss=reconstruction_loss, perceptual_weight=perceptual_weight)

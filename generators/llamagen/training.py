@@ -2,7 +2,8 @@
 
 Process setup under torchrun (NCCL on GPUs, gloo on CPU), mixed precision, EMA, RNG state capture, and atomic,
 resumable checkpoints: a checkpoint folder appears whole or not at all, and a resumed run continues with the
-exact next step (model, optimizer, data position and every RNG).
+exact next step (model, optimizer, data position and every RNG). A results folder is locked while a run uses it
+(`lock_results`), and `--keep-last` prunes old checkpoints (`prune_checkpoints`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,7 +26,10 @@ from torch.utils.data import DataLoader
 from bench.atomic import atomic_path, write_text
 from bench.errors import BenchError
 from bench.distributed import ProcessGroup, init_from_env
-from generators.llamagen.codes import ResumableSampler, load_checkpoint
+from generators.llamagen.codes import ResumableSampler, load_checkpoint, lock_on_all_ranks
+
+#: why a results folder is refused while another training holds its lock
+BUSY = "is in use by another training run; wait for it to finish, or train into another folder (-o)"
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,23 @@ def save_torch(obj: Any, path: Path) -> None:
 CKPT_DIR_RE = re.compile(r"^(\d{7,})$")
 
 
+def lock_results(results_dir: Path) -> None:
+    """Lock the results folder (rank 0 holds it; every rank stops if it is taken) before anything reads or writes
+    it, with the lock `bench run` takes on run folders: two trainings started into one folder would otherwise both
+    run, their checkpoints replacing each other's and their log lines interleaving under the same steps. The
+    refusal to start fresh where checkpoints exist (`resolve_resume`) only sees a run once it has checkpointed."""
+    lock_on_all_ranks(results_dir, BUSY)
+
+
+def check_counts(max_steps: int, epochs: int, keep_last: int | None) -> None:
+    """Refuse a run that would train nothing (--epochs 0 without --max-steps: it would exit 0 and look done), and
+    a --keep-last that would delete the checkpoint just written."""
+    if max_steps <= 0 and epochs <= 0:
+        raise BenchError("--epochs 0 with no --max-steps trains nothing: give --epochs N or --max-steps N (N >= 1)")
+    if keep_last is not None and keep_last < 1:
+        raise BenchError(f"--keep-last must be at least 1, found {keep_last}")
+
+
 def checkpoint_dir(results_dir: Path, step: int) -> Path:
     return results_dir / "checkpoints" / f"{step:07d}"
 
@@ -174,12 +195,20 @@ def resolve_resume(resume: str | None, results_dir: Path) -> Path | None:
 
 #: train-config fields a resumed run may change: how long, how often and from where, not what is computed
 RESUMABLE_CHANGES = frozenset({"resume", "results_dir", "max_steps", "epochs", "ckpt_every", "log_every",
-                               "num_workers", "allow_download", "compile"})
+                               "num_workers", "allow_download", "compile", "keep_last"})
 
 
-def check_resumed_config(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path) -> None:
+def config_defaults(config_class: type) -> dict[str, Any]:
+    """A train config's default field values: what a checkpoint written before a field existed ran with."""
+    return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}
+
+
+def check_resumed_config(saved: dict[str, Any], current: dict[str, Any], checkpoint: Path,
+                         defaults: dict[str, Any] | None = None) -> None:
     """Refuse to continue a checkpoint under other settings (learning rate, seed, data, batch size, model...):
-    the run would no longer be the one its checkpoints and log describe."""
+    the run would no longer be the one its checkpoints and log describe. A field the checkpoint lacks (it was
+    written before the field existed) counts as its default from `defaults`, so such checkpoints still resume."""
+    saved = {**{k: v for k, v in (defaults or {}).items() if k in current}, **saved}
     changed = [f"  {k}: {saved.get(k, '(absent)')!r} -> {current.get(k, '(absent)')!r}"
                for k in sorted((set(saved) | set(current)) - RESUMABLE_CHANGES) if saved.get(k) != current.get(k)]
     if changed:
@@ -229,6 +258,28 @@ def rewind(results_dir: Path, step: int) -> None:
             target = target.with_name(target.name + "-")
         target.parent.mkdir(exist_ok=True)
         os.replace(path, target)
+
+
+def prune_checkpoints(results_dir: Path, keep_last: int | None) -> list[str]:
+    """Delete all but the newest `keep_last` complete checkpoint folders (None: keep all); rank 0, called only
+    right after a new checkpoint is in place. Returns the names deleted.
+
+    So the checkpoint a run resumed from survives until a newer one exists (a crash before then leaves it), and
+    `checkpoints/abandoned/` is never touched. A folder is renamed to a hidden name before it is deleted: a crash
+    mid-delete cannot leave a half-deleted folder that looks like a checkpoint (leftovers go at the next prune).
+    """
+    root = results_dir / "checkpoints"
+    if keep_last is None or not root.is_dir():
+        return []
+    steps = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and CKPT_DIR_RE.match(p.name))
+    doomed = [checkpoint_dir(results_dir, step) for step in steps[:-keep_last]]
+    for leftover in root.glob(".*.pruned"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for path in doomed:
+        hidden = path.with_name(f".{path.name}.pruned")
+        os.replace(path, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+    return [path.name for path in doomed]
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
