@@ -11,6 +11,7 @@ scores) applies the official float resize itself.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from pathlib import Path
@@ -133,9 +134,13 @@ class LlamaGen(Generator):
         }
 
     def required_files(self) -> list[RemoteFile]:
-        """The GPT checkpoint first (what `--ckpt` names), then the tokenizer; none for a random-weights preset."""
-        names = [self.preset.gpt_file, self.preset.vq_file]
-        return [remote_file(name) for name in names if name]
+        """The GPT checkpoint first (what `--ckpt` names), then the tokenizer; none for a random-weights preset.
+
+        A pinned sha256 identifies the preset's own file; a file the user gives in its place is theirs (recorded
+        by its own sha256 in the result), so it is not held to the pin."""
+        user = {self.preset.gpt_file: self.ckpt, self.preset.vq_file: self.vq_ckpt}
+        return [dataclasses.replace(remote_file(name), sha256=None) if user.get(name) else remote_file(name)
+                for name in (self.preset.gpt_file, self.preset.vq_file) if name]
 
     def explicit_files(self) -> dict[str, Path]:
         """User-given paths, and for packaged presets the files inside the package (nothing to download)."""

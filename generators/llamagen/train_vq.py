@@ -79,6 +79,7 @@ class VQTrainConfig:
     keep_last: int | None = None  # keep only the newest K checkpoints (None: all)
     skip_bad_images: bool = False  # leave out images that cannot be decoded (else: refuse to start)
     resume: str | None = None  # None, "auto" or a checkpoint folder
+    init_from: str | None = None  # fine-tune: start from this tokenizer's weights (fresh optimizers, step 0)
     device: str | None = None
 
 
@@ -103,6 +104,19 @@ def build_vq(cfg: VQTrainConfig):
         **VQ_CONFIGS[cfg.vq_model], "codebook_size": cfg.codebook_size, "codebook_embed_dim": cfg.codebook_embed_dim,
         "commit_loss_beta": cfg.commit_loss_beta, "entropy_loss_ratio": cfg.entropy_loss_ratio,
         "dropout_p": cfg.dropout_p, **cfg.model_overrides}))
+
+
+def init_from(model: nn.Module, cfg: VQTrainConfig) -> str:
+    """Load the tokenizer weights of `cfg.init_from` (a train-vq checkpoint or an export) into `model`, strictly,
+    as upstream's `--finetune`: a second stage (e.g. the GAN phase) starts from a first stage's tokenizer with
+    fresh optimizers and a new discriminator. Returns what the checkpoints' notes record of it."""
+    from bench.download import sha256_file
+    from generators.llamagen.checkpoints import load_strict, read_checkpoint as read_model_file
+
+    state, _, _ = read_model_file(cfg.init_from, "vq")
+    load_strict(model, state, f"the {cfg.vq_model} tokenizer being trained (--init-from {cfg.init_from})",
+                optional=("quantize.codebook_used",))
+    return f"{cfg.init_from} (sha256 {sha256_file(cfg.init_from)})"
 
 
 def _optimizer(params, cfg: VQTrainConfig) -> torch.optim.AdamW:
@@ -168,6 +182,8 @@ def _train_vq(cfg: VQTrainConfig, env: DistEnv, results: Path) -> dict[str, Any]
         check_resumed_config(shared.get("train_config", {}), asdict(cfg), resume, config_defaults(VQTrainConfig))
         model.load_state_dict(shared["model"])
         loss_fn.discriminator.load_state_dict(shared["discriminator"])
+    elif cfg.init_from is not None:
+        notes["init_from"] = init_from(model, cfg)
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema else None
     if ema is not None and shared is not None and "ema" in shared:
         ema.load_state_dict(shared["ema"])
@@ -326,6 +342,9 @@ which `bench run` takes in place of model.pt. Each checkpoint holds the optimize
               help="Keep only the newest K checkpoints, deleting older ones after each new one is written. "
                    "[default: keep all]")
 @click.option("--resume", default=None, help="'auto' (newest checkpoint in --results-dir) or a checkpoint folder.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Fine-tune: start from the tokenizer weights of this checkpoint (checkpoints/<step>/model.pt or an "
+                   "export) with fresh optimizers at step 0, e.g. a GAN phase after an L2 phase (upstream --finetune).")
 def train_vq_command(data_path: str, results_dir: str, disc_start: int, disc_weight: float, disc_loss: str,
                      gen_loss: str, disc_adaptive_weight: bool, reconstruction_loss: str, perceptual_weight: float,
                      **options) -> None:
