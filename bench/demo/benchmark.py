@@ -42,7 +42,7 @@ def demo_runs(cfg_scales: tuple[float, ...] = CFG_SCALES) -> list[DemoRun]:
     return [DemoRun(RANDOM, None)] + [DemoRun(TRAINED, cfg) for cfg in cfg_scales]
 
 
-def run_demo(runs_dir: str | Path = "runs/demo", num_samples: int = 500, batch_size: int = 50, device: str = "cpu",
+def run_demo(runs_dir: str | Path = "runs/demo", num_samples: int = 400, batch_size: int = 50, device: str = "cpu",
              cfg_scales: tuple[float, ...] = CFG_SCALES, noise_resamples: int = 5) -> Path:
     """Sample and score every demo run (each resumable like any run), then write the board; returns the HTML path."""
     from bench import report
