@@ -154,3 +154,33 @@ def test_tolerance_arithmetic():
     assert compare({"rfid": 10.2, "psnr": 19.96, "ssim": 0.499}, entry).passed
     verdict = compare({"rfid": 10.3, "psnr": 19.96, "ssim": 0.497}, entry)
     assert not verdict.passed and len(verdict.failures) == 2 and verdict.failures[0].startswith("rfid 10.3000")
+
+
+def test_the_shipped_demo_tokenizer_passes_and_a_perturbed_decoder_fails(tmp_path, monkeypatch):
+    """The real gate on the real demo tokenizer (llamagen-demo-vq) and the real Inception, on 48 val images: its
+    own baseline passes; the same file with noise added to the decoder's output layer fails, with its reason."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from bench.demo.photos import build_split
+    from generators.llamagen.presets import packaged_path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    images, _ = build_split("val")
+    np.savez(tmp_path / "val48.npz", images[::512 // 48][:48])
+    baseline = tmp_path / "baselines.json"
+    common = ["--tokenizer", "llamagen-demo-vq", "--data", tmp_path / "val48.npz", "--baseline", baseline]
+    assert invoke(*common, "--update").exit_code == 0
+    out = invoke(*common)
+    assert out.exit_code == 0 and "PASS" in out.output, out.output
+
+    shipped = packaged_path("demo_vq.safetensors")
+    with safe_open(str(shipped), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    generator = torch.Generator().manual_seed(0)
+    for key in ("decoder.conv_out.weight", "decoder.norm_out.weight"):
+        tensors[key] = tensors[key] + 0.5 * tensors[key].float().std() * torch.randn(
+            tensors[key].shape, generator=generator).to(tensors[key].dtype)
+    save_file(tensors, str(tmp_path / "degraded.safetensors"), metadata=metadata)
+    out = invoke(*common, "--vq-ckpt", tmp_path / "degraded.safetensors")
+    assert out.exit_code == 1 and "FAIL: " in out.output and "WORSE" in out.output, out.output

@@ -51,13 +51,13 @@ _EXAMPLES = 5
 #: asked for (class count, codebook size and token grid are the dataset's, and may differ under one name)
 GPT_ARCH_FIELDS = ("n_layer", "n_head", "dim", "n_kv_head", "multiple_of", "ffn_dim_multiplier")
 VQ_ARCH_FIELDS = ("ch", "encoder_ch_mult", "decoder_ch_mult", "z_channels", "num_res_blocks")
-#: safetensors metadata keys of an export (values are strings, as the format requires)
+#: the `format` entry of an export's safetensors metadata (whose values must all be strings: configs are JSON)
 META_FORMAT = "llamagen"
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The weights of a checkpoint file in any accepted container, prefixes stripped, non-weights dropped."""
-    return read_checkpoint(path, "gpt")[0]
+    return read_checkpoint(path, "gpt")[0]  # the kind only selects which stored config is read alongside
 
 
 def read_checkpoint(path: str | os.PathLike, kind: str) -> tuple[dict[str, torch.Tensor], dict | None, str | None]:
