@@ -277,11 +277,37 @@ def test_demo_tokenizer_preset_reconstructs_64px_images():
     assert recon.shape == images.shape and recon.dtype == np.uint8
 
 
-def test_a_gpt_with_other_classes_is_refused_by_a_preset(gpt_run, tmp_path):
+def test_a_users_gpt_with_other_classes_brings_them_and_reaches_the_board(gpt_run, tmp_path, monkeypatch):
+    """A GPT trained with train-gpt on 3 classes, given to a preset with --ckpt: the model is built from the
+    config it carries, labels are drawn below its 3 classes, and `bench run` ends in a board row recorded as the
+    user's weights (no paper number). A GPT of another architecture than the preset's is still refused."""
+    from click.testing import CliRunner
+
+    from bench import report
+    from bench.cli import cli
+
     with pytest.raises(BenchError, match="holds another GPT than the GPT-demo asked for"):
         plugin.llamagen_demo(ckpt=str(gpt_run))._models()
     torch.manual_seed(0)
     other = GPT(gpt_config("GPT-demo", num_classes=CLASSES))
     torch.save({"model": other.state_dict(), "gpt_config": asdict(other.config)}, tmp_path / "three.pt")
-    with pytest.raises(BenchError, match="a GPT conditioned on 3 classes, but llamagen-demo samples 8 classes"):
-        plugin.llamagen_demo(ckpt=str(tmp_path / "three.pt"))._models()
+    generator = plugin.llamagen_demo(ckpt=str(tmp_path / "three.pt"))
+    generator._models()
+    assert generator.num_classes == CLASSES
+    with pytest.raises(BenchError, match=r"class labels must lie in \[0, 3\)"):
+        generator.sample(torch.tensor([5]), torch.tensor([0]))
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "my_ref.npz", rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = CliRunner().invoke(cli, ["run", "-g", "llamagen-demo", "--ckpt", str(tmp_path / "three.pt"), "--ref",
+                                   str(tmp_path / "my_ref.npz"), "--num-samples", "6", "--batch-size", "6",
+                                   "--runs-dir", str(tmp_path / "runs"), "--run-id", "mine", "--device", "cpu",
+                                   "--noise-resamples", "0", "--metrics", "fid"])
+    assert out.exit_code == 0, out.output
+    result = json.loads((tmp_path / "runs" / "mine" / "result.json").read_text())
+    config = result["settings"]["generator_config"]
+    assert config["num_classes"] == CLASSES and config["gpt_ckpt"] == "three.pt" and not config["official_weights"]
+    assert result["provenance"]["checkpoints"]["demo_gpt.safetensors"]["sha256"] == sha256_file(tmp_path / "three.pt")
+    board = report.build([str(tmp_path / "runs")])
+    assert list(board.board["run"]) == ["mine"] and board.board["fid"].iloc[0] > 0

@@ -162,7 +162,9 @@ class LlamaGen(Generator):
         if p.gpt_model is not None:
             self._gpt = load_gpt(files[p.gpt_file], p.gpt_model, p.image_size, p.downsample, device=self.device,
                                  dtype=PRECISIONS[self.precision])
-            check_pair(self._gpt, self._vq, p, files[p.gpt_file])
+            if self.ckpt:  # a user's GPT brings its own classes (trained on 3 classes: labels are drawn below 3)
+                self.num_classes = self._gpt.num_classes
+            check_pair(self._gpt, self._vq, p, files[p.gpt_file], self.num_classes)
 
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor) -> np.ndarray:
         """uint8 [B, image_size, image_size, 3] at the native resolution (384 for most presets)."""
@@ -214,12 +216,13 @@ class LlamaGen(Generator):
         return self._gpt, self._vq
 
 
-def check_pair(gpt: GPT, vq: VQModel, preset: Preset, gpt_path: Path) -> None:
-    """Refuse a GPT that cannot drive this preset: its classes must be the preset's (the harness draws labels
-    below `num_classes`) and its vocabulary the tokenizer's codebook."""
-    if gpt.num_classes != preset.num_classes:
+def check_pair(gpt: GPT, vq: VQModel, preset: Preset, gpt_path: Path, num_classes: int) -> None:
+    """Refuse a GPT that cannot drive this preset: its classes must be the ones sampled (the harness draws labels
+    below `num_classes`: the preset's for its own files, the checkpoint's for a user's) and its vocabulary the
+    tokenizer's codebook."""
+    if gpt.num_classes != num_classes:
         raise BenchError(f"{gpt_path}: a GPT conditioned on {gpt.num_classes} classes, but {preset.name} samples "
-                         f"{preset.num_classes} classes; use the preset its classes belong to")
+                         f"{num_classes} classes; use the preset its classes belong to")
     if gpt.config.vocab_size != vq.config.codebook_size:
         raise BenchError(f"{gpt_path}: a GPT over {gpt.config.vocab_size} codes, but the {preset.vq_model} "
                          f"tokenizer of {preset.name} has {vq.config.codebook_size}; it was trained on another "
