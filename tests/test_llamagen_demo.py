@@ -311,3 +311,15 @@ def test_a_users_gpt_with_other_classes_brings_them_and_reaches_the_board(gpt_ru
     assert result["provenance"]["checkpoints"]["demo_gpt.safetensors"]["sha256"] == sha256_file(tmp_path / "three.pt")
     board = report.build([str(tmp_path / "runs")])
     assert list(board.board["run"]) == ["mine"] and board.board["fid"].iloc[0] > 0
+
+
+def test_sampling_a_tokenizer_is_refused_before_any_work(tmp_path):
+    """`bench run -g llamagen-demo-vq`: refused in one line before weights load, with no run folder left behind."""
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    out = CliRunner().invoke(cli, ["run", "-g", "llamagen-demo-vq", "--num-samples", "4", "--runs-dir",
+                                   str(tmp_path / "runs"), "--device", "cpu"])
+    assert out.exit_code == 2 and "is a tokenizer: it cannot sample" in out.output and "--task reconstruct" in out.output
+    assert not (tmp_path / "runs").exists()

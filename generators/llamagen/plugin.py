@@ -83,6 +83,7 @@ class LlamaGen(Generator):
         self.preset = preset
         self.name = preset.name
         self.can_reconstruct = tokenizer
+        self.can_sample = not tokenizer  # bench run refuses to sample a tokenizer before any work
         self.device = torch.device(device)
         if tokenizer:  # the one checkpoint of a tokenizer preset is the VQ model's
             self.ckpt, self.vq_ckpt = None, overrides.get("vq_ckpt") or ckpt
