@@ -92,8 +92,10 @@ class Preset:
 OFFICIAL_COMMAND = "the official GETTING_STARTED.md sampling command"
 NO_COMMAND = "assumed: no published command"
 
-#: the demo presets' default guidance scale (chosen by FID against the demo reference, weights/README.md)
+#: the demo presets' default guidance scale: the GPT-B/L presets' 2.0. For the demo model FID barely depends on it
+#: (288.0 / 289.1 / 290.8 at cfg 1 / 2 / 4, weights/README.md): its tokenizer, not the guidance, limits the samples
 DEMO_CFG = 2.0
+DEMO_SETTINGS = "the demo's choice: the GPT-B/L presets' cfg, see weights/README.md"
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("llamagen-b", "GPT-B", "c2i_B_384.pt", 384, cfg_scale=2.0, readme_fid=6.09,
@@ -115,9 +117,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # The embedded demo (64 px, 8 classes, 8x8 tokens): not a release, see the module docstring.
     Preset("llamagen-demo", "GPT-demo", "demo_gpt.safetensors", 64, vq_model="VQ-demo",
            vq_file="demo_vq.safetensors", downsample=8, cfg_scale=DEMO_CFG, eval_size=64, num_classes=8,
-           packaged=True),
+           packaged=True, settings_source=DEMO_SETTINGS),
     Preset("llamagen-demo-vq", None, None, 64, vq_model="VQ-demo", vq_file="demo_vq.safetensors", downsample=8,
            eval_size=64, num_classes=8, packaged=True),
     Preset("llamagen-demo-random", "GPT-demo", None, 64, vq_model="VQ-demo", vq_file=None, downsample=8,
-           cfg_scale=DEMO_CFG, eval_size=64, num_classes=8, random_seed=0),
+           cfg_scale=DEMO_CFG, eval_size=64, num_classes=8, random_seed=0, settings_source=DEMO_SETTINGS),
 ]}
