@@ -169,3 +169,93 @@ def test_counts_and_bfloat16_inputs():
             precision_recall(feats, feats, **bad)
     with pytest.raises(BenchError, match="split_size must be a positive integer"):
         inception_score(np.full((10, 4), 0.25), split_size=None)
+
+
+# -- fewer samples than dimensions: the row-space path ----------------------------------------------------------
+def _rows(rng, n, d, scale=1.0, shift=0.0):
+    mixing = np.eye(d) + rng.standard_normal((d, d)) / (3 * np.sqrt(d))
+    return rng.standard_normal((n, d)) @ mixing * scale + shift
+
+
+@pytest.mark.parametrize("n, d", [(20, 64), (64, 64), (5, 96)])
+def test_rows_path_matches_adm_sqrtm_when_samples_are_fewer_than_dimensions(n, d):
+    # The identity (non-zero eigenvalues of S1 S2 = those of X S2 X^T / (N-1)) checked against ADM's own formula:
+    # scipy's sqrtm of the d x d product. The last digits differ only by the square roots of the product's
+    # roundoff-sized "zero" eigenvalues, which the d x d routes keep and the row space never forms.
+    rng = np.random.default_rng(7)
+    x = _rows(rng, n, d, scale=1.3, shift=0.2)
+    mu2, s2 = random_moments(rng, 150, d)
+    mu1, s1 = x.mean(0), np.cov(x, rowvar=False)
+    with pytest.warns(SingularCovarianceWarning, match="fewer samples than feature dimensions"):
+        got = frechet_module.frechet_distance_from_rows(x, mu2, s2)
+    assert got == pytest.approx(adm_frechet(mu1, s1, mu2, s2), rel=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularCovarianceWarning)
+        assert got == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-7)
+
+
+def test_rows_path_with_a_singular_reference_and_float32_rows():
+    # Both sides rank-deficient (the demo: 400 samples and 512 reference images, 2048-d), rows as Inception gives
+    # them (float32): np.cov's float64 statistics of the same rows are the comparison.
+    rng = np.random.default_rng(8)
+    x = _rows(rng, 30, 80).astype(np.float32)
+    mu2, s2 = random_moments(rng, 40, 80, scale=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularCovarianceWarning)
+        got = frechet_module.frechet_distance_from_rows(x, mu2, s2)
+    assert got == pytest.approx(adm_frechet(x.astype(np.float64).mean(0), np.cov(x, rowvar=False), mu2, s2),
+                                rel=1e-7)
+
+
+def test_rows_path_with_more_samples_than_dimensions_is_the_dense_path():
+    rng = np.random.default_rng(9)
+    x = _rows(rng, 200, 32)
+    mu2, s2 = random_moments(rng, 300, 32, shift=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # full-rank: no singular warning
+        got = frechet_module.frechet_distance_from_rows(x, mu2, s2)
+    assert got == pytest.approx(adm_frechet(x.mean(0), np.cov(x, rowvar=False), mu2, s2), rel=1e-9)
+
+
+def test_rows_path_rejects_what_the_dense_path_rejects():
+    rng = np.random.default_rng(10)
+    x = _rows(rng, 10, 16)
+    mu2, s2 = random_moments(rng, 40, 16)
+    with pytest.raises(BenchError, match="different lengths"):
+        frechet_module.frechet_distance_from_rows(x, mu2[:8], s2[:8, :8])
+    with pytest.raises(BenchError, match="negative eigenvalue"):
+        frechet_module.frechet_distance_from_rows(x, mu2, -s2)
+    with pytest.raises(BenchError, match="not symmetric"):
+        frechet_module.frechet_distance_from_rows(x, mu2, s2 + np.triu(np.ones_like(s2)))
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(BenchError, match="NaN"):
+        frechet_module.frechet_distance_from_rows(bad, mu2, s2)
+    with pytest.raises(BenchError, match="N >= 2"):
+        frechet_module.frechet_distance_from_rows(x[:1], mu2, s2)
+
+
+def test_fid_metric_scores_few_samples_from_their_rows(monkeypatch):
+    # The registry takes the row-space path for a sample batch with fewer rows than dimensions (bench run's demo,
+    # bootstrap resamples) and gives the value the statistics give; given statistics keep ADM's precedence.
+    from bench.features import FeatureSet
+    from bench.metrics import registry
+
+    rng = np.random.default_rng(11)
+    ref_rows = _rows(rng, 90, 48, scale=1.1)
+    x = _rows(rng, 25, 48)
+    ref = FeatureSet("ref", {"pool": ref_rows})
+    calls = []
+    real = frechet_module.frechet_distance_from_rows
+    monkeypatch.setattr(registry, "frechet_distance_from_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fid = registry.select("fid")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingularCovarianceWarning)
+        from_rows = registry.score(ref, FeatureSet("s", {"pool": x}), fid)["metrics"]["fid"]
+        assert calls == [1]
+        given = FeatureSet("s", {"pool": x}, {"pool": (x.mean(0), np.cov(x, rowvar=False))})
+        from_stats = fid[0].compute(ref, given, registry.ScoreOptions())["fid"]
+        assert calls == [1]
+    assert from_rows == pytest.approx(adm_frechet(x.mean(0), np.cov(x, rowvar=False), ref_rows.mean(0),
+                                                  np.cov(ref_rows, rowvar=False)), rel=1e-7)
+    assert from_rows == pytest.approx(from_stats, rel=1e-7)

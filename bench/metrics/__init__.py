@@ -6,7 +6,7 @@ scikit-image defines them. Every function takes numpy arrays or torch tensors an
 input (NaN features, mismatched dimensions, too few samples, probabilities that are not distributions).
 """
 
-from bench.metrics.frechet import SingularCovarianceWarning, frechet_distance
+from bench.metrics.frechet import SingularCovarianceWarning, frechet_distance, frechet_distance_from_rows
 from bench.metrics.image_similarity import psnr, ssim
 from bench.metrics.inception_score import inception_score
 from bench.metrics.kid import kid
@@ -18,6 +18,7 @@ __all__ = [
     "SingularCovarianceWarning",
     "feature_statistics",
     "frechet_distance",
+    "frechet_distance_from_rows",
     "inception_score",
     "kid",
     "precision_recall",

@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.features.featureset import FeatureSet
-from bench.metrics.frechet import frechet_distance
+from bench.metrics.frechet import frechet_distance, frechet_distance_from_rows
 from bench.metrics.inception_score import inception_score
 from bench.metrics.kid import kid
 from bench.metrics.precision_recall import precision_recall
@@ -83,6 +83,10 @@ def _frechet(array: str, output: str) -> Callable[[FeatureSet, FeatureSet, Score
                 raise MetricUnavailable(side.unavailable.get(array) or f"{side.label} has no {array} features or "
                                                                        f"statistics")
         mu_r, sigma_r = ref.statistics(array)
+        rows = sample.arrays.get(array) if array not in sample.given_statistics else None
+        if rows is not None and len(rows) <= rows.shape[1] and mu_r.shape == rows.shape[1:]:
+            # fewer samples than dimensions: the same value from the rows, without a d x d eigenproblem (frechet.py)
+            return {output: frechet_distance_from_rows(rows, mu_r, sigma_r)}
         mu_s, sigma_s = sample.statistics(array)
         if mu_r.shape != mu_s.shape:
             raise BenchError(f"feature dimensions differ: the reference's {array} statistics have shape {mu_r.shape}, "
