@@ -647,7 +647,8 @@ def test_a_cfg_sweep_is_one_command_with_one_resumable_run_per_value(toy, tmp_pa
 
 
 def test_bench_run_without_a_generator_is_the_demo_and_refuses_run_options(monkeypatch, tmp_path):
-    """No -g: the offline demo (run_demo), which takes only --runs-dir and --device; any run option without -g is a
+    """No -g: the offline demo (run_demo), which takes only --runs-dir, --device and --offline (a no-op: it never
+    downloads); any run option without -g is a
     mistake said in one line, not a demo that ignores it."""
     import bench.demo.benchmark
 
@@ -656,7 +657,10 @@ def test_bench_run_without_a_generator_is_the_demo_and_refuses_run_options(monke
     res = cli(["--runs-dir", str(tmp_path / "r"), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert calls == [{"runs_dir": tmp_path / "r" / "demo", "device": "cpu"}]
+    res = cli(["--offline", "--runs-dir", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert calls[-1] == {"runs_dir": tmp_path / "o" / "demo", "device": "cpu"}
     for args in (["--num-samples", "10"], ["--cfg-scale", "2"], ["--set", "top_k=5"], ["--metrics", "+kid"]):
         res = cli(args)
         assert res.exit_code == 2 and "name the generator with -g" in res.output, (args, res.output)
-    assert len(calls) == 1
+    assert len(calls) == 2

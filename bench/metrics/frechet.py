@@ -94,21 +94,37 @@ def _sqrt_factor(sigma: np.ndarray) -> tuple[np.ndarray, bool]:
         return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T, True
 
 
-def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, bool]:
-    """(tr sqrtm(sigma1 sigma2), whether the product is singular); NaN when the eigensolver fails."""
-    f, singular = _sqrt_factor(sigma1)
-    m = f.T @ sigma2 @ f
+def _psd_eigenvalues(m: np.ndarray) -> np.ndarray | None:
+    """Eigenvalues of a matrix that is symmetric PSD up to rounding; None when the eigensolver fails."""
     try:
         ev = np.linalg.eigvalsh((m + m.T) / 2)
     except np.linalg.LinAlgError:
-        return float("nan"), True
+        return None
     if not np.isfinite(ev).all():
-        return float("nan"), True
+        return None
     if _negative_beyond_rounding(ev):
         raise BenchError(
             f"sigma1 @ sigma2 has a negative eigenvalue {ev.min():.3g}: the covariances are not positive "
             "semi-definite (ADM would fail with 'Imaginary component')"
         )
+    return ev
+
+
+def _warn_singular() -> None:
+    warnings.warn(
+        "sigma1 @ sigma2 is singular (fewer samples than feature dimensions?): the Fréchet distance uses its "
+        "non-negative eigenvalues, as ADM's sqrtm does, but with so few samples it is not a reliable FID",
+        SingularCovarianceWarning,
+        stacklevel=3,
+    )
+
+
+def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> tuple[float, bool]:
+    """(tr sqrtm(sigma1 sigma2), whether the product is singular); NaN when the eigensolver fails."""
+    f, singular = _sqrt_factor(sigma1)
+    ev = _psd_eigenvalues(f.T @ sigma2 @ f)
+    if ev is None:
+        return float("nan"), True
     singular = singular or ev.min() <= _SINGULAR_RTOL * max(ev.max(), 0.0)
     return float(np.sqrt(np.clip(ev, 0.0, None)).sum()), singular
 
@@ -131,12 +147,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         offset = np.eye(len(mu1)) * eps
         tr_covmean, _ = _trace_sqrt_product(sigma1 + offset, sigma2 + offset)
     elif singular:
-        warnings.warn(
-            "sigma1 @ sigma2 is singular (fewer samples than feature dimensions?): the Fréchet distance uses its "
-            "non-negative eigenvalues, as ADM's sqrtm does, but with so few samples it is not a reliable FID",
-            SingularCovarianceWarning,
-            stacklevel=2,
-        )
+        _warn_singular()
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
@@ -159,24 +170,9 @@ def frechet_distance_from_rows(rows1, mu2, sigma2, eps: float = 1e-6) -> float:
             raise BenchError(f"mean vectors have different lengths: {d} and {mu2.shape[0]}")
         if not np.isfinite(centred).all():
             raise BenchError("rows1 contain NaN or inf")
-        m = centred @ sigma2 @ centred.T / (n - 1)
-        try:
-            ev = np.linalg.eigvalsh((m + m.T) / 2)
-        except np.linalg.LinAlgError:
-            ev = np.array([np.nan])
-        if np.isfinite(ev).all():
-            if _negative_beyond_rounding(ev):
-                raise BenchError(
-                    f"sigma1 @ sigma2 has a negative eigenvalue {ev.min():.3g}: the covariances are not positive "
-                    "semi-definite (ADM would fail with 'Imaginary component')"
-                )
-            # rank(S1) <= N - 1 < d: the product is singular by construction
-            warnings.warn(
-                "sigma1 @ sigma2 is singular (fewer samples than feature dimensions?): the Fréchet distance uses its "
-                "non-negative eigenvalues, as ADM's sqrtm does, but with so few samples it is not a reliable FID",
-                SingularCovarianceWarning,
-                stacklevel=2,
-            )
+        ev = _psd_eigenvalues(centred @ sigma2 @ centred.T / (n - 1))
+        if ev is not None:
+            _warn_singular()  # rank(S1) <= N - 1 < d: the product is singular by construction
             diff = mu1 - mu2
             trace1 = float((centred * centred).sum()) / (n - 1)
             return float(diff @ diff + trace1 + np.trace(sigma2) - 2.0 * np.sqrt(np.clip(ev, 0.0, None)).sum())

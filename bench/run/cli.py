@@ -225,8 +225,8 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
 
 
 # -- bench generators -----------------------------------------------------------------------------------------
-#: the options the demo takes; any other given without --generator is a mistake, not a demo
-DEMO_OPTIONS = ("runs_dir", "device")
+#: the options the demo takes (--offline too: the demo never downloads); any other without --generator is a mistake
+DEMO_OPTIONS = ("runs_dir", "device", "offline")
 
 
 def run_demo_command(ctx: click.Context, runs_dir: str, device: str | None) -> None:
@@ -238,7 +238,7 @@ def run_demo_command(ctx: click.Context, runs_dir: str, device: str | None) -> N
     if given or ctx.meta.get(_GIVEN):
         shown = ", ".join(given + [f"--{k.replace('_', '-')}" for k in ctx.meta.get(_GIVEN, {})])
         raise BenchError(f"{shown}: options of a run; name the generator with -g (`bench generators` lists them). "
-                         "Without -g, `bench run` runs the offline demo, which takes only --runs-dir and --device.")
+                         "Without -g, `bench run` runs the offline demo, which takes only --runs-dir, --device and --offline.")
     run_demo(runs_dir=Path(runs_dir) / "demo", device=device or "cpu")
 
 
