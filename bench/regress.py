@@ -163,7 +163,7 @@ def regress(preset: str, baseline_path: str | Path, *, vq_ckpt: str | None = Non
     # what the gate judges, so its digest is recorded beside the baseline, not required to match.
     fingerprint = {"model": generator.config().get("model"), "image_size": generator.image_size,
                    "eval_size": generator.eval_size, "data": data_digest, "num_images": int(len(images)),
-                   "inception": extractor.provenance.get("sha256")}
+                   "inception_features": extractor.provenance.get("features_sha256")}
     if not update:
         check_fingerprint(preset, baselines[preset], fingerprint, baseline_path)
     current = measure(generator, images, extractor)

@@ -192,6 +192,28 @@ def test_canonical_roundtrip(with_softmax, tmp_path):
     assert loaded.provenance["kind"] == "canonical" and loaded.provenance["converted_from"]["kind"] == "pytorch_fid"
 
 
+def test_features_digest_names_the_weights_whatever_the_file_format(torchscript, with_softmax, graph_file, tmp_path):
+    """The same feature tensors in four formats (TorchScript, ADM's .pb, pytorch-fid's .pth, canonical): four file
+    sha256s, one features_sha256; the softmax layer (logits only) does not count, any feature tensor does."""
+    pth = _pytorch_fid_file(with_softmax, tmp_path)
+    W.save_canonical(torchscript, tmp_path / "c.pt")
+    loaded = [torchscript, W.load_file(graph_file), W.load_file(pth), W.load_file(tmp_path / "c.pt")]
+    assert len({w.provenance["sha256"] for w in loaded}) == 4
+    assert {w.provenance["features_sha256"] for w in loaded} == {torchscript.provenance["features_sha256"]}
+    # By hand: sha256 over the feature tensors in name order, each as "name:shape;" then its float32 bytes.
+    import hashlib
+
+    by_hand = hashlib.sha256()
+    for name in sorted(torchscript.tensors):
+        value = torchscript.tensors[name].numpy().astype("<f4")
+        by_hand.update(f"{name}:{value.shape};".encode() + value.tobytes())
+    assert torchscript.provenance["features_sha256"] == by_hand.hexdigest()
+    nudged = dict(torchscript.tensors)
+    nudged["mixed_10/conv.beta"] = nudged["mixed_10/conv.beta"].clone()
+    nudged["mixed_10/conv.beta"][7] = torch.nextafter(nudged["mixed_10/conv.beta"][7], torch.tensor(1e9))
+    assert W.features_digest(nudged) != torchscript.provenance["features_sha256"]
+
+
 def test_canonical_wrong_shape_is_refused(torchscript, tmp_path):
     tensors = dict(torchscript.tensors)
     tensors["mixed_3/conv.weight"] = tensors["mixed_3/conv.weight"][:10]

