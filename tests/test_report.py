@@ -105,6 +105,27 @@ def test_pre_schema_files_are_upgraded_and_compared_alike(tmp_path):
     assert table["why not comparable"].tolist()[1] == "Inception weights other weight vs cd in the baseline"
 
 
+def test_inception_weights_compare_by_their_feature_tensors_where_both_rows_record_them(tmp_path):
+    """ADM's .pb and the bundled TorchScript of the same weights are different files with one features_sha256:
+    comparable. Other feature tensors are not; a row without the digest (older results) falls back to the file's."""
+    def write(name, file_sha, features_sha=None):
+        inception = {"sha256": file_sha, **({"features_sha256": features_sha} if features_sha else {})}
+        write_json(tmp_path / name / "result.json", {
+            "run_id": name, "metrics": {"fid": 3.0}, "config": {}, "num_samples": 8, "num_ref": 20,
+            "reference": {"sha256": "ab"}, "provenance": {"inception": inception, "distances": "ADM"}})
+
+    write("a", "pb-file", "feat-1")
+    write("b", "torchscript-file", "feat-1")
+    write("c", "torchscript-file", "feat-2")
+    write("d", "pb-file")
+    write("e", "torchscript-file")
+    table, _ = compare(load_results([tmp_path / n for n in "abcde"]))
+    assert table["comparable"].tolist() == [True, True, False, True, False]
+    why = table["why not comparable"].tolist()
+    assert why[2] == "Inception weights feat-2 vs feat-1 in the baseline"
+    assert why[4] == "Inception weights torchscript- vs pb-file in the baseline"  # digests show 12 characters
+
+
 # -- comparing -----------------------------------------------------------------------------------------------------
 def test_deltas_comparability_and_why(runs):
     table, _ = compare(load_results([runs]))

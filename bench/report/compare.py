@@ -32,6 +32,9 @@ COMPARABILITY = {
     "provenance.features.inception.sha256": "Inception weights",
     "provenance.distances": "Precision/Recall distances",
 }
+#: a comparability column -> a finer one that replaces it where both rows record it: the Inception weights'
+#: feature-tensor digest is the same for one set of weights in any file format (results before it: the file's)
+FORMAT_INDEPENDENT = {"provenance.features.inception.sha256": "provenance.features.inception.features_sha256"}
 #: how many standard deviations of the difference make a delta "beyond noise"
 NOISE_SIGMAS = 2.0
 NOISE_RULE = (f"|delta| > {NOISE_SIGMAS:g} x sqrt(std_run^2 + std_baseline^2), std from each result's bootstrap "
@@ -88,10 +91,17 @@ def comparability(table: pd.DataFrame, baseline: int) -> tuple[list[bool], list[
     in the baseline"). A setting the baseline records and a row does not (or the reverse) makes it not comparable."""
     keys = [c for c in COMPARABILITY if c in table.columns]
     base = table.iloc[baseline]
+
+    def decisive(c: str, row: pd.Series) -> str:
+        finer = FORMAT_INDEPENDENT.get(c)
+        if finer in table.columns and "not recorded" not in (_shown(finer, row[finer]), _shown(finer, base[finer])):
+            return finer
+        return c
+
     comparable, why = [], []
     for _, row in table.iterrows():
-        reasons = [f"{COMPARABILITY[c]} {_shown(c, row[c])} vs {_shown(c, base[c])} in the baseline"
-                   for c in keys if _shown(c, row[c]) != _shown(c, base[c])]
+        reasons = [f"{COMPARABILITY[c]} {_shown(k, row[k])} vs {_shown(k, base[k])} in the baseline"
+                   for c in keys for k in [decisive(c, row)] if _shown(k, row[k]) != _shown(k, base[k])]
         comparable.append(not reasons)
         why.append("; ".join(reasons))
     return comparable, why
