@@ -121,6 +121,24 @@ def test_charts_are_svg_images_and_escape_their_text(board_page):
     assert "&lt;img src=x onerror=alert(1)&gt;" in precision_recall  # matplotlib's comment for the label
 
 
+def test_cfg_chart_without_inception_score_has_no_empty_panel(tmp_path):
+    """Runs scored with Inception weights that lack the softmax layer (the offline demo) and no paper curve: the
+    chart is FID alone (one axes), and says why IS is missing, instead of an empty IS panel."""
+    for cfg, fid in ((1.0, 291.5), (2.0, 291.2), (4.0, 296.3)):
+        write_result(tmp_path / f"cfg{cfg:g}", f"cfg{cfg:g}", fid, cfg=cfg, model=None, image_size=256,
+                     inception_score=None)
+    text = to_html(build([tmp_path]))
+    charts = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'", text)
+    svg, alt = charts[0]
+    assert alt.startswith("FID vs cfg scale:") and "no Inception Score recorded" in alt
+    decoded = base64.b64decode(svg).decode()
+    assert 'id="axes_1"' in decoded and 'id="axes_2"' not in decoded
+    write_result(tmp_path / "cfg8", "cfg8", 310.0, cfg=8.0, model=None, image_size=256)  # one run with IS
+    svg, alt = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'",
+                          to_html(build([tmp_path])))[0]
+    assert alt.startswith("FID and IS vs cfg scale:") and 'id="axes_2"' in base64.b64decode(svg).decode()
+
+
 def test_sample_grids_are_inlined_up_to_a_size(tmp_path, monkeypatch):
     pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     folder = tmp_path / "runs" / "a"

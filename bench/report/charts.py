@@ -76,6 +76,10 @@ def _svg(figure) -> bytes:
     return buffer.getvalue()
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _size(value: Any) -> str:
     return "" if value is None or pd.isna(value) else f"{int(value)}"
 
@@ -99,18 +103,24 @@ def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
     runs = points[[_finite(c) for c in points["cfg"]]]
     if runs.empty or not any(_finite(v) for v in runs["fid"]):
         return None
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
-    fid_axes, is_axes = figure.subplots(1, 2)
-    described = []
     groups = runs.groupby([runs["model"].fillna(""), runs["generator"].fillna("").astype(str),
                            runs["image_size"].fillna(-1), runs["eval_size"].fillna(-1)], sort=False)
+    # The IS panel only when a run or a matched paper curve has IS (weights without a softmax layer give none:
+    # an empty panel would read as a broken chart).
+    with_is = any(_finite(v) for v in runs["inception_score"]) or any(
+        published.paper_curve(model, None if image == -1 else image, None if evaluated == -1 else evaluated)
+        ["inception_score"].notna().any()
+        for model, _generator, image, evaluated in groups.groups if model)
+    figure = Figure(figsize=(9, 3.6) if with_is else (4.8, 3.6), layout="constrained")
+    fid_axes, is_axes = figure.subplots(1, 2) if with_is else (figure.subplots(), None)
+    described = []
     for i, ((model, generator, image, evaluated), group) in enumerate(groups):
         color = f"C{i % 10}"
         image, evaluated = (None if v == -1 else v for v in (image, evaluated))
         label = _group_label(model or None, generator or None, image, evaluated)
         group = group.sort_values("cfg")
         curve = published.paper_curve(model, image, evaluated) if model else pd.DataFrame()
-        for axes, metric in ((fid_axes, "fid"), (is_axes, "inception_score")):
+        for axes, metric in ((fid_axes, "fid"), (is_axes, "inception_score"))[:2 if with_is else 1]:
             mine = group[[_finite(v) for v in group[metric]]]
             if not mine.empty:
                 axes.plot(mine["cfg"], mine[metric], "o-", color=color, label=f"{label} (yours)")
@@ -119,13 +129,18 @@ def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
                 training = _training(paper.iloc[0])
                 axes.plot(paper["cfg"], paper[metric], "s--", color=color, mfc="none", alpha=0.8,
                           label=f"{label} paper ({_table(paper.iloc[0])}{training})")
-        described.append(f"{label}: {len(group)} runs" + (", with the paper's curve" if not curve.empty else ""))
+        described.append(f"{label}: {_count(len(group), 'run')}"
+                         + (", with the paper's curve" if not curve.empty else ""))
     for axes, name in ((fid_axes, "FID (lower is better)"), (is_axes, "Inception Score (higher is better)")):
+        if axes is None:
+            continue
         axes.set_xlabel("cfg scale (1 = no guidance)")
         axes.set_ylabel(name)
         if axes.lines:
             axes.legend(fontsize=7)
-    return Chart("FID and IS vs cfg scale", _svg(figure), "; ".join(described))
+    if not with_is:
+        described.append("no Inception Score recorded (Inception weights without a softmax layer)")
+    return Chart("FID and IS vs cfg scale" if with_is else "FID vs cfg scale", _svg(figure), "; ".join(described))
 
 
 def _table(row: pd.Series) -> str:
@@ -179,7 +194,7 @@ def size_chart(points: pd.DataFrame, Figure) -> Chart | None:
     axes.set_xlabel("parameters (millions, from reports/published.csv)")
     axes.set_ylabel("FID (lower is better)")
     axes.legend(fontsize=7)
-    return Chart("FID vs model size", _svg(figure), f"{len(runs)} runs of models with a published size")
+    return Chart("FID vs model size", _svg(figure), f"{_count(len(runs), 'run')} of models with a published size")
 
 
 def _paper_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -189,6 +204,8 @@ def _paper_points(points: pd.DataFrame) -> pd.DataFrame:
 
 def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlabel: str, ylabel: str) -> Chart | None:
     """Runs (labelled) and the published rows they match, one metric against another."""
+    from matplotlib.ticker import MaxNLocator
+
     runs = points[[_finite(a) and _finite(b) for a, b in zip(points[x], points[y])]]
     if runs.empty:
         return None
@@ -204,10 +221,12 @@ def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlab
         labels = [f"{model} " + ("no cfg" if pd.isna(cfg) else f"cfg {cfg:g}")
                   for model, cfg in zip(paper["model"], paper["cfg_scale"])]
         _annotate(axes, paper[x], paper[y], labels, len(paper) > MAX_LABELS)
+    axes.xaxis.set_major_locator(MaxNLocator(5))  # tiny ranges (recall 0 to 0.002) would crowd the labels
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.legend(fontsize=7)
-    return Chart(title, _svg(figure), f"{len(runs)} runs" + (f", {len(paper)} published rows" if len(paper) else ""))
+    return Chart(title, _svg(figure), _count(len(runs), "run") + (f", {_count(len(paper), 'published row')}"
+                                                                   if len(paper) else ""))
 
 
 def charts(board: Board) -> list[Chart]:
