@@ -103,24 +103,25 @@ def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
     runs = points[[_finite(c) for c in points["cfg"]]]
     if runs.empty or not any(_finite(v) for v in runs["fid"]):
         return None
-    groups = runs.groupby([runs["model"].fillna(""), runs["generator"].fillna("").astype(str),
-                           runs["image_size"].fillna(-1), runs["eval_size"].fillna(-1)], sort=False)
+    groups = []  # (label, runs sorted by cfg, the paper's curve) per model, generator and resolution
+    keys = [runs["model"].fillna(""), runs["generator"].fillna("").astype(str), runs["image_size"].fillna(-1),
+            runs["eval_size"].fillna(-1)]
+    for (model, generator, image, evaluated), group in runs.groupby(keys, sort=False):
+        image, evaluated = (None if v == -1 else v for v in (image, evaluated))
+        curve = published.paper_curve(model, image, evaluated) if model else pd.DataFrame()
+        groups.append((_group_label(model or None, generator or None, image, evaluated), group.sort_values("cfg"),
+                       curve))
     # The IS panel only when a run or a matched paper curve has IS (weights without a softmax layer give none:
     # an empty panel would read as a broken chart).
     with_is = any(_finite(v) for v in runs["inception_score"]) or any(
-        published.paper_curve(model, None if image == -1 else image, None if evaluated == -1 else evaluated)
-        ["inception_score"].notna().any()
-        for model, _generator, image, evaluated in groups.groups if model)
+        not curve.empty and curve["inception_score"].notna().any() for _, _, curve in groups)
     figure = Figure(figsize=(9, 3.6) if with_is else (4.8, 3.6), layout="constrained")
-    fid_axes, is_axes = figure.subplots(1, 2) if with_is else (figure.subplots(), None)
+    panels = list(zip(figure.subplots(1, 2) if with_is else [figure.subplots()],
+                      ("fid", "inception_score"), ("FID (lower is better)", "Inception Score (higher is better)")))
     described = []
-    for i, ((model, generator, image, evaluated), group) in enumerate(groups):
+    for i, (label, group, curve) in enumerate(groups):
         color = f"C{i % 10}"
-        image, evaluated = (None if v == -1 else v for v in (image, evaluated))
-        label = _group_label(model or None, generator or None, image, evaluated)
-        group = group.sort_values("cfg")
-        curve = published.paper_curve(model, image, evaluated) if model else pd.DataFrame()
-        for axes, metric in ((fid_axes, "fid"), (is_axes, "inception_score"))[:2 if with_is else 1]:
+        for axes, metric, _ in panels:
             mine = group[[_finite(v) for v in group[metric]]]
             if not mine.empty:
                 axes.plot(mine["cfg"], mine[metric], "o-", color=color, label=f"{label} (yours)")
@@ -131,9 +132,7 @@ def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
                           label=f"{label} paper ({_table(paper.iloc[0])}{training})")
         described.append(f"{label}: {_count(len(group), 'run')}"
                          + (", with the paper's curve" if not curve.empty else ""))
-    for axes, name in ((fid_axes, "FID (lower is better)"), (is_axes, "Inception Score (higher is better)")):
-        if axes is None:
-            continue
+    for axes, _, name in panels:
         axes.set_xlabel("cfg scale (1 = no guidance)")
         axes.set_ylabel(name)
         if axes.lines:
