@@ -193,6 +193,107 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     return Result(**legacy, created=data.get("created", "")).to_json() | {"upgraded_from": "pre-schema"}
 
 
+#: the range of a metric's value, by its key's first word (`fid`, `fid_dinov2`, `precision_dinov2` ...): a value
+#: outside is a damaged or hand-edited file. Only PSNR may be infinite (a perfect reconstruction); "nan" (written
+#: for a metric that was computed and came out undefined) passes, and the board shows it as such.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "fid": (0, math.inf), "sfid": (0, math.inf), "rfid": (0, math.inf), "fd": (0, math.inf),
+    "inception": (0, math.inf), "precision": (0, 1), "recall": (0, 1), "coverage": (0, 1), "density": (0, math.inf),
+    "psnr": (0, math.inf), "ssim": (-1, 1), "cmmd": (0, math.inf), "vendi": (0, math.inf),
+}
+MAY_BE_INFINITE = ("psnr",)
+
+#: settings the board reads by name (bench/report/published.RUN_FIELDS): their types
+SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "cfg_scale": (int, float), "image_size": (int,), "eval_size": (int,), "top_k": (int, float), "top_p": (int, float),
+    "num_samples": (int,), "seed": (int,), "official_weights": (bool,), "gpt_model": (str,), "model": (str, dict),
+}
+
+
+def _family(key: str) -> str:
+    return key.split("_")[0]
+
+
+def check_metric(key: str, value: Any) -> None:
+    """A metric's recorded value: null, a finite number, or bench's strings for non-finite ones, inside its range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"metrics.{key} is {value!r}, which strict JSON cannot hold (bench writes \"inf\"/\"nan\")")
+    if isinstance(value, bool):
+        raise BenchError(f"metrics.{key}: {value!r} is not a number")
+    number = metric_value(value)
+    if number is None or math.isnan(number):
+        return
+    low, high = METRIC_RANGES.get(_family(key), (-math.inf, math.inf))
+    if math.isinf(number) and not key.startswith(MAY_BE_INFINITE):
+        raise BenchError(f"metrics.{key}: {value!r} cannot be infinite")
+    if not low <= number <= high:
+        raise BenchError(f"metrics.{key}: {value!r} is outside its range [{low}, {high}]")
+
+
+_WORDS = {int: "an integer", float: "a number", str: "text", dict: "an object", list: "a list", bool: "true or false"}
+
+
+def _expect(value: Any, types: tuple[type, ...], where: str) -> None:
+    """`value` is None or one of `types` (a bool is no number; a float must be finite)."""
+    if value is None:
+        return
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        words = [_WORDS[t] for t in types if not (t is int and float in types)]
+        raise BenchError(f"{where}: expected {' or '.join(words)}, found {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"{where}: {value!r} is not a finite number")
+
+
+def check(result: dict[str, Any]) -> None:
+    """Every field the board reads has its type and range (a `BenchError` naming the first that does not): a
+    hand-edited or damaged file is skipped with that message instead of breaking the whole board."""
+    if result.get("task") not in TASKS:
+        raise BenchError(f"task {result.get('task')!r}: expected one of {', '.join(TASKS)}")
+    for key in ("run_id", "generator", "created"):
+        _expect(result.get(key), (str,), key)
+    for key in ("metrics", "unavailable", "details", "noise", "reference", "samples", "settings", "provenance",
+                "timing", "outputs"):
+        _expect(result.get(key), (dict,), key)
+    _expect(result.get("warnings"), (list,), "warnings")
+    if not isinstance(result.get("metrics"), dict):
+        raise BenchError("its metrics are not an object")
+    for key, value in result["metrics"].items():
+        check_metric(key, value)
+    for key, value in (result.get("unavailable") or {}).items():
+        _expect(value, (str,), f"unavailable.{key}")
+    for i, warning in enumerate(result.get("warnings") or []):
+        _expect(warning, (str,), f"warnings[{i}]")
+    noise = result.get("noise") or {}
+    _expect(noise.get("method"), (str,), "noise.method")
+    _expect(noise.get("resamples"), (int,), "noise.resamples")
+    _expect(noise.get("std"), (dict,), "noise.std")
+    for key, value in (noise.get("std") or {}).items():
+        _expect(value, (int, float), f"noise.std.{key}")
+        if value is not None and value < 0:
+            raise BenchError(f"noise.std.{key}: {value!r} is negative; a standard deviation cannot be")
+    reference, samples = result.get("reference") or {}, result.get("samples") or {}
+    for key in ("name", "path", "sha256"):
+        _expect(reference.get(key), (str,), f"reference.{key}")
+    for where, block, key in (("reference", reference, "resolution"), ("reference", reference, "num_ref"),
+                              ("samples", samples, "num_samples"), ("samples", samples, "resolution")):
+        _expect(block.get(key), (int,), f"{where}.{key}")
+        if block.get(key) is not None and block[key] < 0:
+            raise BenchError(f"{where}.{key}: {block[key]!r} is negative")
+    _expect(samples.get("path"), (str,), "samples.path")
+    settings = result.get("settings") or {}
+    _expect(settings.get("generator_config"), (dict,), "settings.generator_config")
+    for where, block in (("settings", settings), ("settings.generator_config", settings.get("generator_config") or {})):
+        for key, types in SETTING_TYPES.items():
+            _expect(block.get(key), types, f"{where}.{key}")
+    provenance = result.get("provenance") or {}
+    _expect(provenance.get("bench"), (str,), "provenance.bench")
+    _expect(provenance.get("versions"), (dict,), "provenance.versions")
+    for key, value in (result.get("timing") or {}).items():
+        _expect(value, (int, float), f"timing.{key}")
+    for key, value in (result.get("outputs") or {}).items():
+        _expect(value, (str,), f"outputs.{key}")
+
+
 def read(path: str | Path) -> dict[str, Any]:
     """One result file in the current schema; any other JSON (or a damaged file) is a `BenchError` naming it."""
     path = Path(path)
@@ -204,10 +305,7 @@ def read(path: str | Path) -> dict[str, Any]:
         raise BenchError(f"{path}: not a bench result (a JSON {type(data).__name__})")
     try:
         result = upgrade(data)
-        if not isinstance(result.get("metrics"), dict):
-            raise BenchError("its metrics are not an object")
-        for key, value in result["metrics"].items():
-            metric_value(value)
+        check(result)
     except BenchError as err:
         raise BenchError(f"{path}: {err}") from None
     return result

@@ -274,9 +274,9 @@ def test_a_board_without_fid_ranks_by_its_first_metric(tmp_path):
 
 def test_non_finite_metrics_sort_and_get_deltas(tmp_path):
     """Strict JSON stores a perfect reconstruction's PSNR as "inf"; the column must stay numeric."""
-    write_result(tmp_path / "finite", "finite", 2.0, psnr=30.0)
+    write_result(tmp_path / "finite", "finite", 2.0, psnr=30.0, ssim=0.5)
     write_result(tmp_path / "perfect", "perfect", 1.0, psnr="inf")
-    write_result(tmp_path / "undefined", "undefined", 3.0, psnr="nan", ssim="-inf")
+    write_result(tmp_path / "undefined", "undefined", 3.0, psnr="nan", ssim="nan")
     table = load_results([tmp_path])
     assert pd.api.types.is_float_dtype(table["psnr"]) and pd.api.types.is_float_dtype(table["ssim"])
     assert leaderboard(table, "psnr")["run"].tolist() == ["perfect", "finite", "undefined"]  # NaN ranks last
@@ -285,6 +285,28 @@ def test_non_finite_metrics_sort_and_get_deltas(tmp_path):
     out = report(tmp_path, "--sort-by", "psnr", "--compare")
     assert out.exit_code == 0, out.output
     assert "PSNR Δ" in out.stdout and "inf" in out.stdout
+
+
+def test_an_undefined_metric_is_not_shown_as_not_computed(tmp_path):
+    """A NaN FID used to show as "-", the same as a metric never computed; now "NaN", and the board says why each
+    value is missing (the result's `unavailable` reason, or computed-but-undefined)."""
+    write_result(tmp_path / "a", "a", 2.0)
+    write_result(tmp_path / "b", "b", "nan")
+    write_result(tmp_path / "c", "c", None, cfg=2.0)
+    result = json.loads((tmp_path / "c" / "result.json").read_text())
+    result["unavailable"] = {"fid": "too few samples"}
+    (tmp_path / "c" / "result.json").write_text(json.dumps(result))
+    board = build([tmp_path], compare=True)
+    text = to_text(board.board)
+    lines = {line.split()[0]: line.split() for line in text.splitlines()[1:]}
+    assert lines["b"][2:4] == ["1.50", "NaN"] and lines["c"][2:4] == ["2.00", "-"], text
+    notes = report(tmp_path, "--compare").stdout
+    assert "b: FID computed, but undefined (NaN)" in notes and "c: FID not computed: too few samples" in notes
+    csv = to_csv(board.board).splitlines()
+    assert any(l.startswith("b,") and ",nan," in l for l in csv) and not any(l.startswith("c,") and "nan" in l
+                                                                              for l in csv)
+    page = __import__("bench.report", fromlist=["to_html"]).to_html(board)
+    assert 'title="not computed: too few samples">-<' in page and ">NaN<" in page
 
 
 def test_reference_and_sample_count_without_compare(tmp_path):

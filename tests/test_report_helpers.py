@@ -34,7 +34,7 @@ def write_result(folder: Path, run_id: str | None, fid: float | None, *, cfg: fl
                     "features": {"inception": {"sha256": INCEPTION, "path": "/cache/inception.pth"}},
                     "distances": "ADM float16"},
         noise={"method": "bootstrap", "resamples": 10, "std": noise} if noise else {},
-        timing={"wall_time_s": 100.0 + (fid or 0), "images_per_s": 500.0},
+        timing={"wall_time_s": 100.0 + (fid if isinstance(fid, (int, float)) else 0), "images_per_s": 500.0},
         warnings=list(warnings), outputs={"grid": grid} if grid else {}, created=created)
     folder.mkdir(parents=True, exist_ok=True)
     return result.write(folder / name)

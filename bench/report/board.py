@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.metrics.registry import lower_is_better
 from bench.report import compare as comparing
 from bench.report import published
-from bench.report.load import load_results, metric_columns
+from bench.report.load import UNDEFINED, load_results, metric_columns
 
 #: metrics shown first, in the order papers print them; any other metric follows in the order results list it
 FIRST = ("fid", "rfid", "sfid", "inception_score", "precision", "recall")
@@ -103,7 +103,29 @@ def leaderboard(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:
     board["num_samples"] = _first(ranked, ["samples.num_samples"], "Int64")
     board["created"] = _first(ranked, ["created"], "string").str.slice(0, 10).replace("", pd.NA)
     board["bench"] = _first(ranked, ["provenance.bench", "provenance.versions.bench"], "string")
-    return board.dropna(axis=1, how="all").reset_index(drop=True)
+    board = board.dropna(axis=1, how="all").reset_index(drop=True)
+    board.attrs["missing"] = why_missing(ranked, [c for c in board.columns if c in metric_columns(ranked)])
+    return board
+
+
+def why_missing(table: pd.DataFrame, metrics: list[str]) -> dict[tuple[str, str], str]:
+    """(run, metric) -> why the cell has no number, where the result says: computed but undefined (NaN), or the
+    reason it was not computed (`unavailable`). The formats show "NaN" for the first, "-" for the second."""
+    out = {}
+    for _, row in table.iterrows():
+        undefined = row.get(UNDEFINED)
+        for metric in metrics:
+            if not pd.isna(row.get(metric)):
+                continue
+            if isinstance(undefined, tuple) and metric in undefined:
+                out[row["run"], metric] = UNDEFINED_WHY
+            elif isinstance(row.get(f"unavailable.{metric}"), str):
+                out[row["run"], metric] = f"not computed: {row[f'unavailable.{metric}']}"
+    return out
+
+
+#: what a NaN metric means when the result recorded it as computed
+UNDEFINED_WHY = "computed, but undefined (NaN): check the run's warnings and inputs"
 
 
 def build(paths: Iterable[str | Path], compare: bool = False, baseline: int | str = 0,

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.metrics.registry import OUTPUTS
-from bench.report.board import Board
+from bench.report.board import UNDEFINED_WHY, Board
 from bench.report.compare import NOISE_RULE
 
 #: result keys of multi-output metrics -> their own titles (the registry titles the metric: "Precision / Recall")
@@ -76,8 +76,18 @@ def short(setting: str, value: Any) -> str:
     return str(value)[:12] if setting.endswith("sha256") and isinstance(value, str) else str(value)
 
 
+def shown(board: pd.DataFrame, run: Any, column: str, value: Any, yes: str = "✓", no: str = "✗") -> str:
+    """A board cell as people read it: "NaN" where the run computed the metric and it came out undefined
+    (`Board.board.attrs["missing"]` says why), "-" where it has no value."""
+    if board.attrs.get("missing", {}).get((run, column)) == UNDEFINED_WHY:
+        return "NaN"
+    return cell(column, value, yes, no)
+
+
 def _cells(board: pd.DataFrame, yes: str = "✓", no: str = "✗") -> list[list[str]]:
-    return [[cell(c, v, yes, no) for c, v in zip(board.columns, row)] for row in board.itertuples(index=False)]
+    runs = board["run"] if "run" in board else [None] * len(board)
+    return [[shown(board, run, c, v, yes, no) for c, v in zip(board.columns, row)]
+            for run, row in zip(runs, board.itertuples(index=False))]
 
 
 def _numeric(board: pd.DataFrame) -> list[bool]:
@@ -93,7 +103,10 @@ def to_text(board: pd.DataFrame) -> str:
 
 def to_csv(board: pd.DataFrame) -> str:
     """The table for programs: column keys, full precision, yes/no, empty where missing."""
-    out = board.copy()
+    out = board.copy().astype({c: "object" for run, c in board.attrs.get("missing", {}) if c in board})
+    for (run, column), why in board.attrs.get("missing", {}).items():
+        if why == UNDEFINED_WHY:
+            out.loc[out["run"] == run, column] = "nan"
     for column in out.columns:
         if pd.api.types.is_bool_dtype(out[column]):
             out[column] = out[column].map({True: "yes", False: "no"})
@@ -160,6 +173,10 @@ def report_text(board: Board) -> str:
             lines.append(f"  {setting}: {shown}" + (f" (not recorded: {', '.join(missing)})" if missing else ""))
         parts.append("Settings that differ between runs:\n" + "\n".join(lines) if lines
                      else "Settings that differ between runs: none")
+    missing = board.board.attrs.get("missing", {})
+    if missing:
+        parts.append("Missing values ('-': not computed, NaN: computed but undefined):\n" + "\n".join(
+            f"  {run}: {metric_title(metric)} {why}" for (run, metric), why in missing.items()))
     if board.warnings:
         parts.append("Warnings recorded by the runs:\n" + "\n".join(
             f"  [{', '.join(runs)}] {warning}" for warning, runs in board.warnings.items()))

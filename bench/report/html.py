@@ -24,7 +24,7 @@ import pandas as pd
 from bench import __version__
 from bench.report import charts as charting
 from bench.metrics.registry import lower_is_better
-from bench.report.board import Board
+from bench.report.board import UNDEFINED_WHY, Board
 from bench.report.compare import NOISE_RULE, is_setting, setting_label
 from bench.report.formats import cell, paper_table, short, title
 from bench.result import now
@@ -112,11 +112,12 @@ def sort_value(value: Any) -> Any:
 
 
 # -- the table ---------------------------------------------------------------------------------------------------
-def _cell_html(column: str, value: Any, row: pd.Series, numeric: bool) -> str:
-    shown = esc(cell(column, value))
+def _cell_html(column: str, value: Any, row: pd.Series, numeric: bool, board_missing: dict) -> str:
+    why = board_missing.get((row.get("run"), column), "")
+    shown = esc("NaN" if why == UNDEFINED_WHY else cell(column, value))
     classes = [] if numeric else ["text"]
-    hint = ""
-    if shown == "-":
+    hint = why
+    if shown in ("-", "NaN"):
         classes.append("missing")
     if column == "comparable" and value is False:
         classes.append("no")
@@ -177,7 +178,8 @@ def table_html(board: Board) -> str:
         details = _provenance(board.table.iloc[i])
         cells = [f"<td class='text'><details><summary>{esc(row['run'])}</summary>{details}</details></td>"]
         full = board.board.iloc[i]
-        cells += [_cell_html(c, row[c], full, n) for c, n in zip(frame.columns[1:], numeric[1:])]
+        cells += [_cell_html(c, row[c], full, n, board.board.attrs.get("missing", {}))
+                  for c, n in zip(frame.columns[1:], numeric[1:])]
         marker = ' class="baseline"' if row.get("baseline") is True else ""
         rows.append(f'<tr data-i="{i}"{marker}>{"".join(cells)}</tr>')
     return f'<table id="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'

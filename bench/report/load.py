@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,6 +28,8 @@ BOOKKEEPING = ("manifest.json",)
 #: (the other columns `compare` adds have a space in their name: "fid delta", "why not comparable")
 NOT_METRICS = frozenset({f.name for f in dataclasses.fields(schema.Result)}
                         | {"run", "path", "upgraded_from", "comparable", "baseline"})
+#: a loader column that is no setting or outcome: the metrics a row computed as NaN
+UNDEFINED = "undefined metrics"
 
 
 def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -65,6 +68,8 @@ def _row(path: Path, result: dict[str, Any]) -> dict[str, Any]:
     row.update({key: schema.metric_value(value) for key, value in result["metrics"].items()})
     row.update(flatten({k: v for k, v in result.items() if k not in ("metrics", "warnings")}))
     row["warnings"] = tuple(str(w) for w in result.get("warnings") or ())
+    # NaN in a float column reads like "not computed": say which metrics were computed and came out undefined
+    row[UNDEFINED] = tuple(k for k, v in result["metrics"].items() if v is not None and math.isnan(row[k]))
     return row
 
 
