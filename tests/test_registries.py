@@ -190,3 +190,20 @@ def test_results_written_before_the_schema_still_read(tmp_path):
     assert data["metrics"] == {"rfid": 2.2, "sfid": 4.0, "rfid_vs_originals": 0.9, "sfid_vs_originals": 1.1,
                                "psnr": 20.0, "ssim": 0.6, "ssim_llamagen": 0.7}
     assert data["details"]["conventions"] == {"psnr": "x"} and data["task"] == "reconstruct"
+
+
+def test_every_result_key_has_its_own_title_in_every_format():
+    """`sfid_vs_originals` was headed "rFID vs originals" like `rfid_vs_originals`: no two result keys may share a
+    title, and every report format uses it."""
+    from bench.report.formats import metric_title, to_latex, to_markdown, to_text
+    import pandas as pd
+
+    titles = {key: metric_title(key) for key in registry.OUTPUTS}
+    assert len(set(titles.values())) == len(titles), titles
+    assert titles["sfid_vs_originals"] == "sFID vs originals" and titles["recall"] == "Recall"
+    board = pd.DataFrame({"run": ["r"], "rfid_vs_originals": [1.0], "sfid_vs_originals": [2.0]})
+    for render in (to_text, to_markdown, to_latex):
+        out = render(board)
+        assert "rFID vs originals" in out and "sFID vs originals" in out
+    with pytest.raises(ValueError, match="give each a title"):
+        registry.Metric("two", "Two", ("a", "b"), (), "pairs", True, "", "")

@@ -64,6 +64,16 @@ class Metric:
     minimum: Callable[[dict[str, int]], tuple[int, str]] | None = None
     default: bool = False
     aliases: tuple[str, ...] = field(default=())
+    #: the title of each output, where a metric writes several (Precision / Recall: "Precision", "Recall")
+    output_titles: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if len(self.outputs) > 1 and len(self.output_titles) != len(self.outputs):
+            raise ValueError(f"metric {self.name!r} writes {len(self.outputs)} outputs: give each a title")
+
+    def title_of(self, output: str) -> str:
+        """How a board heads one of this metric's result keys."""
+        return self.output_titles[self.outputs.index(output)] if self.output_titles else self.title
 
 
 # -- the computations -----------------------------------------------------------------------------------------
@@ -168,6 +178,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            lower_is_better=False, units="fraction",
            description="improved precision and recall (k=3 manifolds of pool_3 features, ADM's float16 distances)",
            compute=_precision_recall, default=True, aliases=("precision", "recall", "pr"),
+           output_titles=("Precision", "Recall"),
            minimum=lambda w: (PR_NEIGHBOURS + 1, f"Precision/Recall are undefined: k={PR_NEIGHBOURS} nearest "
                                                  f"neighbours need more than {PR_NEIGHBOURS} samples")),
     Metric("kid", "KID", ("kid",), ("pool",), "features", lower_is_better=True, units="x1 (not x1000)",
@@ -183,12 +194,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            description="FID of a tokenizer's reconstructions against the reference statistics"),
     Metric("rfid_vs_originals", "rFID vs originals", ("rfid_vs_originals", "sfid_vs_originals"), ("pool", "spatial"),
            "statistics", lower_is_better=True, units="",
-           description="FID and sFID of reconstructions against their own originals (LlamaGen-derived code's rFID)"),
+           description="FID and sFID of reconstructions against their own originals (LlamaGen-derived code's rFID)",
+           output_titles=("rFID vs originals", "sFID vs originals")),
     Metric("psnr", "PSNR", ("psnr",), (), "pairs", lower_is_better=False, units="dB",
            description="peak signal-to-noise ratio of reconstructions, data_range 1 on [0, 1] images"),
     Metric("ssim", "SSIM", ("ssim", "ssim_llamagen"), (), "pairs", lower_is_better=False, units="",
            description="structural similarity (scikit-image's 7x7 uniform window; data_range 1, and 2 as "
-                       "LlamaGen's script uses)"),
+                       "LlamaGen's script uses)", output_titles=("SSIM", "SSIM (LlamaGen)")),
 ]}
 
 #: every result key -> the metric that writes it

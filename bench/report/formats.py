@@ -17,8 +17,6 @@ from bench.metrics.registry import OUTPUTS
 from bench.report.board import UNDEFINED_WHY, Board
 from bench.report.compare import NOISE_RULE
 
-#: result keys of multi-output metrics -> their own titles (the registry titles the metric: "Precision / Recall")
-OUTPUT_TITLES = {"precision": "Precision", "recall": "Recall", "ssim": "SSIM", "ssim_llamagen": "SSIM (LlamaGen)"}
 COLUMN_TITLES = {"cfg_scale": "cfg", "paper fid": "paper FID", "fid vs paper": "FID − paper",
                  "num_samples": "samples"}
 #: decimals each metric is read at (papers print FIDs to 2-3 decimals, IS to 2; KID is ~1e-3 in x1 units)
@@ -32,10 +30,9 @@ PAPER_COLUMNS = ["model", "image_size", "eval_size", "epochs", "cfg_scale", "fid
 
 
 def metric_title(key: str) -> str:
-    """The registry's title of a result key ("inception_score" -> "IS"); other keys as they are."""
-    if key in OUTPUT_TITLES:
-        return OUTPUT_TITLES[key]
-    return OUTPUTS[key].title if key in OUTPUTS else key
+    """The registry's title of a result key ("inception_score" -> "IS", "recall" -> "Recall"); other keys as
+    they are."""
+    return OUTPUTS[key].title_of(key) if key in OUTPUTS else key
 
 
 def title(column: str) -> str:
