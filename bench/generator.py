@@ -1,38 +1,33 @@
-"""The generator contract and the plugin registry.
+"""The generator contract: what a plugin implements (`Generator`), how a preset is registered (`Preset`), and the
+settings it takes (`PluginOption`). Discovery of installed plugins is bench/plugins.py.
 
 A generator plugin turns (class labels, per-sample seeds) into uint8 NHWC images. Sample i of a run must
 depend only on (run seed, i) and its label -- never on batch size, process count or device order -- so
 that sharded, resumed and single-process runs produce identical images and identical metrics.
 
-Plugins register under the `bench.generators` entry-point group, one entry point per plugin family, naming a
-function of no arguments that returns the family's presets by name (or such a mapping itself):
+A plugin family registers one entry point under `bench.generators`, naming a function of no arguments that
+returns its presets by name, each a `Preset`:
 
     [project.entry-points."bench.generators"]
-    llamagen = "generators.llamagen.plugin:presets"        # -> {"llamagen-xl": factory, ...}
+    llamagen = "generators.llamagen.plugin:presets"        # -> {"llamagen-xl": Preset(...), ...}
 
-An entry point may also name a single factory, the preset then taking the entry point's name (the layout before
-families; third-party packages may still use it). A factory is called as `factory(ckpt=None, device="cpu",
-**overrides)` and returns a `Generator`. Overrides are sampling settings: the common ones `bench run` has flags
-for (`COMMON_OPTIONS`: --cfg-scale, --precision, --compile) and the plugin's own, given as `--set NAME=VALUE`.
-A factory declares what it takes as `PluginOption`s (`describe(info, options=...)`): the harness then refuses
-unknown names and wrong types before building anything (`check_options`), and `bench generators NAME` lists
-them. A factory without declared options checks its overrides itself (`check_overrides` helps).
+A `Preset` is the one place a setting is checked: it declares the options it takes (`PluginOption`: name, type,
+default, choices and the range a value must lie in), and calling it -- `preset(ckpt=None, device="cpu",
+**overrides)` -- refuses unknown names and wrong types, choices or ranges with one `BenchError` naming the flag,
+then builds the `Generator` from the checked values. The common options (`COMMON_OPTIONS`: --cfg-scale,
+--precision, --compile) are `bench run` flags; a plugin's own are given as `--set NAME=VALUE`.
 
 Weights: the harness resolves `required_files()` itself (explicit paths from `explicit_files()` -- by default
 `--ckpt` for the first file -- then the cache, then a download; offline, one message lists every missing
-file), verifies their sha256 and hands the paths to `load()`.
-So a factory should be cheap -- build the object, touch no weights -- and `bench generators` can describe
-a preset without any download. A factory may carry a `PresetInfo` (see `describe`) for that listing.
+file), verifies their sha256 and hands the paths to `load()`. So building a preset must be cheap -- build the
+object, touch no weights -- and `bench generators` describes a preset from its `PresetInfo` without any download.
 """
 
 from __future__ import annotations
 
 import abc
-import inspect
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +39,6 @@ from bench.download import RemoteFile
 from bench.errors import BenchError
 from bench.run.plan import sample_seeds
 
-ENTRY_POINT_GROUP = "bench.generators"
 
 
 class Generator(abc.ABC):
@@ -151,6 +145,9 @@ class PluginOption:
     default: Any = None
     help: str = ""
     choices: tuple[Any, ...] = ()
+    #: (valid(value) -> bool, what it must be): the range a value must lie in; None takes the common rule of its name
+    #: (`SAMPLING_RULES`: cfg_scale >= 1, temperature > 0, ...). A rule may raise `BenchError` to say more.
+    rule: tuple[Callable[[Any], bool], str] | None = None
 
     @property
     def flag(self) -> str:
@@ -165,6 +162,8 @@ class PluginOption:
             out = value if bool in types else _MISSING
         elif isinstance(value, int) and int in types:
             out = value
+        elif isinstance(value, float) and int in types and float not in types and value.is_integer():
+            out = int(value)
         elif isinstance(value, (int, float)) and float in types:
             out = float(value)
         elif isinstance(value, str) and str in types:
@@ -175,6 +174,10 @@ class PluginOption:
             expected = f"one of {', '.join(map(str, self.choices))}" if self.choices else \
                 " or ".join(_TYPE_WORDS.get(t, t.__name__) for t in types)
             raise BenchError(f"generator {preset!r}: {self.flag} must be {expected}, found {value!r}")
+        rule = self.rule or SAMPLING_RULES.get(self.name)  # the common rules are numeric: text passes them
+        applies = rule is not None and not isinstance(out, bool) and (self.rule is not None or not isinstance(out, str))
+        if applies and not rule[0](out):
+            raise BenchError(f"generator {preset!r}: {self.flag} must be {rule[1]}, found {value!r}")
         return out
 
 
@@ -198,78 +201,52 @@ def option_flag(name: str) -> str:
     return f"--{name.replace('_', '-')}" if name in {o.name for o in COMMON_OPTIONS} else f"--set {name}"
 
 
-def describe(info: PresetInfo | None = None, options: Sequence[PluginOption] | None = None
-             ) -> Callable[[Callable[..., Generator]], Callable[..., Generator]]:
-    """Decorator attaching a `PresetInfo` and the options a factory takes: `@describe(PresetInfo(...), options=...)`."""
-
-    def attach(factory: Callable[..., Generator]) -> Callable[..., Generator]:
-        if info is not None:
-            factory.preset_info = info
-        if options is not None:
-            factory.options = tuple(options)
-        return factory
-
-    return attach
-
-
-def plugin_options(factory: Callable[..., Generator]) -> tuple[PluginOption, ...] | None:
-    """The options a factory declares, or None where it declares none (and checks its overrides itself)."""
-    options = getattr(factory, "options", None)
-    if options is None:
-        return None
-    return tuple(o for o in options if isinstance(o, PluginOption))
-
-
-def check_options(preset: str, factory: Callable[..., Generator], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Refuse settings a preset does not declare and coerce the others to their declared types, before the factory
-    runs; a factory that declares no options gets `overrides` as they are (it checks them itself)."""
-    declared = plugin_options(factory)
-    if declared is None:
-        return dict(overrides)
-    by_name = {o.name: o for o in declared}
-    unknown = [k for k in overrides if k not in by_name]
-    if unknown:
-        takes = ", ".join(o.flag for o in declared) or "none"
-        raise BenchError(f"generator {preset!r} does not take {', '.join(map(option_flag, sorted(unknown)))}; "
-                         f"it takes: {takes} (`bench generators {preset}` explains each)")
-    return {k: by_name[k].coerce(v, preset) for k, v in overrides.items()}
-
-
-def preset_info(factory: Callable[..., Generator]) -> dict[str, Any] | None:
-    """The factory's `PresetInfo` as a dict, or None where the plugin attached none."""
-    info = getattr(factory, "preset_info", None)
-    return asdict(info) if isinstance(info, PresetInfo) else None
-
-
-def check_overrides(preset: str, overrides: dict[str, Any], accepted: set[str]) -> None:
-    """Reject sampling settings a preset does not take, naming the ones it does (for factories)."""
-    unknown = sorted(set(overrides) - accepted)
-    if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        takes = ", ".join("--" + k.replace("_", "-") for k in sorted(accepted)) or "none"
-        raise BenchError(f"generator {preset!r} does not take {flags}; it takes: {takes}")
-
-
-#: what each common sampling setting must be. A NaN or out-of-range value would still sample, silently wrong (NaN
-#: guidance turns every token to 0; a temperature of 0 is greedy decoding), so it is refused up front.
-SAMPLING_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+#: what each common sampling setting must be, where an option declares no rule of its own. A NaN or out-of-range
+#: value would still sample, silently wrong (NaN guidance turns every token to 0; a temperature of 0 is greedy
+#: decoding), so it is refused up front.
+SAMPLING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cfg_scale": (lambda v: math.isfinite(v) and v >= 1, "a finite number >= 1 (1 = no guidance)"),
     "temperature": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-    "top_k": (lambda v: float(v).is_integer() and v >= 0, "an integer >= 0 (0 = every token)"),
+    "top_k": (lambda v: v >= 0, "an integer >= 0 (0 = every token)"),
     "top_p": (lambda v: 0 < v <= 1, "a number in (0, 1] (1 = off)"),
-    "cfg_interval": (lambda v: float(v).is_integer() and v >= -1, "an integer >= -1 (-1 = guide every token)"),
+    "cfg_interval": (lambda v: v >= -1, "an integer >= -1 (-1 = guide every token)"),
     "eta": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0 = deterministic DDIM)"),
 }
 
 
-def check_sampling(preset: str, settings: dict[str, Any]) -> None:
-    """Refuse a sampling setting outside its range (`SAMPLING_RULES`), naming the flag and what it must be."""
-    for key, value in settings.items():
-        if key not in SAMPLING_RULES or value is None:
-            continue
-        valid, expected = SAMPLING_RULES[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
-            raise BenchError(f"generator {preset!r}: --{key.replace('_', '-')} must be {expected}, found {value!r}")
+@dataclass(frozen=True)
+class Preset:
+    """A registered preset: its name, the options it takes, what `bench generators` shows, and how to build it.
+
+    `build(ckpt=..., device=..., **settings)` receives only declared options, checked and typed (an option the user
+    did not give is left out: the generator uses its preset's default). Calling the preset checks, then builds.
+    """
+
+    name: str
+    build: Callable[..., Generator]
+    options: tuple[PluginOption, ...] = ()
+    info: PresetInfo | None = None
+
+    def settings(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """`overrides` checked against the declared options and coerced to their types (None = not given)."""
+        by_name = {o.name: o for o in self.options}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = [k for k in given if k not in by_name]
+        if unknown:
+            takes = ", ".join(o.flag for o in self.options) or "none"
+            raise BenchError(f"generator {self.name!r} does not take {', '.join(map(option_flag, sorted(unknown)))}; "
+                             f"it takes: {takes} (`bench generators {self.name}` explains each)")
+        return {k: by_name[k].coerce(v, self.name) for k, v in given.items()}
+
+    def __call__(self, ckpt: str | Path | None = None, device: str | torch.device = "cpu",
+                 **overrides: Any) -> Generator:
+        return self.build(ckpt=ckpt, device=device, **self.settings(overrides))
+
+
+def preset_info(preset: Preset) -> dict[str, Any] | None:
+    """The preset's `PresetInfo` as a dict, or None where the plugin gave none."""
+    info = getattr(preset, "info", None)
+    return asdict(info) if isinstance(info, PresetInfo) else None
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -293,78 +270,3 @@ def per_sample_generators(seeds: torch.Tensor, device: torch.device | str) -> li
     """One torch.Generator per sample: every random draw of sample i comes from its own generator, so batch
     size, batch order and process count cannot change an image."""
     return [torch.Generator(device=device).manual_seed(int(s) & 0xFFFF_FFFF_FFFF_FFFF) for s in seeds.tolist()]
-
-
-@dataclass(frozen=True)
-class PresetEntry:
-    """One preset of a plugin family, listed like an entry point: `load()` gives its factory."""
-
-    name: str
-    value: str  # the family's entry point, e.g. "generators.llamagen.plugin:presets"
-    factory: Callable[..., Generator]
-
-    def load(self) -> Callable[..., Generator]:
-        return self.factory
-
-
-@dataclass(frozen=True)
-class _FailedFamily:
-    """A family whose preset listing raised: listed under its entry point's name, failing again where used."""
-
-    name: str
-    value: str
-    error: Exception
-
-    def load(self) -> Callable[..., Generator]:
-        raise self.error
-
-
-def is_family(target: Any) -> bool:
-    """A family entry point names a mapping of presets or a function of no arguments returning one; a factory
-    takes (ckpt, device, **overrides)."""
-    if isinstance(target, Mapping):
-        return True
-    if not callable(target) or isinstance(target, type):
-        return False
-    try:
-        return not inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def available_generators() -> dict[str, Any]:
-    """Preset name -> entry (`load()` gives its factory, `value` says which plugin), for every installed plugin.
-
-    Families are expanded into their presets. A plugin that fails to import is kept under its entry point's
-    name: `bench generators` shows why, and `load_generator_factory` names it instead of a traceback.
-    """
-    known: dict[str, Any] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = ep.load()
-        except Exception:
-            known[ep.name] = ep  # loading it again raises; named where it is used
-            continue
-        if not is_family(target):
-            known[ep.name] = ep
-            continue
-        try:
-            presets = dict(target() if callable(target) else target)
-        except Exception as err:  # a family whose listing fails must not hide the other plugins
-            known[ep.name] = _FailedFamily(ep.name, ep.value, err)
-            continue
-        known.update({name: PresetEntry(name, ep.value, factory) for name, factory in presets.items()})
-    return known
-
-
-def load_generator_factory(name: str) -> Callable[..., Generator]:
-    """The factory for a preset, or a `BenchError` that lists the known presets."""
-    known = available_generators()
-    if name not in known:
-        listing = ", ".join(sorted(known)) or "(none installed)"
-        raise BenchError(f"unknown generator {name!r}. Known generators: {listing}")
-    try:
-        return known[name].load()
-    except Exception as err:  # a broken third-party plugin: say which, not a traceback into its import
-        raise BenchError(f"generator {name!r}: its plugin {known[name].value} fails to import "
-                         f"({type(err).__name__}: {err})") from None

@@ -103,7 +103,7 @@ def harness(num_samples: int, batch_size: int, seed: int, runs_dir: str, save_np
             generator: type = TinyConvGenerator) -> tuple[float, float]:
     """The same work through `bench.run.executor.execute` (generator built inside, shards, result.json). (wall s,
     CPU s)"""
-    bench.run.executor.load_generator_factory = lambda name: generator
+    bench.run.executor.load_preset = lambda name: generator
     bench.run.executor.resolve_reference = lambda name, allow_download=True: Reference(name, Path(__file__), None)
     task = SampleTask(num_samples=num_samples, seed=seed, save_npz=save_npz)
     settings = RunSettings(generator="tiny-conv", batch_size=batch_size, shard_size=1024, runs_dir=runs_dir, ref="none")

@@ -17,7 +17,9 @@ from bench.errors import BenchError, ChecksumError, MissingFilesError
 from generators.dit.diffusion import sample_latents
 from generators.dit.models import DiT, DiTConfig
 from bench.generator import to_uint8
-from generators.dit.plugin import DiTGenerator, dit_xl_2, dit_xl_2_512, load_vae
+from generators.dit.plugin import DiTGenerator, load_vae, presets
+
+dit_xl_2, dit_xl_2_512 = presets()["dit-xl-2"], presets()["dit-xl-2-512"]
 from generators.dit.presets import PRESETS, VAE_SHA256, DiTPreset
 
 
@@ -123,16 +125,16 @@ def test_presets_and_factories():
     assert big.config()["cfg_scale"] == 4.0 and big.required_files()[0].filename == "DiT-XL-2-512x512.pt"
     assert big.required_files()[1].hf_repo == "stabilityai/sd-vae-ft-mse"
     assert dit_xl_2(ckpt="/somewhere/0400000.pt").required_files()[0].filename == "0400000.pt"
-    assert dit_xl_2.preset_info.paper_settings["cfg_scale"] == 1.5
+    assert dit_xl_2.info.paper_settings["cfg_scale"] == 1.5
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (dict(top_k=100), "does not take --top-k"),
+    (dict(top_k=100), "does not take --set top_k"),
     (dict(sampler="euler"), "sampler"),
     (dict(precision="fp8"), "precision"),
     (dict(cfg_scale=0.5), "--cfg-scale must be"),
     (dict(cfg_scale=float("nan")), "--cfg-scale must be"),
-    (dict(eta=float("inf")), "--eta must be"),
+    (dict(eta=float("inf")), "--set eta must be"),
     (dict(steps="ddimx"), "bad step spec"),
     (dict(steps="2000"), "cannot take 2000 steps"),
     (dict(vae="/no/such/vae"), "vae"),

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import bench.run.cli
 from bench.errors import BenchError
-from bench.generator import Generator, check_overrides, check_sampling, preset_info
+from bench.generator import Generator, PluginOption, Preset, preset_info
 from bench.run.cli import generators_command
 from test_run_helpers import ToyGenerator, toy_factory
 
@@ -43,10 +43,11 @@ def test_sample_for_eval_resizes_the_samples():
     np.testing.assert_array_equal(gen.sample_for_eval(labels, seeds), gen.to_eval_size(gen.sample(labels, seeds)))
 
 
-def test_check_overrides_names_rejected_and_accepted_flags():
-    check_overrides("x", {"cfg_scale": 1.0}, {"cfg_scale", "top_k"})
-    with pytest.raises(BenchError, match=r"'x' does not take --steps; it takes: --cfg-scale, --top-k"):
-        check_overrides("x", {"steps": 3, "cfg_scale": 1.0}, {"cfg_scale", "top_k"})
+def test_a_preset_names_rejected_and_accepted_flags():
+    preset = Preset("x", ToyGenerator, (PluginOption("cfg_scale", float), PluginOption("top_k", int)))
+    assert preset.settings({"cfg_scale": 1, "top_k": None}) == {"cfg_scale": 1.0}
+    with pytest.raises(BenchError, match=r"'x' does not take --set steps; it takes: --cfg-scale, --set top_k"):
+        preset(steps=3, cfg_scale=1.0)
 
 
 def test_non_tokenizers_refuse_to_reconstruct():
@@ -68,7 +69,7 @@ def test_preset_info_is_read_without_building_the_generator():
     assert info == {"model": "Toy-S", "image_size": 16, "eval_size": 8,
                     "paper_settings": {"cfg_scale": 1.5, "top_k": 0}, "paper": "nobody 2026", "settings_source": "",
                     "claimed_fid": None}
-    assert preset_info(lambda **kw: None) is None
+    assert preset_info(Preset("bare", ToyGenerator)) is None
 
 
 def test_generators_command_lists_presets(monkeypatch):
@@ -82,13 +83,12 @@ def test_generators_command_lists_presets(monkeypatch):
             return self.target
 
     monkeypatch.setattr(bench.run.cli, "available_generators", lambda: {
-        "toy": EP("toy", toy_factory), "bare": EP("bare", lambda **kw: toy_factory(**kw)),
+        "toy": EP("toy", toy_factory), "bare": EP("bare", Preset("bare", ToyGenerator)),
         "broken": EP("broken", ImportError("no module named diffusers"))})
     out = CliRunner().invoke(generators_command).output
     assert "toy\n  model: Toy-S  resolution: 16  eval size: 8\n  paper settings: cfg_scale=1.5, top_k=0\n" \
            "  paper: nobody 2026" in out
-    assert "bare\n  model: toy  resolution: 16  eval size: 8\n  default settings: temperature=1.0, cfg_scale=1.0, " \
-           "precision=fp32, offset=0.0" in out  # no PresetInfo: built (cheaply) and described from its config
+    assert "bare\n  (its plugin gives no description)" in out
     assert "broken\n  (cannot be loaded: no module named diffusers)" in out
     assert out.index("bare\n") < out.index("broken\n") < out.index("\ntoy\n")
 
@@ -120,43 +120,35 @@ NAN, INF = float("nan"), float("inf")
     ("eta", [0, 0.0, 1.0], [-0.1, NAN, INF]),
 ])
 def test_sampling_settings_are_range_checked(key, good, bad):
+    """The common rules (`SAMPLING_RULES`) hold for any option of that name, checked where every setting is."""
+    option = PluginOption(key, int if key in ("top_k", "cfg_interval") else float)
+    preset = Preset("p", ToyGenerator, (option, PluginOption("steps", (int, str))))
     for value in good:
-        check_sampling("p", {key: value})
+        preset.settings({key: value})
     for value in bad:
-        with pytest.raises(BenchError, match=f"--{key.replace('_', '-')} must be"):
-            check_sampling("p", {key: value})
-    check_sampling("p", {key: None, "steps": "anything"})  # unset settings and ones without a rule pass
+        with pytest.raises(BenchError, match=f"{option.flag} must be"):
+            preset.settings({key: value})
+    assert preset.settings({key: None, "steps": "anything"}) == {"steps": "anything"}  # unset; no rule
 
 
-def test_generators_command_survives_a_factory_that_fails_to_build(monkeypatch):
-    """Presets without a PresetInfo are built to be described; one that raises must not hide the others."""
-    class EP:
-        def __init__(self, name, target):
-            self.name, self.target = name, target
-
-        def load(self):
-            return self.target
-
-    def needs_a_gpu(**kw):
-        raise RuntimeError("CUDA is required")
-
-    monkeypatch.setattr(bench.run.cli, "available_generators", lambda: {
-        "gpu-only": EP("gpu-only", needs_a_gpu), "toy": EP("toy", toy_factory)})
-    out = CliRunner().invoke(generators_command)
-    assert out.exit_code == 0 and out.exception is None, out.output
-    assert "gpu-only\n  (cannot be loaded: CUDA is required)\ntoy\n  model: Toy-S" in out.output
+def test_an_option_may_bring_its_own_rule():
+    """VAR's guidance starts at 0, not 1: a plugin's own rule replaces the common one of that name."""
+    own = PluginOption("cfg_scale", float, rule=(lambda v: v >= 0, "a number >= 0"))
+    assert Preset("p", ToyGenerator, (own,)).settings({"cfg_scale": 0.5}) == {"cfg_scale": 0.5}
+    with pytest.raises(BenchError, match="--cfg-scale must be a number >= 0, found -1"):
+        Preset("p", ToyGenerator, (own,)).settings({"cfg_scale": -1})
 
 
 def test_a_plugin_that_fails_to_import_is_named_not_a_traceback(monkeypatch):
-    import bench.generator
+    import bench.plugins
 
     class Broken:
-        name, value = "broken", "somepkg.plugin:factory"
+        name, value = "broken", "somepkg.plugin:presets"
 
         def load(self):
             raise ImportError("No module named 'somepkg'")
 
-    monkeypatch.setattr(bench.generator, "available_generators", lambda: {"broken": Broken()})
-    with pytest.raises(BenchError, match=r"generator 'broken': its plugin somepkg.plugin:factory fails to import "
+    monkeypatch.setattr(bench.plugins, "entry_points", lambda group: [Broken()])
+    with pytest.raises(BenchError, match=r"generator 'broken': its plugin somepkg.plugin:presets fails to load "
                                          r"\(ImportError: No module named 'somepkg'\)"):
-        bench.generator.load_generator_factory("broken")
+        bench.plugins.load_preset("broken")

@@ -230,7 +230,7 @@ def test_the_shipped_weights_are_pinned_and_describe_the_demo_architectures():
 
 @pytest.fixture(scope="module")
 def demo():
-    gen = plugin.llamagen_demo(allow_download=False)
+    gen = plugin.LlamaGen(plugin.PRESETS["llamagen-demo"], allow_download=False)
     remotes = gen.required_files()
     paths = resolve_all(remotes, gen.explicit_files(), allow_download=False)  # as the harness does: no download
     gen.load({r.filename: p for r, p in zip(remotes, paths)})
@@ -251,26 +251,26 @@ def test_demo_preset_samples_64px_images_deterministically_per_seed(demo):
 
 
 def test_random_preset_needs_no_file_is_reproducible_and_differs_from_the_trained_one(demo):
-    random = plugin.llamagen_demo_random()
+    random = plugin.presets()["llamagen-demo-random"]()
     assert random.required_files() == [] and random.explicit_files() == {}
     assert "random" in random.name and random.config()["weights"] == "random (seed 0)"
     labels, seeds = torch.tensor([1, 6]), per_sample_seeds(0, 2)
     first = random.sample(labels, seeds)
     assert first.shape == (2, 64, 64, 3)
     torch.manual_seed(123)  # the global RNG plays no part
-    assert np.array_equal(first, plugin.llamagen_demo_random().sample(labels, seeds))
+    assert np.array_equal(first, plugin.presets()["llamagen-demo-random"]().sample(labels, seeds))
     assert not np.array_equal(first, demo.sample(labels, seeds))
     trained_gpt, random_gpt = demo._models()[0], random._models()[0]
     assert not torch.equal(trained_gpt.output.weight, random_gpt.output.weight)
     assert torch.count_nonzero(random_gpt.output.weight) == 0  # untrained: the official zero head
     with pytest.raises(BenchError, match="holds random weights: it takes no checkpoint"):
-        plugin.llamagen_demo_random(ckpt="x.pt")
-    with pytest.raises(BenchError, match="does not take --vq-ckpt"):
-        plugin.llamagen_demo_random(vq_ckpt="x.pt")
+        plugin.presets()["llamagen-demo-random"](ckpt="x.pt")
+    with pytest.raises(BenchError, match="does not take --set vq_ckpt"):
+        plugin.presets()["llamagen-demo-random"](vq_ckpt="x.pt")
 
 
 def test_demo_tokenizer_preset_reconstructs_64px_images():
-    tok = plugin.llamagen_demo_vq(allow_download=False)
+    tok = plugin.LlamaGen(plugin.PRESETS["llamagen-demo-vq"], allow_download=False)
     assert tok.can_reconstruct and tok.num_classes == 8 and tok.eval_size == 64
     images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     recon = tok.reconstruct(images)
@@ -287,11 +287,11 @@ def test_a_users_gpt_with_other_classes_brings_them_and_reaches_the_board(gpt_ru
     from bench.cli import cli
 
     with pytest.raises(BenchError, match="holds another GPT than the GPT-demo asked for"):
-        plugin.llamagen_demo(ckpt=str(gpt_run))._models()
+        plugin.presets()["llamagen-demo"](ckpt=str(gpt_run))._models()
     torch.manual_seed(0)
     other = GPT(gpt_config("GPT-demo", num_classes=CLASSES))
     torch.save({"model": other.state_dict(), "gpt_config": asdict(other.config)}, tmp_path / "three.pt")
-    generator = plugin.llamagen_demo(ckpt=str(tmp_path / "three.pt"))
+    generator = plugin.presets()["llamagen-demo"](ckpt=str(tmp_path / "three.pt"))
     generator._models()
     assert generator.num_classes == CLASSES
     with pytest.raises(BenchError, match=r"class labels must lie in \[0, 3\)"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError, MissingFilesError
-from bench.generator import preset_info
+from bench.generator import option_flag, preset_info
 from bench.generator import per_sample_seeds
 from generators.llamagen import generate_tokens
 from generators.llamagen import plugin
@@ -40,7 +40,7 @@ def tiny_checkpoints(monkeypatch, tmp_path):
 
 def make(name, ckpts, **kw):
     gpt_path, vq_path = ckpts
-    return getattr(plugin, name.replace("-", "_"))(ckpt=gpt_path, vq_ckpt=vq_path, allow_download=False, **kw)
+    return plugin.LlamaGen(plugin.PRESETS[name], ckpt=gpt_path, vq_ckpt=vq_path, allow_download=False, **kw)
 
 
 def test_sample_is_uint8_nhwc_and_batch_independent(tiny_checkpoints):
@@ -74,7 +74,7 @@ def test_384_preset_scores_float_resized_images(tiny_checkpoints):
 
 def test_harness_flow_explicit_files_then_load(tiny_checkpoints):
     gpt_path, vq_path = tiny_checkpoints
-    gen = plugin.llamagen_b_256(ckpt=gpt_path, vq_ckpt=vq_path, top_k=1)
+    gen = plugin.presets()["llamagen-b-256"](ckpt=gpt_path, vq_ckpt=vq_path, top_k=1)
     remotes = gen.required_files()
     assert [r.filename for r in remotes] == ["c2i_B_256.pt", "vq_ds16_c2i.pt"]  # main checkpoint first
     explicit = gen.explicit_files()
@@ -82,7 +82,7 @@ def test_harness_flow_explicit_files_then_load(tiny_checkpoints):
     gen.load({r.filename: explicit[r.filename] for r in remotes})
     out = gen.sample_for_eval(torch.tensor([2]), torch.tensor([11]))
     assert out.shape == (1, 256, 256, 3)
-    tok = plugin.llamagen_vq16(ckpt=vq_path)
+    tok = plugin.presets()["llamagen-vq16"](ckpt=vq_path)
     assert tok.explicit_files() == {"vq_ds16_c2i.pt": Path(vq_path)}
 
 
@@ -139,7 +139,7 @@ def test_from_uint8_is_normalise_half():
 
 def test_tokenizer_preset_reconstructs(tiny_checkpoints):
     _, vq_path = tiny_checkpoints
-    gen = plugin.llamagen_vq16(ckpt=vq_path, allow_download=False)
+    gen = plugin.LlamaGen(plugin.PRESETS["llamagen-vq16"], ckpt=vq_path, allow_download=False)
     images = np.random.default_rng(0).integers(0, 256, (2, 32, 48, 3), dtype=np.uint8)
     rec = gen.reconstruct(images)
     assert rec.shape == images.shape and rec.dtype == np.uint8
@@ -156,16 +156,16 @@ def test_tokenizer_preset_reconstructs(tiny_checkpoints):
 
 
 def test_bad_overrides_and_inputs_are_bench_errors(tiny_checkpoints):
-    with pytest.raises(BenchError, match="does not take --steps"):
-        plugin.llamagen_xl(steps=250)
-    with pytest.raises(BenchError, match="precision must be one of"):
-        plugin.llamagen_xl(precision="int8")
+    with pytest.raises(BenchError, match="does not take --set steps"):
+        plugin.presets()["llamagen-xl"](steps=250)
+    with pytest.raises(BenchError, match="--precision must be one of"):
+        plugin.presets()["llamagen-xl"](precision="int8")
     with pytest.raises(BenchError, match="does not take --cfg-scale"):
-        plugin.llamagen_vq16(cfg_scale=2.0)
+        plugin.presets()["llamagen-vq16"](cfg_scale=2.0)
     for bad in [dict(cfg_scale=float("nan")), dict(temperature=0.0), dict(top_p=1.5), dict(top_k=-1)]:
-        with pytest.raises(BenchError, match=f"--{next(iter(bad)).replace('_', '-')} must be"):
-            plugin.llamagen_xl(**bad)  # each would sample silently wrong images (NaN guidance: all tokens 0)
-    assert plugin.llamagen_xl(steps=None).config()["cfg_scale"] == 1.75  # unset CLI options are ignored
+        with pytest.raises(BenchError, match=f"{option_flag(next(iter(bad)))} must be"):
+            plugin.presets()["llamagen-xl"](**bad)  # each would sample silently wrong images (NaN guidance: all tokens 0)
+    assert plugin.presets()["llamagen-xl"](steps=None).config()["cfg_scale"] == 1.75  # unset CLI options are ignored
     gen = make("llamagen-b-256", tiny_checkpoints)
     with pytest.raises(BenchError, match=r"class labels must lie in \[0, 1000\)"):
         gen.sample(torch.tensor([1000]), torch.tensor([0]))
@@ -175,21 +175,21 @@ def test_presets_config_and_required_files():
     expected_cfg = {"llamagen-b": 2.0, "llamagen-l": 2.0, "llamagen-xl": 1.75, "llamagen-xxl": 1.75,
                     "llamagen-3b": 1.65}
     for name, cfg in expected_cfg.items():
-        gen = getattr(plugin, name.replace("-", "_"))()
+        gen = plugin.presets()[name]()
         c = gen.config()
         json.dumps(c)
         assert c["cfg_scale"] == cfg and c["top_k"] == 0 and c["top_p"] == 1.0 and c["temperature"] == 1.0
         assert gen.image_size == 384 and gen.eval_size == 256 and "device" not in c
         files = gen.required_files()
         assert [f.filename for f in files] == [PRESETS[name].gpt_file, "vq_ds16_c2i.pt"]
-        assert preset_info(getattr(plugin, name.replace("-", "_")))["paper_settings"]["cfg_scale"] == cfg
+        assert preset_info(plugin.presets()[name])["paper_settings"]["cfg_scale"] == cfg
         assert all(f.hf_repo == HF_REPO and f.hf_filename == f.filename for f in files)
-    assert plugin.llamagen_xl(cfg_scale=3.0, top_k=100).config()["cfg_scale"] == 3.0
-    assert [f.filename for f in plugin.llamagen_vq16().required_files()] == ["vq_ds16_c2i.pt"]
+    assert plugin.presets()["llamagen-xl"](cfg_scale=3.0, top_k=100).config()["cfg_scale"] == 3.0
+    assert [f.filename for f in plugin.presets()["llamagen-vq16"]().required_files()] == ["vq_ds16_c2i.pt"]
 
 
 def test_missing_weights_offline_list_every_file():
-    gen = plugin.llamagen_3b(allow_download=False)
+    gen = plugin.LlamaGen(plugin.PRESETS["llamagen-3b"], allow_download=False)
     with pytest.raises(MissingFilesError) as err:
         gen.sample(torch.tensor([1]), torch.tensor([1]))
     assert "vq_ds16_c2i.pt" in str(err.value) and "c2i_3B_384.pt" in str(err.value)
@@ -206,37 +206,37 @@ def test_empty_batch_gives_no_images(tiny_checkpoints):
 
 def test_a_checkpoint_named_for_another_resolution_is_warned_about():
     with pytest.warns(UserWarning, match="the name says a 256 px model, but llamagen-b samples at 384 px"):
-        plugin.llamagen_b(ckpt="/ckpts/c2i_B_256.pt")
+        plugin.presets()["llamagen-b"](ckpt="/ckpts/c2i_B_256.pt")
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        plugin.llamagen_b(ckpt="/ckpts/c2i_B_384.pt")
-        plugin.llamagen_b_256(ckpt="/ckpts/c2i_B_256.pt")
+        plugin.presets()["llamagen-b"](ckpt="/ckpts/c2i_B_384.pt")
+        plugin.presets()["llamagen-b-256"](ckpt="/ckpts/c2i_B_256.pt")
 
 
 def test_only_tokenizer_presets_can_reconstruct():
-    assert plugin.llamagen_vq16().can_reconstruct and not plugin.llamagen_xl().can_reconstruct
+    assert plugin.presets()["llamagen-vq16"]().can_reconstruct and not plugin.presets()["llamagen-xl"]().can_reconstruct
 
 
 def test_config_names_the_files_used_and_whether_they_are_the_release():
     """A user's checkpoint under a release preset is recorded as itself: its file name, official_weights false,
     no README FID (the board then matches it with no paper row)."""
-    official = plugin.llamagen_b_256().config()
+    official = plugin.presets()["llamagen-b-256"]().config()
     assert (official["gpt_ckpt"], official["vq_ckpt"]) == ("c2i_B_256.pt", "vq_ds16_c2i.pt")
     assert official["official_weights"] is True and official["readme_fid"] == 5.46
-    mine = plugin.llamagen_b_256(ckpt="/runs/gpt/mine.pt", vq_ckpt="/runs/vq/myvq.pt").config()
+    mine = plugin.presets()["llamagen-b-256"](ckpt="/runs/gpt/mine.pt", vq_ckpt="/runs/vq/myvq.pt").config()
     assert (mine["gpt_ckpt"], mine["vq_ckpt"]) == ("mine.pt", "myvq.pt")
     assert mine["official_weights"] is False and mine["readme_fid"] is None
-    own_tokenizer = plugin.llamagen_b_256(vq_ckpt="/runs/vq/myvq.pt").config()
+    own_tokenizer = plugin.presets()["llamagen-b-256"](vq_ckpt="/runs/vq/myvq.pt").config()
     assert own_tokenizer["gpt_ckpt"] == "c2i_B_256.pt" and own_tokenizer["official_weights"] is False
-    tokenizer = plugin.llamagen_vq16(ckpt="/runs/vq/myvq.pt").config()  # --task reconstruct
+    tokenizer = plugin.presets()["llamagen-vq16"](ckpt="/runs/vq/myvq.pt").config()  # --task reconstruct
     assert tokenizer["vq_ckpt"] == "myvq.pt" and tokenizer["official_weights"] is False
-    assert plugin.llamagen_vq16().config()["official_weights"] is True
+    assert plugin.presets()["llamagen-vq16"]().config()["official_weights"] is True
 
 
 def test_preset_info_separates_the_readme_fid_from_the_paper():
-    info = preset_info(plugin.llamagen_b)
+    info = preset_info(plugin.presets()["llamagen-b"])
     assert info["claimed_fid"] == 6.09 and info["paper"] == "Sun et al. 2024, arXiv:2406.06525"
     assert info["settings_source"] == "the official GETTING_STARTED.md sampling command"
-    assert preset_info(plugin.llamagen_l_256)["settings_source"] == "assumed: no published command"
+    assert preset_info(plugin.presets()["llamagen-l-256"])["settings_source"] == "assumed: no published command"

@@ -12,12 +12,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import dataclasses
+
 import bench.cli
-import bench.generator
+import bench.plugins
 from bench.cli import cli
 from bench.errors import BenchError
-from bench.generator import (PluginOption, available_generators, check_options, is_family, load_generator_factory,
-                             plugin_options)
+from bench.generator import PluginOption, Preset
+from bench.plugins import available_generators, load_preset
 from bench.result import read
 from test_run_helpers import toy_factory
 
@@ -35,32 +37,34 @@ class EntryPoint:
 
 
 # -- generator families -----------------------------------------------------------------------------------------
-def test_families_expand_into_presets_beside_old_per_preset_entry_points(monkeypatch):
+def named(name: str) -> Preset:
+    return dataclasses.replace(toy_factory, name=name)
+
+
+def test_families_expand_into_presets_and_a_failing_family_is_named(monkeypatch):
     def family():
-        return {"fam-a": toy_factory, "fam-b": toy_factory}
+        return {"fam-a": named("fam-a"), "fam-b": named("fam-b")}
 
     def failing_family():
         raise RuntimeError("no presets today")
 
-    points = [EntryPoint("fam", family), EntryPoint("mapped", {"map-a": toy_factory}), EntryPoint("old", toy_factory),
-              EntryPoint("gone", ImportError("No module named 'gonepkg'")), EntryPoint("sad", failing_family)]
-    monkeypatch.setattr(bench.generator, "entry_points", lambda group: points)
+    points = [EntryPoint("fam", family), EntryPoint("gone", ImportError("No module named 'gonepkg'")),
+              EntryPoint("sad", failing_family), EntryPoint("old", toy_factory),
+              EntryPoint("misnamed", lambda: {"x": named("y")})]
+    monkeypatch.setattr(bench.plugins, "entry_points", lambda group: points)
     known = available_generators()
-    assert sorted(known) == ["fam-a", "fam-b", "gone", "map-a", "old", "sad"]
-    for name in ("fam-a", "map-a", "old"):
-        assert load_generator_factory(name) is toy_factory
-    assert known["fam-b"].value == "somepkg.plugin:fam"
-    with pytest.raises(BenchError, match=r"generator 'gone': its plugin somepkg.plugin:gone fails to import "
+    assert sorted(known) == ["fam-a", "fam-b", "gone", "misnamed", "old", "sad"]
+    assert load_preset("fam-a").name == "fam-a" and known["fam-b"].value == "somepkg.plugin:fam"
+    with pytest.raises(BenchError, match=r"generator 'gone': its plugin somepkg.plugin:gone fails to load "
                                          r"\(ImportError: No module named 'gonepkg'\)"):
-        load_generator_factory("gone")
-    with pytest.raises(BenchError, match=r"'sad': its plugin somepkg.plugin:sad fails to import \(RuntimeError"):
-        load_generator_factory("sad")
-
-
-def test_a_family_is_a_mapping_or_a_function_of_no_arguments():
-    assert is_family({}) and is_family(lambda: {})
-    assert not is_family(toy_factory) and not is_family(lambda ckpt=None, device="cpu", **kw: None)
-    assert not is_family(bench.generator.Generator) and not is_family("text")
+        load_preset("gone")
+    with pytest.raises(BenchError, match=r"'sad': its plugin somepkg.plugin:sad fails to load \(RuntimeError"):
+        load_preset("sad")
+    # one layout: an entry point naming a single preset (the layout before families) is refused by name
+    with pytest.raises(BenchError, match=r"'old': its plugin somepkg.plugin:old fails to load"):
+        load_preset("old")
+    with pytest.raises(BenchError, match=r"keyed by each preset's own name; wrong for 'x'"):
+        load_preset("misnamed")
 
 
 def test_the_installed_families_list_every_preset_of_their_presets_modules():
@@ -106,28 +110,26 @@ def test_plugin_options_coerce_to_their_declared_types():
             option.coerce(value, "p")
 
 
-def test_check_options_refuses_undeclared_settings_and_passes_undeclared_factories_through():
-    assert check_options("toy", toy_factory, {"temperature": 1, "cfg_scale": 2}) == {"temperature": 1.0,
-                                                                                  "cfg_scale": 2.0}
+def test_a_preset_refuses_undeclared_settings_before_building():
+    assert toy_factory.settings({"temperature": 1, "cfg_scale": 2}) == {"temperature": 1.0, "cfg_scale": 2.0}
     with pytest.raises(BenchError, match=r"'toy' does not take --compile, --set eta; it takes: --set temperature, "
                                          r"--cfg-scale, --precision"):
-        check_options("toy", toy_factory, {"eta": 0.0, "compile": True})
-    bare = lambda **kw: None  # noqa: E731  (a factory that checks its own overrides)
-    assert plugin_options(bare) is None and check_options("bare", bare, {"anything": 1}) == {"anything": 1}
+        toy_factory(eta=0.0, compile=True)
 
 
-def test_the_shipped_plugins_check_against_their_declared_options():
-    """A plugin's accepted settings and its declared options are one list."""
+def test_the_shipped_plugins_check_only_against_their_declared_options():
+    """One place checks a setting: each shipped preset takes its declared defaults back and refuses the rest."""
     from generators.dit import plugin as dit
     from generators.llamagen import plugin as llamagen
 
-    assert {o.name for o in plugin_options(dit.dit_xl_2)} == dit.OVERRIDES
-    for name, factory in llamagen.presets().items():
-        declared = {o.name for o in plugin_options(factory)}
-        factory(**{o.name: o.default for o in plugin_options(factory) if o.default is not None})  # each is taken
-        with pytest.raises(BenchError, match="does not take"):
-            factory(steps=3)
-        assert ("top_k" in declared) == (llamagen.PRESETS[name].gpt_model is not None)
+    for family in (llamagen, dit):
+        for name, preset in family.presets().items():
+            assert isinstance(preset, Preset) and preset.name == name and preset.info is not None
+            preset(**{o.name: o.default for o in preset.options if o.default is not None})  # each is taken
+            with pytest.raises(BenchError, match="does not take"):
+                preset(not_an_option=3)
+    for name, preset in llamagen.presets().items():
+        assert ("top_k" in {o.name for o in preset.options}) == (llamagen.PRESETS[name].gpt_model is not None)
 
 
 # -- plugin commands ------------------------------------------------------------------------------------------------

@@ -56,8 +56,8 @@ class ToyTokenizer(Generator):
 @pytest.fixture
 def gate(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    real = bench.run.executor.load_generator_factory
-    monkeypatch.setattr(bench.run.executor, "load_generator_factory",
+    real = bench.run.executor.load_preset
+    monkeypatch.setattr(bench.run.executor, "load_preset",
                         lambda name: ToyTokenizer if name == "toy-vq" else real(name))
     monkeypatch.setattr(bench.inception, "load_extractor", lambda **kw: Extractor())
     monkeypatch.setattr(ToyTokenizer, "files", [RemoteFile("toy_vq.pt", None)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -313,7 +314,7 @@ def test_forced_resolution_mismatch_is_recorded(toy, tmp_path, monkeypatch):
     ref16 = write_ref(tmp_path / "ref16.npz", size=16)
     task, s = settings(tmp_path, ref16, force=True)
     result = execute(task, s, extractors=[ProjectionExtractor()],
-                     scorer=lambda ref, extractors, metrics: (lambda f: {"metrics": {"n": len(f["pool"])}}))
+                     scorer=lambda ref, extractors, metrics: (lambda f, metrics=None: {"metrics": {"n": len(f["pool"])}}))
     assert any("16x16" in w and "--force" in w for w in result["warnings"])
 
 
@@ -487,9 +488,9 @@ def test_cli_unknown_generator_lists_the_known_ones(toy, tmp_path, monkeypatch):
             self.name, self.value = name, f"somewhere:{name}"
 
         def load(self):
-            return toy_factory
+            return lambda: {self.name: dataclasses.replace(toy_factory, name=self.name)}
 
-    monkeypatch.setattr("bench.generator.entry_points", lambda group: [EP("dit-xl-2"), EP("llamagen-xl")])
+    monkeypatch.setattr("bench.plugins.entry_points", lambda group: [EP("dit-xl-2"), EP("llamagen-xl")])
     res = cli(["-g", "nope", "--runs-dir", str(tmp_path)])
     assert res.exit_code == 2
     assert "unknown generator 'nope'. Known generators: dit-xl-2, llamagen-xl" in res.output

@@ -30,7 +30,7 @@ def worker(runs_dir: str, ref: str, separate: bool) -> None:
     import bench.run.executor
     from test_run_helpers import toy_factory
 
-    bench.run.executor.load_generator_factory = lambda name: toy_factory
+    bench.run.executor.load_preset = lambda name: toy_factory
     rank = int(os.environ["RANK"])
     folder = f"{runs_dir}/node{rank}" if separate else runs_dir
     run(folder, ref)
@@ -91,7 +91,7 @@ def slow_worker(runs_dir: str, ref: str) -> None:
         return slow_sample(self, labels, seeds)
 
     ToyGenerator.sample = sample
-    bench.run.executor.load_generator_factory = lambda name: toy_factory
+    bench.run.executor.load_preset = lambda name: toy_factory
     run(runs_dir, ref)
 
 

@@ -16,7 +16,7 @@ import torch
 
 import bench.run.executor
 from bench.download import RemoteFile
-from bench.generator import Generator, PluginOption, PresetInfo, check_overrides, describe
+from bench.generator import Generator, PluginOption, Preset, PresetInfo
 
 
 class ToyGenerator(Generator):
@@ -26,14 +26,12 @@ class ToyGenerator(Generator):
     image_size = 16
     eval_size = 8
     num_classes = 10
-    accepted = {"temperature", "cfg_scale", "precision"}
     #: tests set these to exercise weights and faults
     files: list[RemoteFile] = []
     oom_after_calls: int | None = None
     oom_type: type = RuntimeError
 
     def __init__(self, ckpt=None, device="cpu", **overrides):
-        check_overrides(self.name, overrides, self.accepted)
         self.device = device
         self.temperature = overrides.get("temperature", 1.0)
         self.cfg_scale = overrides.get("cfg_scale", 1.0)
@@ -69,10 +67,10 @@ TOY_OPTIONS = (PluginOption("temperature", float, 1.0, "noise amplitude"),
                PluginOption("precision", str, "fp32", "recorded only", choices=("fp32", "bf16")))
 
 
-@describe(PresetInfo(model="Toy-S", image_size=16, eval_size=8, paper_settings={"cfg_scale": 1.5, "top_k": 0},
-                     paper="nobody 2026"), options=TOY_OPTIONS)
-def toy_factory(ckpt=None, device="cpu", **overrides):
-    return ToyGenerator(ckpt=ckpt, device=device, **overrides)
+#: the toy as a registered preset: its options are checked before `ToyGenerator` is built
+toy_factory = Preset("toy", ToyGenerator, TOY_OPTIONS,
+                     PresetInfo(model="Toy-S", image_size=16, eval_size=8, paper_settings={"cfg_scale": 1.5, "top_k": 0},
+                                paper="nobody 2026"))
 
 
 class ProjectionExtractor:
@@ -105,7 +103,7 @@ def toy_scorer(ref, extractors, metrics=None):
     with np.load(ref.path) as npz:
         ref_pool = extractors[0].extract(npz["arr_0"])["pool"]
 
-    def score(features):
+    def score(features, metrics=None):
         logits = features["logits"]
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
@@ -126,8 +124,8 @@ def write_ref(path: Path, size: int = 8, n: int = 24) -> Path:
 @pytest.fixture(name="toy")
 def toy_fixture(monkeypatch, tmp_path):
     """Register `toy` for the run executor, reset its fault switches, and give a reference batch path."""
-    real = bench.run.executor.load_generator_factory
-    monkeypatch.setattr(bench.run.executor, "load_generator_factory",
+    real = bench.run.executor.load_preset
+    monkeypatch.setattr(bench.run.executor, "load_preset",
                         lambda name: toy_factory if name == "toy" else real(name))
     monkeypatch.setattr(ToyGenerator, "files", [])
     monkeypatch.setattr(ToyGenerator, "oom_after_calls", None)

@@ -17,7 +17,7 @@ resampled FIDs are biased upwards, so only their spread is used; 10 resamples gi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,28 +28,33 @@ from bench.metrics.registry import Metric, ScoreOptions, score
 METHOD = "bootstrap"
 
 
-def bootstrap_std(ref: FeatureSet, sample: FeatureSet, metrics: list[Metric], resamples: int = 10, seed: int = 0,
-                  options: ScoreOptions = ScoreOptions()) -> dict[str, float]:
-    """Standard deviation (ddof=1) of each metric output over `resamples` bootstrap resamples of the sample rows.
-
-    The reference side is not resampled: every run is scored against the same fixed reference batch, so its
-    sampling error is common to the runs a board compares. Outputs a metric cannot compute (no logits, too few
-    rows) are left out rather than reported as 0; so are the non-finite ones.
-    """
+def bootstrap_spread(values: Callable[[np.ndarray], dict[str, float | None]], n: int, resamples: int = 10,
+                     seed: int = 0) -> dict[str, float]:
+    """Standard deviation (ddof=1) of each of `values(rows)` over `resamples` draws of n row indices with
+    replacement. Outputs a resample cannot compute (None: no logits, too few rows) or that are not finite are left
+    out rather than reported as 0: a key is kept only where every resample gave a number."""
     if resamples < 2:
         raise BenchError(f"a bootstrap needs at least 2 resamples to have a spread, got {resamples}")
+    rng = np.random.default_rng(seed)
+    collected: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        for key, value in values(rng.integers(0, n, size=n)).items():
+            if isinstance(value, (int, float, np.floating)) and np.isfinite(value):
+                collected.setdefault(key, []).append(float(value))
+    return {key: float(np.std(v, ddof=1)) for key, v in collected.items() if len(v) == resamples}
+
+
+def bootstrap_std(ref: FeatureSet, sample: FeatureSet, metrics: list[Metric], resamples: int = 10, seed: int = 0,
+                  options: ScoreOptions = ScoreOptions()) -> dict[str, float]:
+    """`bootstrap_spread` of the metrics of `sample`'s rows against `ref`.
+
+    The reference side is not resampled: every run is scored against the same fixed reference batch, so its
+    sampling error is common to the runs a board compares.
+    """
     if not sample.has_images:
         raise BenchError(f"{sample.label}: a bootstrap resamples feature rows; statistics alone cannot be resampled")
-    n = sample.num_images
-    rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {}
-    for _ in range(resamples):
-        rows = rng.integers(0, n, size=n)
-        scored = score(ref, sample.subset(rows), metrics, options)
-        for key, value in scored["metrics"].items():
-            if value is not None and np.isfinite(value):
-                values.setdefault(key, []).append(float(value))
-    return {key: float(np.std(v, ddof=1)) for key, v in values.items() if len(v) == resamples}
+    return bootstrap_spread(lambda rows: score(ref, sample.subset(rows), metrics, options)["metrics"],
+                            sample.num_images, resamples, seed)
 
 
 def noise_record(std: dict[str, float], resamples: int, seed: int = 0) -> dict[str, Any]:

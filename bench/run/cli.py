@@ -16,8 +16,8 @@ import torch
 
 from bench.errors import BenchError
 from bench.features.cli import given_options, network_options
-from bench.generator import (COMMON_OPTIONS, Generator, PluginOption, available_generators,
-                             load_generator_factory, plugin_options, preset_info)
+from bench.generator import COMMON_OPTIONS, PluginOption, Preset, preset_info
+from bench.plugins import available_generators, load_preset
 from bench.metrics import registry
 from bench.metrics.registry import PAPER_NUM_SAMPLES
 from bench.run.executor import RunSettings, execute
@@ -242,21 +242,10 @@ def run_demo_command(ctx: click.Context, runs_dir: str, device: str | None) -> N
     run_demo(runs_dir=Path(runs_dir) / "demo", device=device or "cpu")
 
 
-def _describe_by_building(factory: Callable[..., Generator]) -> dict[str, Any]:
-    """For presets without a `PresetInfo`: build one (factories touch no weights) and read its settings."""
-    generator = factory(device="cpu")
-    config = generator.config()
-    scalar = (str, int, float, bool)
-    return {"model": config.get("model", type(generator).__name__), "image_size": generator.image_size,
-            "eval_size": generator.eval_size, "paper": "",
-            "paper_settings": {k: v for k, v in config.items()
-                               if k not in ("model", "device") and isinstance(v, scalar)}}
-
-
-def _describe(name: str, factory: Callable[..., Generator]) -> str:
-    info, label = preset_info(factory), "paper settings"
+def _describe(name: str, preset: Preset) -> str:
+    info, label = preset_info(preset), "paper settings"
     if info is None:
-        info, label = _describe_by_building(factory), "default settings"
+        return f"{name}\n  (its plugin gives no description)"
     settings = ", ".join(f"{k}={v}" for k, v in info["paper_settings"].items()) or "-"
     source = f" ({info['settings_source']})" if info.get("settings_source") else ""
     return (f"{name}\n  model: {info['model']}  resolution: {info['image_size']}  eval size: {info['eval_size']}\n"
@@ -281,11 +270,9 @@ def _expected_fid_lines(info: dict[str, Any]) -> str:
     return lines
 
 
-def _options_listing(factory: Callable[..., Generator]) -> str:
+def _options_listing(preset: Preset) -> str:
     """The options a preset declares, as `bench run` takes them: a flag for the common ones, --set for the rest."""
-    options = plugin_options(factory)
-    if options is None:
-        return "  options: not declared by its plugin (it checks what it is given itself)"
+    options = preset.options
     if not options:
         return "  options: none"
     rows = []
@@ -313,8 +300,8 @@ def generators_command(name: str | None):
     bench generators dit-xl-2         the same for one preset, and its --set options
     """
     if name is not None:
-        factory = load_generator_factory(name)
-        click.echo(_describe(name, factory) + "\n" + _options_listing(factory))
+        preset = load_preset(name)
+        click.echo(_describe(name, preset) + "\n" + _options_listing(preset))
         return
     known = available_generators()
     if not known:
@@ -322,5 +309,5 @@ def generators_command(name: str | None):
     for preset in sorted(known):
         try:
             click.echo(_describe(preset, known[preset].load()))
-        except Exception as err:  # a broken plugin (failing import or failing factory) must not hide the others
+        except Exception as err:  # a broken plugin (failing import or listing) must not hide the others
             click.echo(f"{preset}\n  (cannot be loaded: {err})")

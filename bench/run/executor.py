@@ -33,12 +33,13 @@ from bench.device import check_device
 from bench.distributed import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.download import resolve_all, sha256_file
 from bench.errors import BenchError
-from bench.generator import Generator, check_options, load_generator_factory
+from bench.generator import Generator
+from bench.plugins import load_preset
 from bench.metrics import registry
 from bench.metrics.registry import Metric
 from bench.result import Result, json_safe, package_versions
 from bench.references import Reference, check_resolution, registry_file, resolve_reference
-from bench.run.score import Scorer
+from bench.run.score import NOT_RESAMPLED, Scorer
 from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 from bench.run.task import Extract, Task
 
@@ -158,8 +159,11 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
     arrays = folder.concat_features(shards)
     scored = task.score(arrays, score_features)
     noise = {}
-    if settings.noise_resamples and hasattr(score, "noise"):
-        noise = task.noise(arrays, lambda sample: score.noise(sample, settings.noise_resamples))
+    if settings.noise_resamples:
+        resampled = [m for m in metrics if m.name not in NOT_RESAMPLED]
+        noise = task.noise(arrays, lambda sample: score(sample, resampled), settings.noise_resamples)
+        skipped = [m.name for m in metrics if m.name in NOT_RESAMPLED]
+        noise.update({"not_estimated": skipped} if skipped else {})
     outputs = task.outputs(folder, shards, arrays, generator, settings.batch_size)
     generated, seconds = sum(n for n, _ in timing), max(s for _, s in timing)
     result = Result(
@@ -193,9 +197,7 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup = Pr
     of each node resolves first, so a download happens once per node, not once per rank; the registry reference
     is resolved alongside (`with_reference`), so an offline user learns every missing file at once.
     """
-    factory = load_generator_factory(settings.generator)
-    generator = factory(ckpt=settings.ckpt, device=device, **check_options(settings.generator, factory,
-                                                                          settings.overrides))
+    generator = load_preset(settings.generator)(ckpt=settings.ckpt, device=device, **settings.overrides)
     if check is not None:
         check(generator)  # before gigabytes of weights are fetched
     remotes = generator.required_files()

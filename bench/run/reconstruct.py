@@ -124,10 +124,12 @@ class ReconstructTask(Task):
 
 
 def frechet_between(a: np.ndarray, b: np.ndarray) -> float:
-    """The Fréchet distance between two feature sets, e.g. reconstructions and their originals."""
-    from bench.metrics import feature_statistics, frechet_distance
+    """The Fréchet distance between two feature sets, e.g. reconstructions and their originals: from `a`'s rows
+    (the N x N route when N is below the width: the noise estimate repeats it per resample)."""
+    from bench.metrics import feature_statistics
+    from bench.metrics.frechet import frechet_distance_from_rows
 
-    return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    return frechet_distance_from_rows(a, *feature_statistics(b))
 
 
 def data_fingerprint(source: ImageSource) -> str:

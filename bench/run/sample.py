@@ -84,9 +84,6 @@ class SampleTask(Task):
     def score(self, arrays: dict[str, np.ndarray], score: Score) -> dict[str, Any]:
         return score(features_only(arrays))
 
-    def noise(self, arrays: dict[str, np.ndarray], noise) -> dict[str, Any]:
-        return noise(features_only(arrays))
-
     def outputs(self, folder: RunFolder, shards: list[Shard], arrays: dict[str, np.ndarray], generator: Generator,
                 batch_size: int) -> dict[str, str]:
         outputs = {}

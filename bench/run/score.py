@@ -34,27 +34,16 @@ class Scorer:
     def num_ref(self) -> int | None:
         return self.ref.num_images
 
-    def __call__(self, features: dict[str, np.ndarray]) -> dict[str, Any]:
-        """{"metrics", "unavailable", "details"} for the samples' arrays (as `registry.score` returns)."""
+    def __call__(self, features: dict[str, np.ndarray], metrics: list[Metric] | None = None) -> dict[str, Any]:
+        """{"metrics", "unavailable", "details"} for the samples' arrays (as `registry.score` returns), with the
+        selected metrics or the subset `metrics` of them (the noise estimate repeats only the cheap ones)."""
         sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
                             unavailable=dict(self.unavailable))
-        return registry.score(self.ref, sample, self.metrics, self.options)
+        return registry.score(self.ref, sample, self.metrics if metrics is None else metrics, self.options)
 
 
-    def noise(self, features: dict[str, np.ndarray], resamples: int, seed: int = 0) -> dict[str, Any]:
-        """The result's `noise` block: a bootstrap over the sample rows (bench.metrics.bootstrap) of every selected
-        metric but Precision/Recall, whose 50k x 10k k-NN per resample would cost more than the run's scoring."""
-        from bench.metrics.bootstrap import bootstrap_std, noise_record
-
-        cheap = [m for m in self.metrics if m.name not in NOT_RESAMPLED]
-        sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
-                            unavailable=dict(self.unavailable))
-        record = noise_record(bootstrap_std(self.ref, sample, cheap, resamples, seed, self.options), resamples, seed)
-        skipped = [m.name for m in self.metrics if m.name in NOT_RESAMPLED]
-        return {**record, **({"not_estimated": skipped} if skipped else {})}
-
-
-#: metrics the run's noise estimate leaves out, for their cost (see `Scorer.noise`)
+#: metrics the run's noise estimate leaves out, for their cost: a 50k x 10k k-NN per resample would cost more than
+#: the run's scoring
 NOT_RESAMPLED = ("precision_recall",)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from bench.generator import Generator
+from bench.metrics.bootstrap import bootstrap_spread, noise_record
 from bench.run.shards import RunFolder, Shard
 
 #: every loaded feature network over uint8 [B, H, W, 3] images -> {array name: [B, D]}
@@ -63,6 +64,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def score(self, arrays: dict[str, np.ndarray], score: Score) -> dict[str, Any]:
         """{"metrics", "unavailable", "details"} from all shards' arrays, concatenated in index order ("index" too)."""
+
+    def noise(self, arrays: dict[str, np.ndarray], score: Score, resamples: int, seed: int = 0) -> dict[str, Any]:
+        """The result's `noise` block: the spread of `self.score` over bootstrap resamples of the items (every array
+        resampled by the same rows, so a reconstruction stays paired with its original). `score` scores only the
+        metrics cheap enough to repeat (the executor leaves out Precision/Recall)."""
+        std = bootstrap_spread(lambda rows: self.score({k: v[rows] for k, v in arrays.items()}, score)["metrics"],
+                               len(arrays["index"]), resamples, seed)
+        return noise_record(std, resamples, seed)
 
     def outputs(self, folder: RunFolder, shards: list[Shard], arrays: dict[str, np.ndarray], generator: Generator,
                 batch_size: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ by 0.18215, decoded by `AutoencoderKL` (sd-vae-ft-ema by default), and quantised
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,8 +18,8 @@ import torch
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import (Generator, PluginOption, PresetInfo, check_overrides, check_sampling, describe,
-                             to_uint8)
+from bench import generator as contract
+from bench.generator import Generator, PluginOption, PresetInfo, to_uint8
 from generators.dit.diffusion import SAMPLERS, TRAIN_STEPS, sample_latents, space_timesteps
 from generators.dit.models import DiT, key_listing, load_dit
 from generators.dit.presets import LATENT_SCALE, PRESETS, VAES, DiTPreset, vae_files
@@ -31,18 +32,25 @@ def preset_options(preset: DiTPreset) -> tuple[PluginOption, ...]:
     """What a DiT preset takes (`bench run --set NAME=VALUE`, or the common flags), with its own defaults."""
     return (
         PluginOption("cfg_scale", float, preset.cfg_scale, "classifier-free guidance scale (1: none)"),
-        PluginOption("steps", (int, str), preset.steps, "sampling steps, e.g. 250, or a respacing like ddim25"),
+        PluginOption("steps", (int, str), preset.steps, "sampling steps, e.g. 250, or a respacing like ddim25",
+                     rule=(valid_steps, "a step count in 1..1000 or a respacing like ddim25")),
         PluginOption("sampler", str, preset.sampler, "reverse process", choices=tuple(SAMPLERS)),
         PluginOption("eta", float, preset.eta, "DDIM noise (0: deterministic)"),
-        PluginOption("vae", str, preset.vae, f"{' | '.join(VAES)} | a local diffusers AutoencoderKL folder"),
+        PluginOption("vae", str, preset.vae, f"{' | '.join(VAES)} | a local diffusers AutoencoderKL folder",
+                     rule=(lambda v: v in VAES or Path(v).expanduser().is_dir(),
+                           f"one of {', '.join(VAES)} or a local VAE folder")),
         PluginOption("cfg_all_channels", bool, False, "guide all 4 latent channels instead of the official first 3"),
         PluginOption("precision", str, "tf32", "DiT compute precision", choices=tuple(PRECISIONS)),
         PluginOption("compile", bool, False, "torch.compile the DiT forward"),
     )
 
 
-#: sampling settings a DiT preset takes (`bench.generator.check_overrides` rejects the rest)
-OVERRIDES = {o.name for o in preset_options(PRESETS["dit-xl-2"])}
+def valid_steps(steps: int | str) -> bool:
+    """A respacing `space_timesteps` accepts (it raises a `BenchError` saying what is wrong otherwise)."""
+    space_timesteps(TRAIN_STEPS, steps)
+    return True
+
+
 #: images decoded per VAE call: the decoder's 512-channel 256x256 activations dominate memory, not DiT's
 VAE_CHUNK = 16
 
@@ -111,14 +119,6 @@ class DiTGenerator(Generator):
         self.compile = bool(compile)
         self.vae = preset.vae if vae is None else str(vae)
         self.cfg_all_channels = bool(cfg_all_channels)
-        if self.sampler not in SAMPLERS:
-            raise BenchError(f"{self.name}: unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}")
-        if self.precision not in PRECISIONS:
-            raise BenchError(f"{self.name}: unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
-        check_sampling(self.name, {"cfg_scale": self.cfg_scale, "eta": self.eta})
-        space_timesteps(TRAIN_STEPS, self.steps)  # a bad --steps fails now, not after the weights are loaded
-        if self.vae not in VAES and not Path(self.vae).expanduser().is_dir():
-            raise BenchError(f"{self.name}: vae must be one of {', '.join(VAES)} or a local VAE folder, got {self.vae!r}")
         self.model: DiT | None = None
         self.autoencoder: torch.nn.Module | None = None
 
@@ -174,14 +174,6 @@ class DiTGenerator(Generator):
             return self.decode(latents)
 
 
-def make_generator(preset: str, ckpt: str | Path | None = None, device: str | torch.device = "cpu",
-                   **overrides: Any) -> DiTGenerator:
-    """The factory behind every DiT entry point: validates overrides (None = preset default), touches no weights."""
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    check_overrides(preset, overrides, OVERRIDES)
-    return DiTGenerator(PRESETS[preset], ckpt=ckpt, device=device, **overrides)
-
-
 def _info(preset: DiTPreset) -> PresetInfo:
     settings = {"cfg_scale": preset.cfg_scale, "steps": preset.steps, "sampler": preset.sampler,
                 "vae": VAES[preset.vae], "cfg_channels": "first 3 of 4 latent channels"}
@@ -191,18 +183,7 @@ def _info(preset: DiTPreset) -> PresetInfo:
                             + ", ".join(f"{k} {v}" for k, v in preset.paper.items()))
 
 
-@describe(_info(PRESETS["dit-xl-2"]), options=preset_options(PRESETS["dit-xl-2"]))
-def dit_xl_2(ckpt: str | Path | None = None, device: str | torch.device = "cpu", **overrides: Any) -> DiTGenerator:
-    """DiT-XL/2 at 256x256 (paper: FID 2.27 with cfg 1.5, 250 DDPM steps)."""
-    return make_generator("dit-xl-2", ckpt, device, **overrides)
-
-
-@describe(_info(PRESETS["dit-xl-2-512"]), options=preset_options(PRESETS["dit-xl-2-512"]))
-def dit_xl_2_512(ckpt: str | Path | None = None, device: str | torch.device = "cpu", **overrides: Any) -> DiTGenerator:
-    """DiT-XL/2 at 512x512, scored at 512 against the 512 reference batch (paper: FID 3.04)."""
-    return make_generator("dit-xl-2-512", ckpt, device, **overrides)
-
-
-def presets() -> dict[str, Any]:
-    """The `bench.generators` entry point: every DiT preset by name."""
-    return {"dit-xl-2": dit_xl_2, "dit-xl-2-512": dit_xl_2_512}
+def presets() -> dict[str, contract.Preset]:
+    """The `bench.generators` entry point: every DiT preset of presets.py (a new preset is one edit there)."""
+    return {name: contract.Preset(name, functools.partial(DiTGenerator, p), preset_options(p), _info(p))
+            for name, p in PRESETS.items()}

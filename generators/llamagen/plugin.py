@@ -12,6 +12,7 @@ scores) applies the official float resize itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -23,8 +24,8 @@ import torch.nn.functional as F
 
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
-from bench.generator import (Generator, PluginOption, PresetInfo, check_overrides, check_sampling, describe,
-                             to_uint8)
+from bench import generator as contract
+from bench.generator import Generator, PluginOption, PresetInfo, to_uint8
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
 from generators.llamagen.gpt import GPT, gpt_config
@@ -73,13 +74,10 @@ class LlamaGen(Generator):
     `load()`; library users can call `sample()` directly, which resolves (and downloads) on first use."""
 
     def __init__(self, preset: Preset, ckpt: str | None = None, device: str = "cpu", **overrides: Any):
+        """`overrides` are the preset's options as `Preset` checked them (bench/generator.py), and `allow_download`."""
         tokenizer = preset.gpt_model is None
-        accepted = {o.name for o in preset_options(preset)} | {"allow_download"}
-        if preset.random_seed is not None:  # no files to point at
-            accepted -= {"vq_ckpt"}
-            if ckpt:
-                raise BenchError(f"generator {preset.name!r} holds random weights: it takes no checkpoint")
-        check_overrides(preset.name, {k: v for k, v in overrides.items() if v is not None}, accepted)
+        if preset.random_seed is not None and ckpt:  # no files to point at
+            raise BenchError(f"generator {preset.name!r} holds random weights: it takes no checkpoint")
         self.preset = preset
         self.name = preset.name
         self.can_reconstruct = tokenizer
@@ -96,11 +94,8 @@ class LlamaGen(Generator):
                               "so make sure it is the file you mean", stacklevel=2)
         self.sampling = {} if tokenizer else {
             k: overrides[k] if overrides.get(k) is not None else getattr(preset, k) for k in SAMPLING_KEYS}
-        check_sampling(preset.name, self.sampling)
         default_precision = "bf16" if self.device.type == "cuda" else "fp32"  # official sampler: bf16
         self.precision = overrides.get("precision") or default_precision
-        if self.precision not in PRECISIONS:
-            raise BenchError(f"precision must be one of {', '.join(PRECISIONS)}, found {self.precision!r}")
         self.compile = bool(overrides.get("compile") or False)
         self.allow_download = overrides.get("allow_download", True)
         self.image_size = preset.image_size
@@ -255,46 +250,24 @@ def _stacked(images: list[np.ndarray], size: int) -> np.ndarray:
     return np.concatenate(images) if images else np.zeros((0, size, size, 3), np.uint8)
 
 
-def _factory(name: str):
-    preset = PRESETS[name]
+def _info(preset: Preset) -> PresetInfo:
     demo = preset.packaged or preset.random_seed is not None
     model = f"LlamaGen {preset.gpt_model or preset.vq_model}"
     if preset.random_seed is not None:
         model += f" with random weights (seed {preset.random_seed})"
     elif demo:
         model += " + VQ-demo" * (preset.gpt_model is not None) + ", trained on the demo photos"
-
-    @describe(PresetInfo(
+    return PresetInfo(
         model=model, image_size=preset.image_size, eval_size=preset.eval_size,
         paper_settings={} if preset.gpt_model is None else {
             "cfg_scale": preset.cfg_scale, "top_k": preset.top_k, "top_p": preset.top_p,
             "temperature": preset.temperature},
         paper=("the embedded demo (generators/llamagen/weights/README.md), not a paper model" if demo else
                "Sun et al. 2024, arXiv:2406.06525"),
-        settings_source=preset.settings_source, claimed_fid=preset.readme_fid))
-    def factory(ckpt: str | None = None, device: str = "cpu", **overrides: Any) -> LlamaGen:
-        return LlamaGen(preset, ckpt=ckpt, device=device, **overrides)
-
-    factory.__name__ = name.replace("-", "_")
-    factory.__doc__ = f"The {name} preset (see generators/llamagen/presets.py)."
-    factory.options = preset_options(preset)
-    return factory
+        settings_source=preset.settings_source, claimed_fid=preset.readme_fid)
 
 
-llamagen_b = _factory("llamagen-b")
-llamagen_b_256 = _factory("llamagen-b-256")
-llamagen_l = _factory("llamagen-l")
-llamagen_l_256 = _factory("llamagen-l-256")
-llamagen_xl = _factory("llamagen-xl")
-llamagen_xxl = _factory("llamagen-xxl")
-llamagen_3b = _factory("llamagen-3b")
-llamagen_vq16 = _factory("llamagen-vq16")
-llamagen_vq8 = _factory("llamagen-vq8")
-llamagen_demo = _factory("llamagen-demo")
-llamagen_demo_vq = _factory("llamagen-demo-vq")
-llamagen_demo_random = _factory("llamagen-demo-random")
-
-
-def presets() -> dict[str, Any]:
-    """The `bench.generators` entry point: a factory for every preset of presets.py (a new preset is one edit there)."""
-    return {name: _factory(name) for name in PRESETS}
+def presets() -> dict[str, contract.Preset]:
+    """The `bench.generators` entry point: every preset of presets.py (a new preset is one edit there)."""
+    return {name: contract.Preset(name, functools.partial(LlamaGen, p), preset_options(p), _info(p))
+            for name, p in PRESETS.items()}
