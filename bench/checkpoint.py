@@ -32,12 +32,16 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        blocked = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
-        if blocked:
+        # torch words a blocked callable differently across versions ("GLOBAL x was not an allowed global",
+        # "unsupported GLOBAL x whose module y is blocked", ...): each names the GLOBAL. (Every weights-only failure,
+        # a corrupt file's too, starts "Weights only load failed", so that alone says nothing.)
+        if "GLOBAL" in str(err):
+            blocked = re.search(r"GLOBAL (\S+)", str(err))
+            name = f" (blocked global: {blocked.group(1)})" if blocked else ""
             raise BenchError(
-                f"{path}: refused for safety: the {what} holds pickled objects other than tensors (blocked global: "
-                f"{blocked.group(1)}), and unpickling them could run arbitrary code. Save the model's state_dict() "
-                "(a dict of tensors) to use it here.") from None
+                f"{path}: refused for safety: the {what} holds pickled objects other than tensors{name}, and "
+                "unpickling them could run arbitrary code. Save the model's state_dict() (a dict of tensors) to "
+                "use it here.") from None
         raise BenchError(f"{path}: cannot be read as a torch {what}: not a torch.save file, or a corrupt one") from None
     except Exception as err:  # not a torch file, truncated, a zip member missing, ...
         raise BenchError(f"{path}: cannot be read as a torch {what} ({_first_line(err)})") from None

@@ -187,7 +187,7 @@ def extraction_options(func):
 
 
 @cli.command("eval")
-@click.argument("ref_batch", type=click.Path(exists=True))
+@click.argument("ref_batch")
 @click.argument("sample_batch", type=click.Path(exists=True))
 @extraction_options
 @click.option("--metrics", "metric_spec", default=None, metavar="LIST",
@@ -207,7 +207,8 @@ def eval_command(ctx, ref_batch, sample_batch, device, batch_size, metric_spec, 
                  no_cache, force, with_kid):
     """Score SAMPLE_BATCH against REF_BATCH: a drop-in for ADM's evaluations/evaluator.py.
 
-    Both are ADM-format .npz files (uint8 NHWC images in `arr_0`) or folders of PNG/JPEG images. A reference
+    Both are ADM-format .npz files (uint8 NHWC images in `arr_0`) or folders of PNG/JPEG images; REF_BATCH may
+    also be a registered name, as `bench run --ref` takes it (imagenet256, ..., demo64). A reference
     .npz that carries `mu`, `sigma`, `mu_s`, `sigma_s` (like VIRTUAL_imagenet256_labeled.npz) has its FID/sFID
     statistics taken from there, as ADM does. Prints ADM's five lines, then any metric added with --metrics:
 
@@ -224,6 +225,9 @@ def eval_command(ctx, ref_batch, sample_batch, device, batch_size, metric_spec, 
     from bench.evaluate import evaluate, summary_lines
     from bench.features import load_extractors
     from bench.metrics import registry
+    from bench.references import known_references, resolve_reference
+
+    ref = resolve_reference(ref_batch)  # a registered name (demo64, imagenet256) or a path
 
     if json_path:
         _check_output(json_path, "--json", [ref_batch, sample_batch])
@@ -231,8 +235,9 @@ def eval_command(ctx, ref_batch, sample_batch, device, batch_size, metric_spec, 
     if with_kid and registry.METRICS["kid"] not in metrics:  # the deprecated --kid adds it, whatever --metrics says
         metrics.append(registry.METRICS["kid"])
     extractors = load_extractors(registry.arrays_needed(metrics), device, options=given_options(ctx))
-    result = evaluate(ref_batch, sample_batch, extractors=extractors, metrics=metrics, exact=exact,
-                      kid_subset_size=kid_subset_size, batch_size=batch_size, cache=not no_cache, force=force)
+    result = evaluate(ref.path, sample_batch, extractors=extractors, metrics=metrics, exact=exact,
+                      kid_subset_size=kid_subset_size, batch_size=batch_size, cache=not no_cache, force=force,
+                      ref_name=ref.name if ref.name in known_references() else None)
     for warning in result["warnings"]:
         click.echo(f"Warning: {warning}", err=True)
     click.echo(summary_lines(result))

@@ -20,9 +20,9 @@ class MissingFilesError(BenchError):
     The message lists each file, where it comes from and where to put it, so an offline user can fix it.
     """
 
-    def __init__(self, missing: list[tuple[str, str, str]]):
-        self.missing = missing
+    def __init__(self, missing: list[tuple[str, str, str]], hint: str = ""):
+        self.missing, self.hint = missing, hint
         lines = ["These files are needed but are not available locally and could not be downloaded:"]
         for name, source, destination in missing:
             lines.append(f"  - {name}\n      from: {source}\n      put it at: {destination}")
-        super().__init__("\n".join(lines))
+        super().__init__("\n".join(lines + ([hint] if hint else [])))

@@ -123,8 +123,10 @@ def content_digest(path: str | Path) -> str:
 
 def evaluate(ref_path: str | Path, sample_path: str | Path, extractor=None, *, extractors: Sequence = (),
              metrics: list[Metric] | None = None, exact: bool = False, kid_subset_size: int | None = None,
-             batch_size: int = 64, cache: bool = True, with_kid: bool = False, force: bool = False) -> dict[str, Any]:
+             batch_size: int = 64, cache: bool = True, with_kid: bool = False, force: bool = False,
+             ref_name: str | None = None) -> dict[str, Any]:
     """Score a sample batch against a reference batch as ADM's evaluator does; returns the result (schema v1).
+    `ref_name` is the reference's registered name where it was given by one (`bench eval demo64 ...`).
 
     `extractor` is the Inception extractor, `extractors` any further networks (DINOv2); `metrics` defaults to
     ADM's five (`with_kid` adds KID). Unavailable metrics are None with their reason under `unavailable`.
@@ -145,7 +147,7 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor=None, *, e
     return Result(
         task="eval",
         metrics=scored["metrics"], unavailable=scored["unavailable"], details=scored["details"],
-        reference={"name": Path(ref_path).name, "path": str(Path(ref_path).resolve()),
+        reference={"name": ref_name or Path(ref_path).name, "path": str(Path(ref_path).resolve()),
                    "sha256": content_digest(ref_path), "resolution": resolution["reference"],
                    "num_ref": ref.num_images},
         samples={"path": str(Path(sample_path).resolve()), "sha256": content_digest(sample_path),

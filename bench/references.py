@@ -21,8 +21,8 @@ import numpy as np
 
 from bench.atomic import atomic_path, write_json
 from bench.batches import ImageSource, NpzImages, NpzWriter, has_images
-from bench.download import RemoteFile, resolve, sha256_file, verify
-from bench.errors import BenchError
+from bench.download import RemoteFile, cache_dir, resolve, sha256_file, verify
+from bench.errors import BenchError, MissingFilesError
 from bench.features.cache import extract_source
 from bench.features.featureset import statistics_keys
 from bench.metrics import feature_statistics
@@ -66,13 +66,36 @@ def packaged_path(entry: dict) -> Path:
     return path
 
 
+def local_references(resolution: int | None = None) -> list[str]:
+    """Registry names usable without a download (packaged, or already in the cache), at `resolution` if given."""
+    usable = []
+    for name, entry in known_references().items():
+        if resolution is not None and entry["resolution"] != resolution:
+            continue
+        if entry.get("packaged") or (cache_dir() / entry["filename"]).is_file():
+            usable.append(name)
+    return usable
+
+
+def offline_hint(resolution: int | None) -> str:
+    """What `--ref` would work here and now, for a message about a reference that cannot be fetched."""
+    local = local_references(resolution)
+    names = f"--ref {' or --ref '.join(local)} (here already), or " if local else ""
+    at = f" at {resolution}x{resolution}" if resolution else ""
+    return f"Or score against a reference you have{at}: {names}--ref PATH (an ADM .npz batch or an image folder)."
+
+
 def resolve_reference(name_or_path: str, allow_download: bool = True) -> Reference:
     """A registry name (downloaded on first use) or a path to an ADM `.npz` batch / statistics / image folder."""
     known = known_references()
     if name_or_path in known:
         entry = known[name_or_path]
-        path = packaged_path(entry) if entry.get("packaged") else resolve(registry_file(name_or_path),
-                                                                          allow_download=allow_download)
+        if entry.get("packaged"):
+            return Reference(name_or_path, packaged_path(entry), entry["resolution"])
+        try:
+            path = resolve(registry_file(name_or_path), allow_download=allow_download)
+        except MissingFilesError as err:
+            raise MissingFilesError(err.missing, offline_hint(entry["resolution"])) from None
         return Reference(name_or_path, path, entry["resolution"])
     path = Path(name_or_path).expanduser()
     if not path.exists():

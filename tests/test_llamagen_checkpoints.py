@@ -2,6 +2,8 @@
 
 import argparse
 
+import os
+
 import pytest
 import torch
 
@@ -64,6 +66,39 @@ def test_arbitrary_pickles_are_refused(tmp_path):
 
 class _Foreign:
     pass
+
+
+class _CallsAFunction:
+    """A pickle that calls a function when loaded (here a harmless one): what a malicious checkpoint does."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_a_pickle_that_calls_a_function_is_refused_for_safety_whatever_the_torch_wording(tmp_path, monkeypatch):
+    """torch 2.13 words this "unsupported GLOBAL posix.getcwd whose module posix is blocked" (earlier: "was not an
+    allowed global"); it used to be reported as "not a torch.save file, or a corrupt one"."""
+    import pickle
+
+    import bench.checkpoint
+
+    path = tmp_path / "calls.pt"
+    torch.save({"model": tiny_gpt().state_dict(), "x": _CallsAFunction()}, path)
+    with pytest.raises(BenchError, match=r"refused for safety.*blocked global: (posix|os)\.getcwd"):
+        read_state_dict(path)
+    for wording in ("Weights only load failed. Unsupported global: GLOBAL a.b was not an allowed global by default.",
+                    "Weights only load failed. Trying to load unsupported GLOBAL a.b whose module a is blocked."):
+        def fails(*args, **kwargs):
+            raise pickle.UnpicklingError(wording)
+
+        monkeypatch.setattr(bench.checkpoint.torch, "load", fails)
+        with pytest.raises(BenchError, match="refused for safety"):
+            read_state_dict(path)
+    (tmp_path / "garbage.pt").write_bytes(b"\x80\x02garbage")
+    monkeypatch.undo()
+    with pytest.raises(BenchError, match="cannot be read") as corrupt:
+        read_state_dict(tmp_path / "garbage.pt")
+    assert "safety" not in str(corrupt.value)
 
 
 def test_non_dict_and_missing_file_and_no_state_dict(tmp_path):

@@ -32,13 +32,13 @@ from bench.atomic import atomic_path
 from bench.device import check_device
 from bench.distributed import ProcessGroup, gather_files, init_from_env, shutdown
 from bench.download import resolve_all, sha256_file
-from bench.errors import BenchError
+from bench.errors import BenchError, MissingFilesError
 from bench.generator import Generator
 from bench.plugins import load_preset
 from bench.metrics import registry
 from bench.metrics.registry import Metric
 from bench.result import Result, json_safe, package_versions
-from bench.references import Reference, check_resolution, registry_file, resolve_reference
+from bench.references import Reference, check_resolution, offline_hint, registry_file, resolve_reference
 from bench.run.score import NOT_RESAMPLED, Scorer
 from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 from bench.run.task import Extract, Task
@@ -212,7 +212,12 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup = Pr
         reference = registry_file(settings.ref or generator.default_reference) if group.is_main and with_reference \
             else None
         extra = [reference] if reference is not None else []
-        paths = resolve_all(remotes + extra, explicit, settings.allow_download)[:len(remotes)]
+        try:
+            paths = resolve_all(remotes + extra, explicit, settings.allow_download)[:len(remotes)]
+        except MissingFilesError as err:
+            if reference is None or reference.filename not in {name for name, _, _ in err.missing}:
+                raise
+            raise MissingFilesError(err.missing, offline_hint(generator.eval_size)) from None
     group.barrier()
     if paths is None:
         paths = resolve_all(remotes, explicit, allow_download=False)

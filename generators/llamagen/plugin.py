@@ -106,6 +106,11 @@ class LlamaGen(Generator):
 
     # ---- contract -------------------------------------------------------------------------------------
 
+    @property
+    def default_reference(self) -> str:
+        """The demo presets score against the demo's own packaged val split; the releases against ADM's batch."""
+        return self.preset.reference or super().default_reference
+
     def config(self) -> dict[str, Any]:
         """The resolved configuration. `gpt_ckpt` / `vq_ckpt` name the files actually used: a user's `--ckpt` or
         `vq_ckpt` by its own name (provenance.checkpoints holds its path and sha256). `official_weights` is False

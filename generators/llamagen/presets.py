@@ -86,6 +86,7 @@ class Preset:
     num_classes: int = 1000  # the classes the GPT is conditioned on (ImageNet's 1000; the demo's 8 photographs)
     packaged: bool = False  # the files ship with the package (WEIGHTS_DIR): nothing to download
     random_seed: int | None = None  # no files: both models hold random weights drawn from this seed
+    reference: str | None = None  # what `bench run` scores against without --ref (None: ADM's ImageNet batch)
 
 
 #: where the release presets' sampling settings come from (see the module docstring)
@@ -117,9 +118,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # The embedded demo (64 px, 8 classes, 8x8 tokens): not a release, see the module docstring.
     Preset("llamagen-demo", "GPT-demo", "demo_gpt.safetensors", 64, vq_model="VQ-demo",
            vq_file="demo_vq.safetensors", downsample=8, cfg_scale=DEMO_CFG, eval_size=64, num_classes=8,
-           packaged=True, settings_source=DEMO_SETTINGS),
+           packaged=True, settings_source=DEMO_SETTINGS, reference="demo64"),
     Preset("llamagen-demo-vq", None, None, 64, vq_model="VQ-demo", vq_file="demo_vq.safetensors", downsample=8,
-           eval_size=64, num_classes=8, packaged=True),
+           eval_size=64, num_classes=8, packaged=True, reference="demo64"),
     Preset("llamagen-demo-random", "GPT-demo", None, 64, vq_model="VQ-demo", vq_file=None, downsample=8,
-           cfg_scale=DEMO_CFG, eval_size=64, num_classes=8, random_seed=0, settings_source=DEMO_SETTINGS),
+           cfg_scale=DEMO_CFG, eval_size=64, num_classes=8, random_seed=0, settings_source=DEMO_SETTINGS,
+           reference="demo64"),
 ]}
