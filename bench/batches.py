@@ -101,6 +101,31 @@ class ImageSource(abc.ABC):
         """A digest of the images' content, the key of the activation cache."""
 
 
+class ArrayImages(ImageSource):
+    """Images already in memory (uint8 NHWC), e.g. a validation split built on the fly: an `ImageSource`, so the
+    activation cache keys them by content like any file."""
+
+    def __init__(self, images: np.ndarray, label: str = "images"):
+        self.images = check_images(images, label)
+        self.path = Path(label)
+        self._content_hash: str | None = None
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.images), batch_size):
+            yield self.images[start:start + batch_size]
+
+    def content_hash(self) -> str:
+        if self._content_hash is None:
+            digest = hashlib.sha256(f"{self.images.shape}\n".encode())
+            digest.update(np.ascontiguousarray(self.images).data)
+            self._content_hash = digest.hexdigest()
+        return self._content_hash
+
+
 def _read_npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(f)
     if version == (1, 0):

@@ -408,7 +408,10 @@ def regress_command(preset, vq_ckpt, data, baseline_path, update, device, offlin
 
     Reconstructs a fixed validation split and compares rFID (vs the originals), PSNR and SSIM with the
     baseline entry for the preset, within the tolerances stored there (they absorb float rounding across CPU
-    kinds). A baseline measured on another tokenizer file, split or Inception is refused.
+    kinds). The checkpoint is what the gate judges: a new tokenizer file of the same architecture is gated against
+    the baseline (the file it was measured on is recorded beside it). A baseline measured on another architecture,
+    split or Inception weights is refused (exit 2). The originals' features are cached: a second call extracts
+    only the reconstructions'.
 
     \b
     bench regress --tokenizer llamagen-demo-vq --baseline reference_stats/baselines.json

@@ -28,8 +28,9 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import atomic
-from bench.batches import open_images
+from bench.batches import ArrayImages, open_images
 from bench.errors import BenchError
+from bench.features.cache import extract_source
 from bench.generator import Generator
 from bench.metrics import feature_statistics, frechet_distance, psnr, ssim
 
@@ -73,7 +74,10 @@ def load_split(data: str | None, image_size: int) -> tuple[np.ndarray, str]:
 
 
 def measure(generator: Generator, images: np.ndarray, extractor, batch_size: int = 32) -> dict[str, float]:
-    """rFID (reconstructions vs originals), mean PSNR and mean SSIM over the split, at the preset's eval size."""
+    """rFID (reconstructions vs originals), mean PSNR and mean SSIM over the split, at the preset's eval size.
+
+    The originals' features come from the activation cache after the first call (keyed by their content and
+    the Inception weights), so a gate costs one Inception pass, over the reconstructions."""
     originals, recons = [], []
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc=f"reconstruct {generator.name}", unit="batch"):
@@ -81,7 +85,8 @@ def measure(generator: Generator, images: np.ndarray, extractor, batch_size: int
             originals.append(generator.to_eval_size(batch))
             recons.append(generator.to_eval_size(generator.reconstruct(batch)))
     x, y = np.concatenate(originals), np.concatenate(recons)
-    fx, fy = extractor.extract(x)["pool"], extractor.extract(y)["pool"]
+    fx = extract_source(ArrayImages(x, "originals"), [extractor], batch_size)["pool"]
+    fy = extractor.extract(y)["pool"]
     xf, yf = x.astype(np.float64) / 255, y.astype(np.float64) / 255
     return {"rfid": frechet_distance(*feature_statistics(fy), *feature_statistics(fx)),
             "psnr": float(np.mean(psnr(yf, xf, data_range=1.0))),
@@ -120,9 +125,12 @@ def compare(current: dict[str, float], entry: dict[str, Any]) -> Verdict:
     return Verdict(rows, failures)
 
 
-def read_baselines(path: Path) -> dict[str, Any]:
+def read_baselines(path: Path, update: bool = False) -> dict[str, Any]:
+    """The baseline file's entries; a missing file is an error unless it is about to be written (`update`)."""
     if not path.exists():
-        return {}
+        if update:
+            return {}
+        raise BenchError(f"--baseline {path}: no such file (record a baseline with --update)")
     try:
         data = json.loads(path.read_text())
     except ValueError as err:
@@ -148,7 +156,7 @@ def regress(preset: str, baseline_path: str | Path, *, vq_ckpt: str | None = Non
     """Measure the tokenizer; with `update`, write the baseline (atomically) and return (None, numbers);
     otherwise compare against the stored entry and return the verdict."""
     baseline_path = Path(baseline_path)
-    baselines = read_baselines(baseline_path)
+    baselines = read_baselines(baseline_path, update)
     if not update and preset not in baselines:
         known = ", ".join(sorted(baselines)) or "none"
         raise BenchError(f"--baseline {baseline_path}: no entry for {preset!r} (it has: {known}); "

@@ -210,3 +210,29 @@ def test_the_shipped_demo_tokenizer_passes_and_a_perturbed_decoder_fails(tmp_pat
     save_file(tensors, str(tmp_path / "degraded.safetensors"), metadata=metadata)
     out = invoke(*common, "--vq-ckpt", tmp_path / "degraded.safetensors")
     assert out.exit_code == 1 and "FAIL: " in out.output and "WORSE" in out.output, out.output
+
+
+def test_a_missing_baseline_file_is_named_and_the_help_says_what_is_gated(gate):
+    tmp_path, ckpt = gate
+    out = invoke("--tokenizer", "toy-vq", "--vq-ckpt", ckpt, "--data", tmp_path / "val.npz",
+                 "--baseline", tmp_path / "missing.json")
+    assert out.exit_code == 2 and "missing.json: no such file" in out.output, out.output
+    help_text = " ".join(invoke("--help").output.split())
+    assert "a new tokenizer file of the same architecture is gated against the baseline" in help_text
+    assert "measured on another tokenizer file" not in help_text  # it used to say so, while the gate gates it
+
+
+def test_a_second_gate_extracts_only_the_reconstructions(gate, monkeypatch):
+    """The originals' Inception features come from the activation cache after the first call: one pass, not two."""
+    tmp_path, ckpt = gate
+    seen = []
+    real = Extractor.extract
+    monkeypatch.setattr(Extractor, "extract", lambda self, images: seen.append(len(images)) or real(self, images))
+    baseline = tmp_path / "baselines.json"
+    args = ("--tokenizer", "toy-vq", "--vq-ckpt", ckpt, "--data", tmp_path / "val.npz", "--baseline", baseline)
+    assert invoke(*args, "--update").exit_code == 0
+    assert sum(seen) == 80  # originals and reconstructions of the 40 images
+    seen.clear()
+    out = invoke(*args)
+    assert out.exit_code == 0 and "PASS" in out.output, out.output
+    assert sum(seen) == 40  # the reconstructions alone
