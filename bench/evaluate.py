@@ -22,7 +22,7 @@ from bench.features.cache import extract_source
 from bench.features.featureset import statistics_keys
 from bench.metrics import registry
 from bench.metrics.registry import PAPER_NUM_SAMPLES, Metric, ScoreOptions  # noqa: F401  (re-exported)
-from bench.result import Result, package_versions
+from bench.result import Result, metric_value, package_versions
 
 
 def arrays_of(extractor) -> dict[str, int]:
@@ -162,12 +162,14 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor=None, *, e
 
 
 def summary_lines(result: dict[str, Any]) -> str:
-    """ADM's five lines, in its order and wording, then one line per further metric."""
+    """ADM's five lines, in its order and wording, then one line per further metric; a metric without a value says
+    why ("unavailable (...)"). `bench eval` and `bench run` print results with it."""
     metrics, unavailable = result["metrics"], result.get("unavailable", {})
 
     def show(key: str) -> str:
         value = metrics.get(key)
-        return repr(float(value)) if value is not None else f"unavailable ({unavailable.get(key, 'not computed')})"
+        return repr(metric_value(value)) if value is not None else \
+            f"unavailable ({unavailable.get(key, 'not computed')})"
 
     adm = [("Inception Score", "inception_score"), ("FID", "fid"), ("sFID", "sfid"), ("Precision", "precision"),
            ("Recall", "recall")]
@@ -175,7 +177,7 @@ def summary_lines(result: dict[str, Any]) -> str:
     for key in metrics:
         if key in dict((k, t) for t, k in adm):
             continue
-        title = registry.OUTPUTS[key].title if key in registry.OUTPUTS else key
+        title = registry.OUTPUTS[key].title_of(key) if key in registry.OUTPUTS else key
         line = f"{title}: {show(key)}"
         if key == "kid" and metrics[key] is not None:
             details = result.get("details", {})

@@ -169,13 +169,21 @@ def test_settings_that_differ_are_keyed_by_run_in_board_order_without_padding(ru
     assert "Warnings recorded by the runs:\n  [d] only d warns" in out.stdout
 
 
-def test_a_setting_some_runs_lack_differs_and_says_who_lacks_it(tmp_path):
+def test_a_setting_only_some_runs_record_is_no_difference_and_is_said_once(tmp_path):
+    """An eval result records none of the sampling settings: "Settings that differ" listed ~50 settings that were
+    equal wherever recorded. Only settings recorded with two values differ; who records fewer is said once."""
     write_result(tmp_path / "a", "a", 2.0)
     write_result(tmp_path / "b", "b", 3.0, cfg=None)
+    write_result(tmp_path / "c", "c", 2.5, cfg=2.0)
     board = build([tmp_path], compare=True)
-    assert board.differing["generator_config.cfg_scale"] == {"a": 1.5}
-    out = report(tmp_path, "--compare")
-    assert "generator_config.cfg_scale: a=1.5 (not recorded: b)" in out.stdout
+    assert board.differing["generator_config.cfg_scale"] == {"a": 1.5, "c": 2.0}
+    assert board.unrecorded == {"b": ["generator_config.cfg_scale"]}
+    write_result(tmp_path / "c", "c", 2.5, cfg=1.5)
+    board = build([tmp_path], compare=True)
+    assert "generator_config.cfg_scale" not in board.differing and board.unrecorded == {"b": ["generator_config.cfg_scale"]}
+    out = report(tmp_path, "--compare").stdout
+    assert "Settings that differ between runs: none" in out
+    assert "Runs that record fewer settings (those are not compared):\n  b: 1 (generator_config.cfg_scale)" in out
 
 
 def test_outcomes_are_not_settings(tmp_path):

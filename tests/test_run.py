@@ -403,7 +403,8 @@ def test_ckpt_for_a_generator_without_files_is_refused(toy, tmp_path):
 def fake_execute(seen: dict):
     def execute(task, s):
         seen.update(task=task, s=s)
-        return {"run_id": "x", "metrics": {"fid": 1.0}}
+        return {"run_id": "x", "metrics": {"fid": 1.0, "inception_score": None},
+                "unavailable": {"inception_score": "no softmax layer in these weights"}}
 
     return execute
 
@@ -418,7 +419,8 @@ def test_cli_forwards_only_given_sampling_settings(toy, tmp_path, monkeypatch):
     assert s.overrides == {"temperature": 0.5, "precision": "bf16", "compile": False}
     assert (task.num_samples, task.labels, task.seed, s.batch_size, s.device, s.metrics) == (8, "balanced", 9, 4, "cpu",
                                                                                             "+kid")
-    assert "fid: 1.0" in res.output
+    # one formatter with `bench eval`: ADM's wording, and why a metric is missing (not "inception_score: None")
+    assert "FID: 1.0" in res.output and "Inception Score: unavailable (no softmax layer in these weights)" in res.output
 
 
 def test_cli_set_values_are_typed_and_deprecated_flags_are_aliases_of_set(toy, tmp_path, monkeypatch):

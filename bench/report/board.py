@@ -33,6 +33,8 @@ class Board:
     baseline: str | None = None
     #: setting -> {run: value}, runs in board order (see `compare.differing_settings`)
     differing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: run -> the settings others record and it does not (see `compare.unrecorded_settings`)
+    unrecorded: dict[str, list[str]] = field(default_factory=dict)
     #: warning -> the runs that recorded it, in board order
     warnings: dict[str, list[str]] = field(default_factory=dict)
     #: the published rows some run matches (`reports/published.csv` columns), in board order of first match
@@ -146,4 +148,5 @@ def build(paths: Iterable[str | Path], compare: bool = False, baseline: int | st
     paper = published.published().loc[list(matched)] if compare and len(matched) else pd.DataFrame()
     return Board(board=board, table=ranked, sort_by=sort_by, compared=compare, baseline=base,
                  differing=comparing.differing_settings(ranked) if compare else {},
+                 unrecorded=comparing.unrecorded_settings(ranked) if compare else {},
                  warnings=comparing.run_warnings(ranked), paper=paper, skipped=skipped)

@@ -133,16 +133,27 @@ def compare(table: pd.DataFrame, baseline: int | str = 0) -> tuple[pd.DataFrame,
 
 
 def differing_settings(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Setting -> {run: value} for every setting whose value is not the same in all rows, runs in the table's
-    order. A run that does not record a setting others record is left out of its mapping (shown as "not
-    recorded" by the formats), never padded with NaN."""
+    """Setting -> {run: value} for every setting recorded with more than one value, runs in the table's order. A
+    run that does not record it is left out of its mapping (shown as "not recorded"); a setting recorded alike by
+    every run that records it is no difference (`unrecorded_settings` says who records fewer)."""
     differing: dict[str, dict[str, Any]] = {}
     for column in filter(is_setting, table.columns):
-        values = table[column]
-        if values.astype(str).nunique(dropna=False) > 1:  # a value some runs lack differs too
-            differing[setting_label(column)] = {run: value for run, value in zip(table["run"], values)
-                                                if not pd.isna(value)}
+        recorded = {run: value for run, value in zip(table["run"], table[column]) if not pd.isna(value)}
+        if len({str(v) for v in recorded.values()}) > 1:
+            differing[setting_label(column)] = recorded
     return differing
+
+
+def unrecorded_settings(table: pd.DataFrame) -> dict[str, list[str]]:
+    """Run -> the settings other runs record and it does not (an eval result records no sampling settings), for
+    the runs that lack any: said once per run instead of as a "difference" per setting."""
+    lacking: dict[str, list[str]] = {}
+    for column in filter(is_setting, table.columns):
+        values = table[column]
+        if values.notna().any():
+            for run in table.loc[values.isna(), "run"]:
+                lacking.setdefault(run, []).append(setting_label(column))
+    return lacking
 
 
 def run_warnings(table: pd.DataFrame) -> dict[str, list[str]]:

@@ -152,6 +152,13 @@ def paper_table(board: Board) -> pd.DataFrame:
         .reset_index(drop=True)
 
 
+def unrecorded_note(board: Board) -> str:
+    """One line per run that records fewer settings than the others (not listed as differences)."""
+    lines = [f"  {run}: {len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+             for run, names in board.unrecorded.items()]
+    return "Runs that record fewer settings (those are not compared):\n" + "\n".join(lines)
+
+
 def report_text(board: Board) -> str:
     """What `bench report` prints: the table, then (with --compare) the published rows matched, the settings
     that differ (keyed by run, in board order), and the warnings the runs recorded (each said once)."""
@@ -170,6 +177,8 @@ def report_text(board: Board) -> str:
             lines.append(f"  {setting}: {shown}" + (f" (not recorded: {', '.join(missing)})" if missing else ""))
         parts.append("Settings that differ between runs:\n" + "\n".join(lines) if lines
                      else "Settings that differ between runs: none")
+        if board.unrecorded:
+            parts.append(unrecorded_note(board))
     missing = board.board.attrs.get("missing", {})
     if missing:
         parts.append("Missing values ('-': not computed, NaN: computed but undefined):\n" + "\n".join(

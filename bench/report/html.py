@@ -26,7 +26,7 @@ from bench.report import charts as charting
 from bench.metrics.registry import lower_is_better
 from bench.report.board import UNDEFINED_WHY, Board
 from bench.report.compare import NOISE_RULE, is_setting, setting_label
-from bench.report.formats import cell, paper_table, short, title
+from bench.report.formats import cell, paper_table, short, title, unrecorded_note
 from bench.result import now
 
 #: a sample grid larger than this is linked by path instead of inlined (the page should stay mailable)
@@ -195,8 +195,10 @@ def _plain_table(frame: pd.DataFrame) -> str:
 def differing_html(board: Board) -> str:
     """Settings that differ: one row per setting, one column per run in board order; "not recorded" where a run
     lacks it."""
+    note = "".join(f"<p class='note'>{esc(line.strip())}</p>" for line in unrecorded_note(board).splitlines()) \
+        if board.unrecorded else ""
     if not board.differing:
-        return "<p>None: every recorded setting is the same in all runs.</p>" if board.compared else ""
+        return ("<p>None: every recorded setting is the same in all runs.</p>" + note) if board.compared else ""
     runs = board.board["run"].tolist()
     head = "<th class='text'>setting</th>" + "".join(f"<th class='text'>{esc(r)}</th>" for r in runs)
     body = "".join(
@@ -204,7 +206,7 @@ def differing_html(board: Board) -> str:
             f"<td class='text' title='{esc(values[r])}'>{esc(short(setting, values[r]))}</td>" if r in values
             else "<td class='text missing'>not recorded</td>"
             for r in runs) + "</tr>" for setting, values in board.differing.items())
-    return f"<table class='differing'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table class='differing'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
 
 # -- images ------------------------------------------------------------------------------------------------------

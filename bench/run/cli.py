@@ -15,6 +15,7 @@ import click
 import torch
 
 from bench.errors import BenchError
+from bench.evaluate import summary_lines
 from bench.features.cli import given_options, network_options
 from bench.generator import COMMON_OPTIONS, PluginOption, Preset, preset_info
 from bench.plugins import available_generators, load_preset
@@ -216,8 +217,7 @@ def run_command(ctx, generator, task, data, ref, ckpt, num_samples, batch_size, 
             click.echo(f"\n== sweep: {', '.join(f'{k}={v}' for k, v in swept.items())}", err=True)
         result = execute(chosen, settings)  # Ctrl-C: the executor says which shards are kept, bench.cli prints it
         if result is not None:
-            for key, value in result["metrics"].items():
-                click.echo(f"{key}: {value}")
+            click.echo(summary_lines(result))
             written.append(Path(settings.runs_dir) / result["run_id"] / "result.json")
             click.echo(f"result: {written[-1]}")
     if len(written) > 1:
