@@ -21,6 +21,7 @@ from bench.cli import _Group
 from bench.download import RemoteFile
 from bench.errors import BenchError, ChecksumError
 from bench.metrics.registry import arrays_needed, sample_size_warnings, select
+from bench.report import build
 from bench.result import json_safe
 from bench.run.cli import run_command
 from bench.run.executor import RunSettings, execute
@@ -275,6 +276,23 @@ def test_save_grid_tiles_the_first_samples_at_full_resolution(toy, tmp_path):
     full = toy_factory().sample(torch.from_numpy(plan.labels(idx)), torch.from_numpy(plan.seeds(idx)))
     np.testing.assert_array_equal(grid[16:32, 0:16], full[4])
     assert not grid[32:, 32:].any()  # the two unused cells stay black
+
+
+def test_a_finished_runs_grid_is_reused_not_sampled_again(toy, tmp_path, monkeypatch):
+    """Re-running a finished run with --save-grid sampled its 64 grid images again every time (most of the cached
+    demo re-run); now only when the grid was made in batches of another size (their rounding could differ)."""
+    calls = []
+    real = ToyGenerator.sample
+    monkeypatch.setattr(ToyGenerator, "sample", lambda self, labels, seeds: calls.append(len(labels)) or
+                        real(self, labels, seeds))
+    first = go(settings(tmp_path, toy, num_samples=10, save_grid=True))
+    before = Path(first["outputs"]["grid"]).read_bytes()
+    calls.clear()
+    again = go(settings(tmp_path, toy, num_samples=10, save_grid=True))
+    assert calls == [] and Path(again["outputs"]["grid"]).read_bytes() == before
+    go(settings(tmp_path, toy, num_samples=10, save_grid=True, batch_size=4))
+    assert sum(calls) == 10  # another batch size: the grid is drawn again (the run itself is resumed, not sampled)
+    assert "grid.json" not in " ".join(build([tmp_path / "runs"]).skipped)
 
 
 def test_out_of_memory_says_so_and_keeps_finished_shards(toy, tmp_path):

@@ -22,8 +22,8 @@ import pandas as pd
 from bench import result as schema
 from bench.errors import BenchError
 
-#: JSON files bench writes beside results that are not results (a run folder's sampling manifest): not warned about
-BOOKKEEPING = ("manifest.json",)
+#: JSON files bench writes beside results that are not results (a run folder's manifest, its grid record): not warned about
+BOOKKEEPING = ("manifest.json", "grid.json")
 #: top-level columns that are not metrics: the schema's fields, the loader's two, and `compare`'s two flags
 #: (the other columns `compare` adds have a space in their name: "fid delta", "why not comparable")
 NOT_METRICS = frozenset({f.name for f in dataclasses.fields(schema.Result)}

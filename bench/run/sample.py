@@ -11,6 +11,7 @@ scored with the selected metrics (ADM's five by default), exactly as `bench eval
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from bench.atomic import atomic_path
+from bench.atomic import write_json as atomic_write_json
 from bench.batches import NpzWriter
 from bench.errors import BenchError
 from bench.generator import Generator
@@ -93,7 +95,7 @@ class SampleTask(Task):
                 write_npz(folder, shards, arrays["label"], npz)
             outputs["npz"] = str(npz)
         if self.save_grid:
-            outputs["grid"] = str(write_grid(generator, self.plan, batch_size, folder.path / "grid.png"))
+            outputs["grid"] = str(grid_for(generator, self.plan, batch_size, folder.path / "grid.png"))
         return outputs
 
 
@@ -120,6 +122,22 @@ def write_npz(folder: RunFolder, shards: list[Shard], labels: np.ndarray, path: 
     writer.close(arr_1=labels)
     for shard in shards:
         folder.shard_file(shard, "images").unlink()
+    return path
+
+
+def grid_for(generator: Generator, plan: SamplingPlan, batch_size: int, path: Path) -> Path:
+    """The run's grid: the one already written in this run folder when it was made in batches of the same size
+    (the folder's fingerprint fixes everything else that decides the images), else a new one. A finished run
+    re-run with --save-grid then costs nothing; a grid from other batch shapes could differ by float rounding."""
+    record = path.with_suffix(".json")
+    made = {"batch_size": batch_size, "num_images": min(GRID_SIZE, plan.num_samples)}
+    try:
+        if path.is_file() and json.loads(record.read_text()) == made:
+            return path
+    except (OSError, ValueError):
+        pass
+    write_grid(generator, plan, batch_size, path)
+    atomic_write_json(record, made)
     return path
 
 
