@@ -309,14 +309,8 @@ class FolderImages(ImageSource):
         return len(self.files)
 
     def _load(self, file: Path) -> np.ndarray:
-        with _opened(file) as image:
-            image.load()
-            if image.mode in WIDE_MODES:  # convert("RGB") would clip 16-bit values to white, silently
-                raise BenchError(f"{file}: a {image.mode} image (more than 8 bits per channel); ADM's evaluator "
-                                 "reads 8-bit RGB, so convert the images to 8 bits first")
-            if self.center_crop:
-                return center_crop_arr(image, self.center_crop)
-            return np.asarray(image.convert("RGB"))
+        image = read_rgb(file)
+        return center_crop_arr(image, self.center_crop) if self.center_crop else np.asarray(image)
 
     def sizes(self) -> set[tuple[int, int]]:
         """The distinct (width, height) of the images, from their headers (no decoding)."""
@@ -352,14 +346,30 @@ class FolderImages(ImageSource):
         return self._content_hash
 
 
+#: what PIL raises for a damaged, truncated or unsupported file while opening or decoding it
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
+
+
 @contextlib.contextmanager
 def _opened(file: Path) -> Iterator[Image.Image]:
     """`Image.open`, with any failure to read or decode the file (inside the block too) named as that file's."""
     try:
         with Image.open(file) as image:
             yield image
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise BenchError(f"{file}: unreadable image ({err})") from None
+    except DECODE_ERRORS as err:
+        raise BenchError(f"{file}: unreadable image ({type(err).__name__}: {err})") from None
+
+
+def read_rgb(file: str | os.PathLike) -> Image.Image:
+    """The one image reader of every command (evaluation, references, reconstruction, the LlamaGen trainers): the
+    decoded image as 8-bit RGB, or a `BenchError` naming the file. An image of more than 8 bits per channel is
+    refused: `convert("RGB")` would clip a 16-bit PNG's values to white, silently."""
+    with _opened(Path(file)) as image:
+        image.load()
+        if image.mode in WIDE_MODES:
+            raise BenchError(f"{file}: a {image.mode} image (more than 8 bits per channel); ADM's evaluator reads "
+                             "8-bit RGB, so convert the images to 8 bits first")
+        return image.convert("RGB")
 
 
 def open_images(path: str | os.PathLike, center_crop: int | None = None) -> ImageSource:

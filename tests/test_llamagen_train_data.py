@@ -240,7 +240,7 @@ def test_extracting_into_a_folder_in_use_is_refused(tmp_path, held_lock):
 def test_unreadable_images_are_listed_before_extraction_or_left_out(tmp_path):
     root = _image_folder(tmp_path / "data")
     (root / "a_class" / "img1.png").write_bytes((root / "a_class" / "img1.png").read_bytes()[:60])  # cut short
-    with pytest.raises(BenchError, match=r"1 of 6 images cannot be read:\n  .*img1.png: not a readable image"):
+    with pytest.raises(BenchError, match=r"1 of 6 images cannot be read:\n  .*img1.png: unreadable image"):
         extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0)
     assert not (tmp_path / "codes" / "codes.npy").exists()
 
@@ -250,3 +250,21 @@ def test_unreadable_images_are_listed_before_extraction_or_left_out(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["num_images"] == 5 and meta["skipped_images"] == ["a_class/img1.png"]
     assert np.load(out / "labels.npy").tolist() == [0, 0, 1, 1, 1]
+
+
+def test_a_16_bit_image_gets_the_same_refusal_in_training_as_in_evaluation(tmp_path):
+    """`convert("RGB")` turned 98.8% of a 16-bit grayscale PNG white in the trainers while `bench eval` refused it:
+    every command now reads images through `bench.batches.read_rgb`."""
+    from bench.batches import FolderImages, read_rgb
+
+    root = _image_folder(tmp_path / "data")
+    wide = np.linspace(0, 65535, 40 * 52).reshape(40, 52).astype(np.uint16)
+    Image.fromarray(wide).save(root / "a_class" / "img1.png")  # a 16-bit grayscale PNG (mode I;16)
+    with pytest.raises(BenchError, match="img1.png: a I;16 image \\(more than 8 bits per channel\\)") as evaluated:
+        FolderImages(root).read(0, 6)
+    with pytest.raises(BenchError, match=r"1 of 6 images cannot be read:\n  .*img1.png: a I;16 image") as trained:
+        extract_codes(_toy_encoder, root, tmp_path / "codes", image_size=16, codebook_size=16, num_workers=0)
+    assert "more than 8 bits" in str(evaluated.value) and "more than 8 bits" in str(trained.value)
+    with pytest.raises(BenchError, match="more than 8 bits"):
+        ImageFolderDataset(root, image_size=16)[1]  # train-vq's reader
+    assert read_rgb(root / "a_class" / "img0.png").mode == "RGB"

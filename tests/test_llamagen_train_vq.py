@@ -257,8 +257,8 @@ def test_unreadable_images_are_listed_before_step_one(images, tmp_path):
         train_vq(config(data, tmp_path / "run", max_steps=2))
     message = str(err.value)
     assert "2 of 10 images cannot be read" in message and "--skip-bad-images" in message
-    assert "cut.jpg: not a readable image (OSError: image file is truncated" in message, message
-    assert "notes.png: not a readable image (UnidentifiedImageError" in message
+    assert "cut.jpg: unreadable image (OSError: image file is truncated" in message, message
+    assert "notes.png: unreadable image (UnidentifiedImageError" in message
     assert not (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "checkpoints").exists()
 
     with pytest.warns(UserWarning, match=r"left out 2 unreadable image\(s\) of 10 \(--skip-bad-images\)"):

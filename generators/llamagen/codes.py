@@ -39,12 +39,12 @@ import click
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from bench.atomic import write_json
-from bench.batches import IMAGE_EXTENSIONS, center_crop_arr, resize_short_side  # one list for all readers
+from bench.batches import IMAGE_EXTENSIONS, center_crop_arr, read_rgb, resize_short_side  # one reader, one list
 from bench.checkpoint import load_torch_file
 from bench.distributed import init_from_env, shutdown
 from bench.download import sha256_file
@@ -82,20 +82,8 @@ def list_image_folder(root: str | os.PathLike) -> tuple[list[Path], np.ndarray, 
     return files, np.asarray(labels, dtype=np.int64), classes
 
 
-#: what PIL raises for a damaged, truncated or unsupported file while opening or decoding it
-DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
-
-
-def load_rgb(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except DECODE_ERRORS as err:
-        raise BenchError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
-
-
 class _DecodeCheck(Dataset):
-    """(index, "" or why it cannot be read) for each file, decoded exactly as training decodes it (`load_rgb`)."""
+    """(index, "" or why it cannot be read) for each file, decoded exactly as training decodes it (`bench.batches.read_rgb`)."""
 
     def __init__(self, files: list[Path], indices: list[int]):
         self.files, self.indices = files, indices
@@ -106,7 +94,7 @@ class _DecodeCheck(Dataset):
     def __getitem__(self, i: int) -> tuple[int, str]:
         index = self.indices[i]
         try:
-            load_rgb(self.files[index])
+            read_rgb(self.files[index])
         except BenchError as err:
             return index, str(err)
         return index, ""
@@ -245,7 +233,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         rng = sample_rng(self.seed, self.epoch, index)
-        arr = random_crop_arr(load_rgb(self.files[index]), self.image_size, rng)
+        arr = random_crop_arr(read_rgb(self.files[index]), self.image_size, rng)
         if rng.random() < 0.5:
             arr = arr[:, ::-1]
         return np.array(arr), int(self.labels[index])  # a writable, contiguous copy
@@ -303,7 +291,7 @@ class _ViewsDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         index = self.indices[i]
-        views = image_views(load_rgb(self.files[index]), self.image_size, self.use_ten_crop, self.crop_range)
+        views = image_views(read_rgb(self.files[index]), self.image_size, self.use_ten_crop, self.crop_range)
         return np.ascontiguousarray(views), index
 
 
@@ -355,7 +343,7 @@ def _extract_codes(encode: Callable[[torch.Tensor], torch.Tensor], data_dir: str
     dtype = np.uint16 if codebook_size <= 65536 else np.int32
 
     # The token count comes from encoding one view (the tokenizer decides the grid).
-    probe = image_views(load_rgb(files[0]), image_size, use_ten_crop, crop_range)[:1]
+    probe = image_views(read_rgb(files[0]), image_size, use_ten_crop, crop_range)[:1]
     with torch.no_grad():
         n_tokens = int(encode(to_model_range(torch.from_numpy(probe).to(device))).reshape(1, -1).shape[1])
 
