@@ -46,6 +46,10 @@ from generators.llamagen.gpt import KVCache
 from generators.var.vqvae import PATCH_NUMS, VQVAE, check_scales
 
 
+#: the clamp of the per-head log temperature: ln 100, computed through float32 as the official code does
+MAX_SCALE_MUL = torch.log(torch.tensor(100, device="cpu")).item()
+
+
 @dataclass(frozen=True)
 class VARConfig:
     depth: int = 16
@@ -120,7 +124,7 @@ class SelfAttention(nn.Module):
         if self.l2_norm:
             self.scale = 1.0
             self.scale_mul_1H11 = nn.Parameter(torch.full((1, H, 1, 1), 4.0).log())
-            self.max_scale_mul = torch.log(torch.tensor(100)).item()  # ln 100 rounded through float32, as official
+            self.max_scale_mul = MAX_SCALE_MUL
         else:
             self.scale = 0.25 / math.sqrt(self.head_dim)
         self.mat_qkv = nn.Linear(C, 3 * C, bias=False)
