@@ -103,7 +103,7 @@ def generate_scales(var: VAR, labels: torch.Tensor, cfg_scale: float = 1.5, top_
     lvl_pos = var.level_positions()
     x = cond.unsqueeze(1).expand(-1, c.first_l, -1) + var.pos_start.expand(rows.shape[0], c.first_l, -1) \
         + lvl_pos[:, :c.first_l]
-    f_hat = cond.new_zeros(B, c.Cvae, side, side)
+    f_hat = torch.zeros(B, c.Cvae, side, side, device=cond.device)  # float32 whatever the model's dtype, as official
     scales = []
     var.setup_cache(rows.shape[0])
     try:
@@ -115,7 +115,8 @@ def generate_scales(var: VAR, labels: torch.Tensor, cfg_scale: float = 1.5, top_
             h = quant.embedding(tokens).transpose_(1, 2).reshape(B, c.Cvae, pn, pn)
             nxt = quant.next_input(si, f_hat, h)
             if si != S - 1:
-                x = var.word_embed(nxt.view(B, c.Cvae, -1).transpose(1, 2)) + lvl_pos[:, end:c.begin_ends[si + 1][1]]
+                nxt = nxt.view(B, c.Cvae, -1).transpose(1, 2).to(var.word_embed.weight.dtype)
+                x = var.word_embed(nxt) + lvl_pos[:, end:c.begin_ends[si + 1][1]]
                 x = x.repeat(2, 1, 1) if guided else x
     finally:
         var.clear_cache()
