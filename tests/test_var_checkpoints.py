@@ -70,9 +70,11 @@ def test_safetensors_copies_load_too(files, tmp_path):
 def test_llamagen_checkpoints_are_named(files, tmp_path):
     folder, vae, _ = files
     torch.save(GPT(gpt_config("GPT-demo")).state_dict(), tmp_path / "c2i_B_256.pt")
-    one_line_error(load_var, tmp_path / "c2i_B_256.pt", vae=vae, depth=16, match="is a LlamaGen GPT checkpoint, not a VAR")
+    one_line_error(load_var, tmp_path / "c2i_B_256.pt", vae=vae, depth=16,
+                   match="is a LlamaGen GPT checkpoint, not a VAR")
     torch.save({"model": VQModel(vq_config("VQ-demo")).state_dict()}, tmp_path / "vq_ds16_c2i.pt")
-    one_line_error(load_vae, tmp_path / "vq_ds16_c2i.pt", match="is a LlamaGen VQ tokenizer checkpoint, not a VAR VQVAE")
+    one_line_error(load_vae, tmp_path / "vq_ds16_c2i.pt",
+                   match="is a LlamaGen VQ tokenizer checkpoint, not a VAR VQVAE")
 
 
 def test_the_two_var_files_swapped(files):

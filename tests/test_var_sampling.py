@@ -118,7 +118,7 @@ def test_a_sample_does_not_depend_on_its_batch(var):
 
 
 def test_output_shapes_and_range(var):
-    scales = generate_scales(var, torch.tensor([0, 9]), seed=0)
+    scales = generate_scales(var, [0, 9], seed=0)  # a list of ints is taken as the labels tensor
     assert [tuple(s.shape) for s in scales] == [(2, pn * pn) for pn in var.config.patch_nums]
     assert all(s.dtype == torch.int64 and int(s.min()) >= 0 and int(s.max()) < 64 for s in scales)
 

@@ -325,9 +325,12 @@ class VAR(nn.Module):
         return self.head_logits(x, cond)
 
 
-def check_labels(labels: torch.Tensor, n: int | None, num_classes: int, allow_null: bool = False) -> torch.Tensor:
+def check_labels(labels: torch.Tensor | list[int], n: int | None, num_classes: int,
+                 allow_null: bool = False) -> torch.Tensor:
     """Class labels as int64 [B] in [0, num_classes) (or num_classes, the null class, where `allow_null`), or a
-    one-line BenchError."""
+    one-line BenchError. A list of ints is taken as such a tensor."""
+    if isinstance(labels, (list, tuple)) and all(isinstance(y, int) and not isinstance(y, bool) for y in labels):
+        labels = torch.tensor(labels, dtype=torch.long)
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() \
             or labels.is_complex() or labels.dtype == torch.bool:
         raise BenchError(f"labels must be an integer tensor [B], found "

@@ -29,9 +29,10 @@ its abstract's 1.73 / 350.2 is the NeurIPS 2024 paper's); the same rows are in r
     VAR-d30-re  2.0B    1.73 / 350.2 / 0.82 / 0.60   1.80 / 356.4    1.80   (rejection sampling: not a preset)
 
 The versions disagree on every FID (and on d16's IS); the README's table still prints v1's. The files on the Hub
-were replaced in April 2024 by attention-normalised ones (issue #38; the official demo loads them with strict=True
-into attn_l2_norm=True models, so they carry scale_mul_1H11), and v2's ablation, as public readings of its Table 3 give it, credits attention normalisation
-with d16's 3.60 -> 3.30: so v2's numbers are the likelier description of the files these presets download.
+were replaced in April 2024 by attention-normalised ones (issue #38; the official demo loads them with
+strict=True into attn_l2_norm=True models, so they carry scale_mul_1H11), and v2's ablation, as public readings
+of its Table 3 give it, credits attention normalisation with d16's 3.60 -> 3.30: so v2's numbers are the
+likelier description of the files these presets download.
 Sources: the two abstracts as arxiv.org shows them (v1: 1.80 / 356.4, v2: 1.73 / 350.2); the table rows as
 several later papers' comparison tables reprint them (v2: 3.30 / 274.4 / 0.84 / 0.51 ... 1.92 / 323.1 and
 1.73 / 350.2 / 0.82 / 0.60; v1: 3.55 / 280.4, 2.95 / 302.6, 2.33 / 312.9), not transcribed from the PDF here:

@@ -19,7 +19,8 @@ Contents of expected.npz:
   enc_margin             the smallest gap (squared distance) between the nearest and second-nearest code
   phi_index              int [10]: which of the 4 Phi convs each scale uses (`quant_resi[si / 9]`)
   fhat                   float32 [2, 8, 16, 16]: `quantize.embed_to_fhat(..., all_to_max_scale=True, last_one=True)`
-  dec_pixels             float32 [2, 3, 16, 16]: `idxBl_to_img(enc_tokens, same_shape=True, last_one=True)`[..., ::16, ::16]
+  dec_pixels             float32 [2, 3, 16, 16]: `idxBl_to_img(enc_tokens, same_shape=True, last_one=True)`,
+                         every 16th pixel
   dec_mean               float64 [2, 3]: the full decoded image's channel means
   tf_labels              int [2]; tf_positions int [P]; tf_logits float32 [2, P, 64]: the official forward
                          (cond_drop_rate 0) on `idxBl_to_var_input(enc_tokens)` at P positions;
