@@ -66,7 +66,7 @@ def sample_tokens(logits: torch.Tensor, generators: list[torch.Generator], top_k
                         for p, g in zip(probs, generators)])
 
 
-def check_sampling(cfg_scale: float, top_k: int, top_p: float) -> None:
+def check_settings(cfg_scale: float, top_k: int, top_p: float) -> None:
     if not (isinstance(cfg_scale, (int, float)) and cfg_scale >= 0 and cfg_scale < float("inf")):
         raise BenchError(f"cfg_scale must be a finite number >= 0 (0 = no guidance), found {cfg_scale!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
@@ -77,7 +77,7 @@ def check_sampling(cfg_scale: float, top_k: int, top_p: float) -> None:
 
 def _prepare(var: VAR, labels: torch.Tensor, cfg_scale: float, top_k: int, top_p: float,
              seed: int | torch.Tensor):
-    check_sampling(cfg_scale, top_k, top_p)
+    check_settings(cfg_scale, top_k, top_p)
     labels = check_labels(labels, None, var.num_classes).to(var.head.weight.device)
     B = labels.shape[0]
     generators = per_sample_generators(per_sample_seeds(seed, B), labels.device)
