@@ -87,15 +87,18 @@ def test_every_pinned_digest_is_well_formed_and_agrees_with_its_hub_prefix():
     from generators.dit.presets import PRESETS, VAE_SHA256
     from generators.llamagen import presets as llamagen_presets
     from generators.llamagen.lpips import LPIPS_HEADS, VGG16_WEIGHTS
+    from generators.var import presets as var_presets
 
     pins = {r.filename: r.sha256 for r in [ADM_GRAPH, PYTORCH_FID, LPIPS_HEADS, VGG16_WEIGHTS, DINOV2]}
     pins |= {p.checkpoint.filename: p.checkpoint.sha256 for p in PRESETS.values()}
     pins |= {f"{vae}/{name}": digest for (vae, name), digest in VAE_SHA256.items()}
     pins |= dict(llamagen_presets.SHA256)
+    pins |= dict(var_presets.SHA256)
     pins |= {entry["filename"]: entry["sha256"] for entry in known_references().values()}
     pinned = {name: digest for name, digest in pins.items() if digest is not None}
     assert {"classify_image_graph_def.pb", "pt_inception-2015-12-05-6726825d.pth", "vgg16-397923af.pth",
-            "VIRTUAL_imagenet256_labeled.npz", "DiT-XL-2-256x256.pt", "dinov2_vitl14_pretrain.pth"} <= set(pinned)
+            "VIRTUAL_imagenet256_labeled.npz", "DiT-XL-2-256x256.pt", "dinov2_vitl14_pretrain.pth",
+            "vae_ch160v4096z32.pth"} <= set(pinned)
     for name, digest in pinned.items():
         assert re.fullmatch(r"[0-9a-f]{64}", digest), name
         prefix = re.search(r"-([0-9a-f]{8})\.pth$", name)

@@ -142,3 +142,22 @@ def test_two_decimal_tables_truncate_the_appendix(df, table):
         assert len(long) == 1, (table, r["model"], r["image_size"], r["epochs"], r["cfg_scale"])
         for c in ("fid", "inception_score", "precision", "recall"):
             assert _trunc2(long.iloc[0][c]) == r[c], (table, r["model"], c)
+
+
+VAR = "arXiv:2404.02905v2"
+
+
+def test_var_known_rows(df):
+    # Table 1 of v2 (the version the CSV pins); v1 printed 3.55 / 280.4 for d16 and 1.80 / 356.4 for d30-re
+    d16 = one(df, source=f"{VAR} Table 1", model="VAR-d16")
+    assert (d16["fid"], d16["inception_score"], d16["precision"], d16["recall"]) == (3.30, 274.4, 0.84, 0.51)
+    assert (d16["params_m"], d16["cfg_scale"], d16["top_k"], d16["top_p"]) == (310, 1.5, 900, 0.96)
+    re = one(df, source=f"{VAR} Table 1", model="VAR-d30-re")
+    assert (re["fid"], re["inception_score"], re["precision"], re["recall"]) == (1.73, 350.2, 0.82, 0.60)
+    assert "1.80 / IS 356.4" in re["note"]
+    var_rows = df[df["family"] == "var"]
+    assert sorted(var_rows["model"]) == ["VAR-d16", "VAR-d20", "VAR-d24", "VAR-d30", "VAR-d30-re"]
+    assert (var_rows["image_size"] == 256).all() and (var_rows["eval_size"] == 256).all()
+    # FID falls with size, as the paper's scaling claim says
+    sized = var_rows[var_rows["model"] != "VAR-d30-re"].sort_values("params_m")
+    assert sized["fid"].is_monotonic_decreasing and list(sized["params_m"]) == [310, 600, 1000, 2000]
