@@ -300,8 +300,8 @@ def load_mar(path: str | Path, model: str | MARConfig = "MAR-B", weights: str = 
     config = model if isinstance(model, MARConfig) else MAR_CONFIGS[model]
     name = model if isinstance(model, str) else "the given MARConfig"
     state = read_weights(path, weights)
-    net = MAR(config)
-    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    with torch.device("meta"):  # shapes only: a wrong file is refused before 1-4 GB of weights are allocated
+        expected = {k: tuple(v.shape) for k, v in MAR(config).state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
         arch = _shape_config(state)
@@ -319,5 +319,7 @@ def load_mar(path: str | Path, model: str | MARConfig = "MAR-B", weights: str = 
     bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise BenchError(f"{path} ({weights}): tensor {bad} holds NaN or infinite values")
-    net.load_state_dict(state, strict=True)
+    with torch.device("meta"):
+        net = MAR(config)
+    net.load_state_dict(state, strict=True, assign=True)  # the file's tensors become the parameters: no 2nd copy
     return net.eval()
