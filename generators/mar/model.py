@@ -261,10 +261,8 @@ def _describe(arch: tuple[int, ...]) -> str:
     return f"encoder {ed} x {e}, decoder {dd} x {d}, DiffLoss MLP {wd} x {w}"
 
 
-def _which(arch: tuple[int, ...] | None) -> str:
+def _which(arch: tuple[int, ...]) -> str:
     """"MAR-L (encoder 16 x 1024, ...)" for a released architecture, else just the sizes."""
-    if arch is None:
-        return "not a MAR state dict"
     names = [name for name, c in MAR_CONFIGS.items() if _arch(c) == arch]
     return f"{names[0]} ({_describe(arch)})" if names else _describe(arch)
 
@@ -304,6 +302,9 @@ def load_mar(path: str | Path, model: str | MARConfig = "MAR-B", weights: str = 
         expected = {k: tuple(v.shape) for k, v in MAR(config).state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
+        if not set(expected) & set(found):
+            raise BenchError(f"{path} is not a MAR checkpoint: its {weights!r} entry has none of MAR's weights "
+                             f"(it has e.g. {', '.join(sorted(found)[:3])})")
         arch = _shape_config(state)
         if arch is not None and arch != _arch(config):
             raise BenchError(f"{path} is {_which(arch)}, not {name} ({_describe(_arch(config))}); "
