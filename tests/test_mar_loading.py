@@ -14,7 +14,7 @@ import torch
 from bench.errors import BenchError
 from generators.mar import decode_latents, load_mar, load_vae
 from generators.mar.model import MAR, MAR_CONFIGS, MARConfig
-from generators.mar.vae import KLConfig, KLVAE
+from generators.mar.vae import KLConfig, KLVAE, load_kl_vae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,18 +123,18 @@ def test_vae_round_trip_and_wrong_files(tmp_path, checkpoint):
     state = random_state(vae, 3)
     path = tmp_path / "kl16.ckpt"
     torch.save({"model": state}, path)
-    loaded = load_vae(path, config)
+    loaded = load_kl_vae(path, config)
     assert not loaded.training
     for k, v in loaded.state_dict().items():
         assert torch.equal(v, state[k]), k
     one_line_error(lambda: load_vae(path), "does not match the KL-16 VAE", "of another shape")  # ch 128 expected
-    one_line_error(lambda: load_vae(checkpoint[0], config), "is not a KL-16 VAE checkpoint")  # its 'model'
+    one_line_error(lambda: load_kl_vae(checkpoint[0], config), "is not a KL-16 VAE checkpoint")  # its 'model'
     mar_weights = tmp_path / "mar_as_vae.pth"
     torch.save({"model": checkpoint[1]}, mar_weights)
-    one_line_error(lambda: load_vae(mar_weights, config), "is not a KL-16 VAE checkpoint")
+    one_line_error(lambda: load_kl_vae(mar_weights, config), "is not a KL-16 VAE checkpoint")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(path.read_bytes()[:1000])
-    one_line_error(lambda: load_vae(truncated, config), "cannot be read")
+    one_line_error(lambda: load_kl_vae(truncated, config), "cannot be read")
 
 
 def test_decode_latents_shapes_and_range():

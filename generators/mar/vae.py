@@ -176,10 +176,16 @@ class KLVAE(nn.Module):
         return self.decoder(self.post_quant_conv(tokens / LATENT_SCALE))
 
 
-def load_vae(path: str | Path, config: KLConfig = KLConfig()) -> KLVAE:
+def load_vae(path: str | Path) -> KLVAE:
     """The KL-16 VAE of `path` (`kl16.ckpt`: weights under `model`), strictly loaded, eval mode, on the CPU."""
-    vae = KLVAE(config)
+    return load_kl_vae(path, KLConfig())
+
+
+def load_kl_vae(path: str | Path, config: KLConfig) -> KLVAE:
+    """`load_vae` for another AutoencoderKL configuration (e.g. the small ones of the tests)."""
     state = find_state_dict(load_torch_file(path, "KL-16 VAE checkpoint"), ("model", "state_dict"), path)
+    with torch.device("meta"):  # shapes first, weights never allocated twice
+        vae = KLVAE(config)
     expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
@@ -195,7 +201,7 @@ def load_vae(path: str | Path, config: KLConfig = KLConfig()) -> KLVAE:
             f"{list(found[wrong[0]])})" if wrong else "") if part)
         raise BenchError(f"{path} does not match the KL-16 VAE (embed_dim {config.embed_dim}, ch {config.ch}, "
                          f"ch_mult {config.ch_mult}): {detail}")
-    vae.load_state_dict(state, strict=True)
+    vae.load_state_dict(state, strict=True, assign=True)
     return vae.eval()
 
 
