@@ -132,6 +132,10 @@ def test_vae_round_trip_and_wrong_files(tmp_path, checkpoint):
     mar_weights = tmp_path / "mar_as_vae.pth"
     torch.save({"model": checkpoint[1]}, mar_weights)
     one_line_error(lambda: load_kl_vae(mar_weights, config), "is not a KL-16 VAE checkpoint")
+    nan_file = tmp_path / "nan.ckpt"
+    torch.save({"model": dict(state, **{"quant_conv.bias": torch.full_like(state["quant_conv.bias"], float("inf"))})},
+               nan_file)
+    one_line_error(lambda: load_kl_vae(nan_file, config), "quant_conv.bias", "NaN or infinite")
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(path.read_bytes()[:1000])
     one_line_error(lambda: load_kl_vae(truncated, config), "cannot be read")

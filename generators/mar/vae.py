@@ -201,6 +201,9 @@ def load_kl_vae(path: str | Path, config: KLConfig) -> KLVAE:
             f"{list(found[wrong[0]])})" if wrong else "") if part)
         raise BenchError(f"{path} does not match the KL-16 VAE (embed_dim {config.embed_dim}, ch {config.ch}, "
                          f"ch_mult {config.ch_mult}): {detail}")
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise BenchError(f"{path}: tensor {bad} holds NaN or infinite values")
     vae.load_state_dict(state, strict=True, assign=True)
     return vae.eval()
 
