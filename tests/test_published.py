@@ -1,8 +1,9 @@
 """reports/published.csv: the papers' published numbers as data, each row citing its table.
 
 Structural checks on every row, then a handful of rows compared with values copied by hand from the papers
-(arXiv:2406.06525 v1 for LlamaGen, arXiv:2212.09748 for DiT), and the cross-table consistency the LlamaGen
-paper implies: its Table 5 and Table 6 print the appendix's three-decimal values truncated to two decimals.
+(arXiv:2406.06525 v1 for LlamaGen, arXiv:2212.09748 for DiT, arXiv:2406.11838 for MAR), and the cross-table
+consistency the papers imply: LlamaGen's Table 5 and Table 6 print the appendix's three-decimal values truncated to
+two decimals; MAR's ablation tables repeat one setting's numbers across Tables 1, 2, 3 and 5.
 """
 
 import math
@@ -26,6 +27,7 @@ NUMERIC = [
 KEY = ["model", "image_size", "eval_size", "epochs", "cfg_scale", "source"]
 LLAMAGEN = "arXiv:2406.06525"
 DIT = "arXiv:2212.09748"
+MAR = "arXiv:2406.11838"
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +163,39 @@ def test_var_known_rows(df):
     # FID falls with size, as the paper's scaling claim says
     sized = var_rows[var_rows["model"] != "VAR-d30-re"].sort_values("params_m")
     assert sized["fid"].is_monotonic_decreasing and list(sized["params_m"]) == [310, 600, 1000, 2000]
+def test_mar_known_rows(df):
+    """MAR Table 4 (ImageNet 256, 800 epochs), copied by hand: the README's cfg scales key the guided rows."""
+    for model, params, cfg, guided, unguided in [
+            ("MAR-B", 208, 2.9, (2.31, 281.7, 0.82, 0.57), (3.48, 192.4, 0.78, 0.58)),
+            ("MAR-L", 479, 3.0, (1.78, 296.0, 0.81, 0.60), (2.60, 221.4, 0.79, 0.60)),
+            ("MAR-H", 943, 3.2, (1.55, 303.7, 0.81, 0.62), (2.35, 227.8, 0.79, 0.62))]:
+        g = one(df, source=f"{MAR} Table 4", model=model, cfg_scale=cfg)
+        assert (g["fid"], g["inception_score"], g["precision"], g["recall"]) == guided
+        u = one(df, source=f"{MAR} Table 4", model=model, cfg_scale=None)
+        assert (u["fid"], u["inception_score"], u["precision"], u["recall"]) == unguided
+        assert g["params_m"] == u["params_m"] == params and g["epochs"] == u["epochs"] == 800
+        assert g["family"] == "mar" and "linear cfg schedule" in g["note"] and "256 autoregressive steps" in g["note"]
+    assert one(df, source=f"{MAR} Table 4", model="DiT-XL/2", cfg_scale=1.5)["fid"] == 2.27
+    # Table 1: one token per step (256 steps) vs the default 64-step schedule, Diff Loss
+    one_step = one(df, source=f"{MAR} Table 1", model="MAR (random, bidirect, 1 token/step), Diff Loss")
+    default = one(df, source=f"{MAR} Table 1", model="MAR (default: random, bidirect, >1 token/step), Diff Loss")
+    assert (one_step["fid"], default["fid"]) == (3.43, 3.50)
+    assert one(df, source=f"{MAR} Table 2", model="MAR-L, VQ-16 tokenizer (LDM)")["rfid"] == 5.87
+    assert one(df, source=f"{MAR} Table 3", model="MAR-L, MLP width 1536 (w/ CFG)")["fid"] == 1.91
+
+
+def test_mar_tables_repeat_one_setting(df):
+    """Rows the paper prints in two tables at one setting carry the same numbers in both."""
+    pairs = [
+        (("Table 1", "MAR (default: random, bidirect, >1 token/step), Diff Loss"), ("Table 2", "MAR-L, KL-16 tokenizer (LDM)")),
+        (("Table 1", "MAR (default: random, bidirect, >1 token/step), Diff Loss (w/ CFG)"),
+         ("Table 2", "MAR-L, KL-16 tokenizer (LDM) (w/ CFG)")),
+        (("Table 2", "MAR-L, KL-16 tokenizer (ImageNet)"), ("Table 3", "MAR-L, MLP width 1024")),
+        (("Table 2", "MAR-L, KL-16 tokenizer (ImageNet) (w/ CFG)"), ("Table 3", "MAR-L, MLP width 1024 (w/ CFG)")),
+        (("Table 1", "MAR (default: random, bidirect, >1 token/step), CrossEnt"), ("Table 5", "MAR, random order, CrossEnt")),
+        (("Table 1", "MAR (default: random, bidirect, >1 token/step), Diff Loss"), ("Table 5", "MAR, random order, Diff Loss")),
+    ]
+    for (t1, m1), (t2, m2) in pairs:
+        a, b = one(df, source=f"{MAR} {t1}", model=m1), one(df, source=f"{MAR} {t2}", model=m2)
+        assert (a["fid"], a["inception_score"]) == (b["fid"], b["inception_score"]), (m1, m2)
+    assert len(df[df["source"].str.startswith(MAR)]) == 62

@@ -1,5 +1,8 @@
 """Gaussian diffusion for DiT sampling: the ADM/DiT process, respacing, and the DDPM and DDIM samplers.
 
+The process is shared: MAR's per-token diffusion head (`generators.mar`) uses the same class with the improved-DDPM
+cosine schedule (`Diffusion.respaced(spec, schedule="cosine")`) and the same learned-range DDPM step.
+
 The facts that decide the paper's numbers (facebookresearch/DiT `create_diffusion`, after ADM):
   * 1000 training steps, linear betas from 0.0001 to 0.02 (both scaled by 1000 / steps), float64 bookkeeping;
   * the network predicts epsilon plus a per-element v in [-1, 1] that interpolates the log variance between the
@@ -17,6 +20,7 @@ ulps of the largest latent in float32.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,12 +32,29 @@ from bench.generator import per_sample_generators, per_sample_seeds
 
 TRAIN_STEPS = 1000
 SAMPLERS = ("ddpm", "ddim")
+#: the largest beta the cosine schedule may take (Nichol & Dhariwal clip it to avoid a singularity at t = T)
+MAX_BETA = 0.999
 
 
 def linear_betas(num_steps: int = TRAIN_STEPS) -> np.ndarray:
     """Ho et al.'s linear schedule, rescaled so that any number of steps spans the same noise range."""
     scale = 1000 / num_steps
     return np.linspace(scale * 0.0001, scale * 0.02, num_steps, dtype=np.float64)
+
+
+def cosine_alpha_bar(t: float) -> float:
+    """Nichol & Dhariwal's cumulative alpha at time t in [0, 1]: cos^2(((t + s) / (1 + s)) * pi / 2), s = 0.008."""
+    return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+
+def cosine_betas(num_steps: int = TRAIN_STEPS) -> np.ndarray:
+    """The improved-DDPM cosine schedule: beta_i = min(1 - abar((i + 1) / T) / abar(i / T), MAX_BETA)."""
+    return np.array([min(1 - cosine_alpha_bar((i + 1) / num_steps) / cosine_alpha_bar(i / num_steps), MAX_BETA)
+                     for i in range(num_steps)], dtype=np.float64)
+
+
+#: beta schedules by name: DiT trains with "linear", MAR's diffusion head with "cosine"
+SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
 
 
 def space_timesteps(num_steps: int, spec: int | str) -> list[int]:
@@ -77,10 +98,14 @@ class Diffusion:
     betas: np.ndarray  # float64 [n]: respaced betas
 
     @classmethod
-    def respaced(cls, spec: int | str = TRAIN_STEPS, train_steps: int = TRAIN_STEPS) -> "Diffusion":
-        """Keep the steps `space_timesteps` picks; beta_i = 1 - abar(kept_i) / abar(kept_{i-1}) preserves abar."""
+    def respaced(cls, spec: int | str = TRAIN_STEPS, train_steps: int = TRAIN_STEPS,
+                 schedule: str = "linear") -> "Diffusion":
+        """Keep the steps `space_timesteps` picks; beta_i = 1 - abar(kept_i) / abar(kept_{i-1}) preserves abar.
+        `schedule` names the training betas (`SCHEDULES`): "linear" (DiT) or "cosine" (MAR)."""
+        if schedule not in SCHEDULES:
+            raise BenchError(f"unknown beta schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
         kept = space_timesteps(train_steps, spec)
-        alphas_cumprod = np.cumprod(1.0 - linear_betas(train_steps))[kept]
+        alphas_cumprod = np.cumprod(1.0 - SCHEDULES[schedule](train_steps))[kept]
         previous = np.append(1.0, alphas_cumprod[:-1])
         return cls(timesteps=np.array(kept, dtype=np.int64), betas=1.0 - alphas_cumprod / previous)
 

@@ -113,8 +113,11 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: a per-sample affine map of the normalised tokens (scale is a residual around 1)."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN: a per-sample affine map of the normalised tokens (scale is a residual around 1). Tokens [N, T, C]
+    take one shift/scale [N, C] per sample; vectors [N, C] (MAR's per-token diffusion MLP) one per row."""
+    if x.ndim == 3:
+        shift, scale = shift.unsqueeze(1), scale.unsqueeze(1)
+    return x * (1 + scale) + shift
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,10 +182,12 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, hidden_size: int, mlp_hidden: int):
+    """timm's Mlp: fc1, GELU, fc2. DiT uses the tanh approximation of GELU; MAR's ViT blocks the exact one."""
+
+    def __init__(self, hidden_size: int, mlp_hidden: int, approximate: str = "tanh"):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, mlp_hidden)
-        self.act = nn.GELU(approximate="tanh")
+        self.act = nn.GELU(approximate=approximate)
         self.fc2 = nn.Linear(mlp_hidden, hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
