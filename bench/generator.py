@@ -176,7 +176,11 @@ class PluginOption:
             raise BenchError(f"generator {preset!r}: {self.flag} must be {expected}, found {value!r}")
         rule = self.rule or SAMPLING_RULES.get(self.name)  # the common rules are numeric: text passes them
         applies = rule is not None and not isinstance(out, bool) and (self.rule is not None or not isinstance(out, str))
-        if applies and not rule[0](out):
+        try:
+            valid = not applies or rule[0](out)
+        except BenchError as err:  # a rule that says more itself (DiT's step spec)
+            raise BenchError(f"generator {preset!r}: {self.flag}: {err}") from None
+        if not valid:
             raise BenchError(f"generator {preset!r}: {self.flag} must be {rule[1]}, found {value!r}")
         return out
 
@@ -253,6 +257,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Decoder output float [B, 3, H, W] nominally in [-1, 1] -> uint8 [B, H, W, 3]: clamp(127.5 x + 128) then a
     truncating cast, the conversion the official LlamaGen and DiT samplers use (rounding instead moves FID)."""
     return torch.clamp(127.5 * images.float() + 128.0, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1] (ToTensor + Normalize(0.5, 0.5), as the tokenizers were trained; the inverse of `to_uint8` up to its rounding)."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise BenchError(f"expected uint8 images [B, H, W, 3], found {images.dtype} {tuple(images.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def per_sample_seeds(seed: int | torch.Tensor, n: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from bench.download import RemoteFile, resolve_all
 from bench.errors import BenchError
 from bench import generator as contract
-from bench.generator import Generator, PluginOption, PresetInfo, to_uint8
+from bench.generator import Generator, PluginOption, PresetInfo, from_uint8, to_uint8
 from generators.llamagen.checkpoints import load_gpt, load_vq
 from generators.llamagen.generate import generate_tokens
 from generators.llamagen.gpt import GPT, gpt_config
@@ -53,13 +53,6 @@ def preset_options(preset: Preset) -> tuple[PluginOption, ...]:
                      choices=tuple(PRECISIONS)),
         PluginOption("compile", bool, False, "torch.compile the decoding step"),
     ) + vq
-
-
-def from_uint8(images: np.ndarray) -> torch.Tensor:
-    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1] (ToTensor + Normalize(0.5, 0.5), as for training)."""
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise BenchError(f"expected uint8 images [B, H, W, 3], found {images.dtype} {tuple(images.shape)}")
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def resize_for_eval(images: torch.Tensor, size: int) -> torch.Tensor:
