@@ -16,6 +16,7 @@ from PIL import Image
 import bench.features
 import bench.run.cli
 import bench.run.executor
+import bench.run.score
 from bench.batches import NpzImages
 from bench.cli import _Group
 from bench.download import RemoteFile
@@ -617,9 +618,11 @@ def test_offline_runs_never_download_feature_weights_and_warn_before_sampling(mo
 
 def test_runs_record_a_bootstrap_noise_estimate(toy, tmp_path, monkeypatch):
     """result.json's `noise`: the spread of each metric over resamples of the samples (seeded), recomputed here
-    with numpy/scipy from the run's own shard features; Precision/Recall are named as not estimated."""
+    with numpy/scipy from the run's own shard features; Precision/Recall, beyond a size, are named as not
+    estimated (here the size limit is set to 0)."""
     import scipy.linalg
 
+    monkeypatch.setattr(bench.run.score, "RESAMPLE_PAIRS", 0)
     monkeypatch.setattr(bench.features, "load_extractor", lambda name, **kw: ProjectionExtractor())
     res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "n", "--device", "cpu",
                "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "4"])
@@ -645,6 +648,26 @@ def test_runs_record_a_bootstrap_noise_estimate(toy, tmp_path, monkeypatch):
     res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "n", "--device", "cpu",
                "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "0"])
     assert res.exit_code == 0 and json.loads((tmp_path / "runs" / "n" / "result.json").read_text())["noise"] == {}
+
+
+def test_small_runs_resample_precision_and_recall_too(toy, tmp_path, monkeypatch):
+    """The demo's 400 x 512 k-NN costs nothing: its noise estimate covers Precision/Recall (a cfg sweep's
+    precision-for-recall trade is judged by it), recomputed here from the shard features with the same draws."""
+    from bench.metrics import precision_recall
+
+    monkeypatch.setattr(bench.features, "load_extractor", lambda name, **kw: ProjectionExtractor())
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "p", "--device", "cpu",
+               "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "4"])
+    assert res.exit_code == 0, res.output
+    noise = json.loads((tmp_path / "runs" / "p" / "result.json").read_text())["noise"]
+    assert "not_estimated" not in noise and {"precision", "recall"} <= set(noise["std"])
+    pool = np.concatenate([np.load(f)["pool"] for f in sorted((tmp_path / "runs" / "p" / "shards").glob("*.features.npz"))])
+    with np.load(toy) as npz:
+        ref = ProjectionExtractor().extract(npz["arr_0"])["pool"]
+    rng = np.random.default_rng(0)
+    draws = [precision_recall(ref, pool[rng.integers(0, 40, 40)]) for _ in range(4)]
+    for i, key in enumerate(("precision", "recall")):
+        assert noise["std"][key] == pytest.approx(np.std([d[i] for d in draws], ddof=1), rel=1e-9, abs=1e-12)
 
 
 def test_a_cfg_sweep_is_one_command_with_one_resumable_run_per_value(toy, tmp_path, monkeypatch):

@@ -39,7 +39,7 @@ from bench.metrics import registry
 from bench.metrics.registry import Metric
 from bench.result import Result, json_safe, package_versions
 from bench.references import Reference, check_resolution, offline_hint, registry_file, resolve_reference
-from bench.run.score import NOT_RESAMPLED, Scorer
+from bench.run.score import Scorer, resampled_metrics
 from bench.run.shards import RunFolder, Shard, fingerprint, release_run_folders
 from bench.run.task import Extract, Task
 
@@ -160,9 +160,8 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
     scored = task.score(arrays, score_features)
     noise = {}
     if settings.noise_resamples:
-        resampled = [m for m in metrics if m.name not in NOT_RESAMPLED]
+        resampled, skipped = resampled_metrics(metrics, len(arrays["index"]), getattr(score, "num_ref", None))
         noise = task.noise(arrays, lambda sample: score(sample, resampled), settings.noise_resamples)
-        skipped = [m.name for m in metrics if m.name in NOT_RESAMPLED]
         noise.update({"not_estimated": skipped} if skipped else {})
     outputs = task.outputs(folder, shards, arrays, generator, settings.batch_size)
     generated, seconds = sum(n for n, _ in timing), max(s for _, s in timing)

@@ -42,9 +42,18 @@ class Scorer:
         return registry.score(self.ref, sample, self.metrics if metrics is None else metrics, self.options)
 
 
-#: metrics the run's noise estimate leaves out, for their cost: a 50k x 10k k-NN per resample would cost more than
-#: the run's scoring
+#: metrics the run's noise estimate leaves out when the batches are large: a 50k x 10k k-NN per resample would cost
+#: more than the run's scoring. Below `RESAMPLE_PAIRS` sample x reference pairs (the demo's 400 x 512) they are
+#: resampled like the others.
 NOT_RESAMPLED = ("precision_recall",)
+RESAMPLE_PAIRS = 4_000_000
+
+
+def resampled_metrics(metrics: list[Metric], num_samples: int, num_ref: int | None) -> tuple[list[Metric], list[str]]:
+    """(the metrics the noise estimate resamples, the names of those it leaves out for their cost)."""
+    cheap = num_ref is not None and num_samples * num_ref <= RESAMPLE_PAIRS
+    kept = [m for m in metrics if cheap or m.name not in NOT_RESAMPLED]
+    return kept, [m.name for m in metrics if m not in kept]
 
 
 def adm_scorer(ref_path, extractor, *, exact: bool = False, batch_size: int = 64) -> Scorer:
