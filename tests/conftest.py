@@ -16,6 +16,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("bench_cache")))
 
 
+@pytest.fixture(scope="session")
+def _shared_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("shared_bench_cache")
+
+
+@pytest.fixture
+def shared_cache(_shared_cache_dir, monkeypatch):
+    """One $BENCH_CACHE for the tests that run the real Inception on the packaged demo64 reference: its 512 images
+    are extracted once per session, not once per test (still never the user's cache)."""
+    monkeypatch.setenv("BENCH_CACHE", str(_shared_cache_dir))
+    return _shared_cache_dir
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run many small ops; on 2 shared cores a second spinning intra-op thread makes them several

@@ -23,7 +23,7 @@ def test_the_packaged_reference_is_the_val_split_and_verified():
         np.testing.assert_array_equal(npz["arr_0"], images)  # statistics come from these images (activation cache)
 
 
-def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(tmp_path, monkeypatch):
+def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(tmp_path, monkeypatch, shared_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     html = run_demo(runs_dir=tmp_path / "demo", num_samples=48, batch_size=48, cfg_scales=(2.0,), noise_resamples=2)
     runs = demo_runs((2.0,))

@@ -16,6 +16,7 @@ A task (bench/run/task.py) supplies only what differs between kinds of run; this
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -110,6 +111,8 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
              scorer: ScorerFactory, on_shard_done: Callable[[Shard], None] | None) -> dict[str, Any] | None:
     started = time.perf_counter()
     metrics = registry.select(settings.metrics)
+    if group.is_main:
+        writable_folder(Path(settings.runs_dir), "--runs-dir")  # before any weights, reference or sampling
     generator, checkpoints = build_generator(settings, device, group, check=task.check)
     task.prepare(generator, settings.shard_size)
     ref, warnings = None, []
@@ -223,6 +226,16 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup = Pr
     generator.load({r.filename: p for r, p in zip(remotes, paths)})
     return generator, {r.filename: {"path": str(Path(p).resolve()), "sha256": sha256_file(p)}
                        for r, p in zip(remotes, paths)}
+
+
+def writable_folder(path: Path, option: str) -> None:
+    """Create `path` if needed and check it can be written, or say so in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BenchError(f"{option} {path}: cannot create it ({err.strerror}); the folder is not writable") from None
+    if not os.access(path, os.W_OK):
+        raise BenchError(f"{option} {path}: the folder is not writable")
 
 
 def missing_array_warnings(extractors: Sequence, metrics: list[Metric]) -> list[str]:
