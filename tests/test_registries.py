@@ -66,9 +66,9 @@ def test_every_array_a_metric_needs_has_a_network():
     for metric in registry.METRICS.values():
         for array in metric.needs:
             assert array in network_for(array).arrays
-    assert set(EXTRACTORS) == {"inception", "dinov2"}
+    assert set(EXTRACTORS) == {"inception", "dinov2", "clip"}
     with pytest.raises(BenchError, match="unknown feature network"):
-        load_extractor("clip")
+        load_extractor("siglip")
 
 
 def test_docs_metric_table_is_the_registry():

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.features import EXTRACTORS
 from bench.features.cache import KEY_FIELDS
 from bench.report.load import metric_columns
 
@@ -32,6 +33,12 @@ COMPARABILITY = {
     "provenance.features.inception.sha256": "Inception weights",
     "provenance.distances": "Precision/Recall distances",
 }
+#: the other feature networks' weights and preprocessing: compared where both rows used the network (a row without
+#: FD_DINOv2 stays comparable on FID with one that has it)
+ONLY_WHERE_BOTH = {f"provenance.features.{name}.{field}": f"{network.title} {what}"
+                   for name, network in EXTRACTORS.items() if name != "inception"
+                   for field, what in (("weights_sha256", "weights"), ("resize", "resize"))}
+COMPARABILITY.update(ONLY_WHERE_BOTH)
 #: a comparability column -> a finer one that replaces it where both rows record it: the Inception weights'
 #: feature-tensor digest is the same for one set of weights in any file format (results before it: the file's)
 FORMAT_INDEPENDENT = {"provenance.features.inception.sha256": "provenance.features.inception.features_sha256"}
@@ -101,7 +108,8 @@ def comparability(table: pd.DataFrame, baseline: int) -> tuple[list[bool], list[
     comparable, why = [], []
     for _, row in table.iterrows():
         reasons = [f"{COMPARABILITY[c]} {_shown(k, row[k])} vs {_shown(k, base[k])} in the baseline"
-                   for c in keys for k in [decisive(c, row)] if _shown(k, row[k]) != _shown(k, base[k])]
+                   for c in keys for k in [decisive(c, row)] if _shown(k, row[k]) != _shown(k, base[k])
+                   and not (c in ONLY_WHERE_BOTH and "not recorded" in (_shown(k, row[k]), _shown(k, base[k])))]
         comparable.append(not reasons)
         why.append("; ".join(reasons))
     return comparable, why

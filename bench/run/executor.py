@@ -120,7 +120,7 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
         extractors = features.load_extractors(registry.arrays_needed(metrics), device, settings.allow_download,
                                               settings.feature_options)
     extractors = list(extractors)
-    warnings += [warn(w) for w in missing_array_warnings(extractors, metrics)]
+    warnings += [warn(w) for w in missing_array_warnings(extractors, metrics) + features.weights_warnings(extractors)]
     score = scorer(ref, extractors, metrics) if group.is_main else None  # reads the reference now: fails early
     config = run_config(task, settings, generator, checkpoints, extractors)
     run_id = settings.run_id or "-".join(filter(None, [settings.generator, task.run_id_tag, fingerprint(config)[:12]]))

@@ -34,28 +34,26 @@ class Scorer:
     def num_ref(self) -> int | None:
         return self.ref.num_images
 
+    def _samples(self, features: dict[str, np.ndarray]) -> FeatureSet:
+        """The samples' feature arrays (and their class labels, `label`, when the run has them)."""
+        return FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
+                          unavailable=dict(self.unavailable), labels=features.get("label"))
+
     def __call__(self, features: dict[str, np.ndarray]) -> dict[str, Any]:
         """{"metrics", "unavailable", "details"} for the samples' arrays (as `registry.score` returns)."""
-        sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
-                            unavailable=dict(self.unavailable))
-        return registry.score(self.ref, sample, self.metrics, self.options)
-
+        return registry.score(self.ref, self._samples(features), self.metrics, self.options)
 
     def noise(self, features: dict[str, np.ndarray], resamples: int, seed: int = 0) -> dict[str, Any]:
         """The result's `noise` block: a bootstrap over the sample rows (bench.metrics.bootstrap) of every selected
-        metric but Precision/Recall, whose 50k x 10k k-NN per resample would cost more than the run's scoring."""
+        metric but those whose every resample would cost as much as the run's scoring (`Metric.bootstrap` False:
+        the k-NN metrics' 50k x 10k distances, CMMD's 50k x 50k kernel), which are named under `not_estimated`."""
         from bench.metrics.bootstrap import bootstrap_std, noise_record
 
-        cheap = [m for m in self.metrics if m.name not in NOT_RESAMPLED]
-        sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
-                            unavailable=dict(self.unavailable))
-        record = noise_record(bootstrap_std(self.ref, sample, cheap, resamples, seed, self.options), resamples, seed)
-        skipped = [m.name for m in self.metrics if m.name in NOT_RESAMPLED]
+        cheap = [m for m in self.metrics if m.bootstrap]
+        record = noise_record(bootstrap_std(self.ref, self._samples(features), cheap, resamples, seed, self.options),
+                              resamples, seed)
+        skipped = [m.name for m in self.metrics if not m.bootstrap]
         return {**record, **({"not_estimated": skipped} if skipped else {})}
-
-
-#: metrics the run's noise estimate leaves out, for their cost (see `Scorer.noise`)
-NOT_RESAMPLED = ("precision_recall",)
 
 
 def adm_scorer(ref_path, extractor, *, exact: bool = False, batch_size: int = 64) -> Scorer:
