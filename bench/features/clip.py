@@ -37,13 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 
-from bench.batches import check_images
 from bench.checkpoint import find_state_dict, is_torchscript, load_torch_file, torchscript_tensors
-from bench.device import check_device, exact_float32
+from bench.device import check_device
 from bench.download import RemoteFile, resolve_weights, sha256_file
 from bench.errors import BenchError
+from bench.features.chunked import ChunkedExtractor
 
 # OpenAI's clip.py `_MODELS["ViT-L/14@336px"]`; the path's second-to-last component is the sha256 of the file, which
 # clip.py's `_download` (and scenic's `download.download(expected_sha256=url.split('/')[-2])`) checks.
@@ -277,7 +276,7 @@ def preprocess(images: np.ndarray, size: int = VITL14_336.image_size,
 # The extractor
 
 
-class CLIPExtractor:
+class CLIPExtractor(ChunkedExtractor):
     """`extract(images)` -> {"clip": float32 [N, 768] unit rows}, in chunks of `batch_size`; `provenance`."""
 
     name = "clip"
@@ -298,21 +297,8 @@ class CLIPExtractor:
                            "resolution": config.image_size, "device": str(device), "torch": torch.__version__,
                            "python": platform.python_version()}
 
-    def extract(self, images) -> dict[str, np.ndarray]:
-        if isinstance(images, torch.Tensor):
-            images = images.detach().cpu().numpy()
-        images = check_images(images)
-        starts = range(0, len(images), self.batch_size)
-        parts = [self._forward(images[i:i + self.batch_size])
-                 for i in tqdm(starts, desc="clip", leave=False, disable=len(starts) < 8)]
-        if not parts:
-            return {"clip": np.zeros((0, self.config.output_dim), np.float32)}
-        return {"clip": np.concatenate(parts).astype(np.float32, copy=False)}
-
-    @torch.inference_mode()
     def _forward(self, images: np.ndarray) -> np.ndarray:
-        with exact_float32():
-            return self.net(preprocess(images, self.config.image_size, self.device)).float().cpu().numpy()
+        return self.net(preprocess(images, self.config.image_size, self.device)).float().cpu().numpy()
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -48,13 +48,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 
-from bench.batches import check_images
 from bench.checkpoint import find_state_dict, load_torch_file
-from bench.device import check_device, exact_float32
+from bench.device import check_device
 from bench.download import RemoteFile, resolve_weights, sha256_file
 from bench.errors import BenchError
+from bench.features.chunked import ChunkedExtractor
 
 # The authors publish no digest. This is the one independent public projects pin for this URL, with its byte size
 # (1,217,586,395): finegrain-ai/refiners' DINOv2 conversion script (`src/refiners/conversion/models/dinov2.py`),
@@ -317,7 +316,7 @@ def preprocess(images: np.ndarray, resize: str = "tensor", device: str | torch.d
 # The extractor
 
 
-class DINOv2Extractor:
+class DINOv2Extractor(ChunkedExtractor):
     """`extract(images)` -> {"dinov2": float32 [N, 1024]}, in chunks of `batch_size`; `provenance`, `has_logits`."""
 
     name = "dinov2"
@@ -338,21 +337,8 @@ class DINOv2Extractor:
                            **(provenance or {}), "resize": resize, "resolution": RESOLUTION,
                            "device": str(device), "torch": torch.__version__, "python": platform.python_version()}
 
-    def extract(self, images) -> dict[str, np.ndarray]:
-        if isinstance(images, torch.Tensor):
-            images = images.detach().cpu().numpy()
-        images = check_images(images)
-        starts = range(0, len(images), self.batch_size)
-        parts = [self._forward(images[i:i + self.batch_size])
-                 for i in tqdm(starts, desc="dinov2", leave=False, disable=len(starts) < 8)]
-        if not parts:
-            return {"dinov2": np.zeros((0, self.config.dim), np.float32)}
-        return {"dinov2": np.concatenate(parts).astype(np.float32, copy=False)}
-
-    @torch.inference_mode()
     def _forward(self, images: np.ndarray) -> np.ndarray:
-        with exact_float32():
-            return self.net(preprocess(images, self.resize, self.device)).float().cpu().numpy()
+        return self.net(preprocess(images, self.resize, self.device)).float().cpu().numpy()
 
 
 def _check_options(batch_size: int, resize: str) -> None:

@@ -38,11 +38,12 @@ def density_coverage(
     ref_features,
     sample_features,
     k: int = NEIGHBOURS,
-    batch_size: int = 10000,
+    batch_size: int = 5000,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> tuple[float, float]:
-    """(density, coverage) of samples against references, prdc's definitions on float64 distances."""
+    """(density, coverage) of samples against references, prdc's definitions on float64 distances. Memory: a few
+    float64 `batch_size` x `batch_size` blocks (~0.2 GB each at 5,000), whatever the number of rows."""
     k, batch_size = check_count(k, "k"), check_count(batch_size, "batch_size")
     ref = check_features(ref_features, "ref_features", min_rows=k + 1)
     sample = check_features(sample_features, "sample_features", min_rows=1)
