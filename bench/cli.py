@@ -373,9 +373,9 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path, mar
     bench report runs/ --compare --baseline my-base    deltas, noise, comparability, what differs
     bench report runs/ --compare --html board.html --markdown board.md --latex board.tex
 
-    With --compare, rows whose reference batch, sample or reference count, Inception weights or Precision/Recall
-    distances differ from the baseline are marked not comparable, with the reason: a lower FID against another
-    reference batch is not a better model. A delta is beyond noise when |delta| > 2 sqrt(std_run^2 +
+    With --compare, rows whose reference batch, sample or reference count, Inception weights, Precision/Recall
+    distances, or DINOv2/CLIP weights (where both rows used them) differ from the baseline are marked not
+    comparable, with the reason: a lower FID against another reference batch is not a better model. A delta is beyond noise when |delta| > 2 sqrt(std_run^2 +
     std_baseline^2), from the bootstrap estimates results carry (docs/metrics.md).
     """
     from bench import report

@@ -88,7 +88,7 @@ def test_every_new_metric_through_bench_eval(setup, capsys):
     assert out.stderr.count("not the published file") == 2
     printed = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
     assert set(printed) >= {"FID", "FD_DINOv2", "CMMD", "Density_DINOv2", "Coverage_DINOv2", "Precision_CLIP",
-                            "Recall_CLIP", "Vendi_CLIP", "Vendi per class_CLIP", "Density", "Coverage"}
+                            "Recall_CLIP", "Vendi_CLIP", "Vendi_CLIP per class", "Density", "Coverage"}
     assert printed["KID_CLIP"].endswith("(subsets of 5)") and " +- " in printed["KID_CLIP"]
 
 

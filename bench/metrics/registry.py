@@ -319,7 +319,7 @@ def _vendi(space: Space) -> Metric:
                     f"samples' {space.features} features (vendi-score's formula, q=1), over all samples and as "
                     "the mean over classes of each class's score",
         compute=compute, aliases=(space.key("vendi_per_class"),), uses_labels=True,
-        output_titles=(space.title("Vendi"), space.title("Vendi per class")),
+        output_titles=(space.title("Vendi"), space.title("Vendi") + " per class"),
         minimum=_fewest(2, "the Vendi score of fewer than 2 samples is 1 whatever they are"),
         follows="vendi-score 0.0.3; per class as " + DGM_EVAL, samples="grows with N up to the width: compare at "
                                                                         "equal N", typical="not collected here")
@@ -354,7 +354,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
                        "estimator, times 1000, in float64",
            compute=_cmmd, follows="google-research/cmmd (Jayasumana et al. 2024)", bootstrap=False,
            minimum=_fewest(2, "CMMD of a single sample is its kernel distance to the reference, not a set's"),
-           samples="the paper: 30k COCO images per side; unbiased at any N but noisy below a few thousand",
+           samples="the paper compares sets of 30k COCO images; no Gaussian fit, so no N > width requirement",
            typical="no ImageNet 256 values published by the authors"),
     # Image-pair metrics of `bench run --task reconstruct` (the task computes them; listed for the board)
     Metric("rfid", "rFID", ("rfid",), ("pool",), "statistics", lower_is_better=True, units="as FID", follows=ADM,
@@ -363,7 +363,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("rfid_vs_originals", "rFID vs originals", ("rfid_vs_originals", "sfid_vs_originals"), ("pool", "spatial"),
            "statistics", lower_is_better=True, units="as FID", follows="LlamaGen-derived code",
            description="FID and sFID of reconstructions against their own originals (LlamaGen-derived code's rFID)",
-           output_titles=("rFID vs originals", "rsFID vs originals"), samples="the 50k ImageNet val images"),
+           output_titles=("rFID vs originals", "sFID vs originals"), samples="the 50k ImageNet val images"),
     Metric("psnr", "PSNR", ("psnr",), (), "pairs", lower_is_better=False, units="dB", follows="scikit-image",
            description="peak signal-to-noise ratio of reconstructions, data_range 1 on [0, 1] images"),
     Metric("ssim", "SSIM", ("ssim", "ssim_llamagen"), (), "pairs", lower_is_better=False, units="-1 .. 1",

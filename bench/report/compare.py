@@ -3,8 +3,8 @@
 A leaderboard is only honest if its rows were measured the same way, so comparing does more than subtract:
 
 * `comparable` / `why not comparable`: a row scored against another reference batch, with another sample or
-  reference count, other Inception weights or other Precision/Recall distances than the baseline is not
-  comparable with it, and the reason says which and how (a lower FID against another reference batch is not
+  reference count, other Inception weights, other Precision/Recall distances, or other DINOv2/CLIP weights than the
+  baseline is not comparable with it, and the reason says which and how (a lower FID against another reference batch is not
   a better model);
 * `differing_settings`: every recorded setting that differs between the rows, keyed by run; outcomes (metrics,
   timings, paths, versions, warnings) are not settings and are left out;
