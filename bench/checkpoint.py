@@ -171,7 +171,10 @@ def torchscript_tensors(path: str | Path, what: str = "TorchScript archive") -> 
                 raise BenchError(f"{path}: a big-endian TorchScript archive; re-save it on a little-endian machine")
             with archive.open(pickles[0]) as f:
                 root = _TorchScriptUnpickler(f, archive, prefix).load()
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
+    except pickle.UnpicklingError as err:
+        raise BenchError(f"{path}: cannot be read as a {what} ({_first_line(err)}); if you trust the file, save "
+                         "torch.jit.load(path).state_dict() with torch.save and pass that instead") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError) as err:
         raise BenchError(f"{path}: cannot be read as a {what} ({_first_line(err)})") from None
     out: dict[str, torch.Tensor] = {}
     _flatten(root, "", out)
