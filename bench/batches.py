@@ -438,6 +438,52 @@ def read_statistics(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
     return stats
 
 
+def _read_member(path: Path, name: str) -> np.ndarray | None:
+    """One array of an npz by name (None when absent), never unpickled; a damaged archive is a `BenchError`."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if f"{name}.npy" not in archive.namelist():
+                return None
+            with archive.open(f"{name}.npy") as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise BenchError(f"{path}: cannot read {name} ({err}); is the file truncated or corrupt?") from None
+
+
+def read_labels(path: str | os.PathLike, num_images: int) -> np.ndarray | None:
+    """The class labels of an ADM batch (`arr_1`, one integer per image of `arr_0`), None for a folder or an npz
+    without them."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    labels = _read_member(path, "arr_1")
+    if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != num_images):
+        raise BenchError(f"{path}: arr_1 has shape {labels.shape} and dtype {labels.dtype}; ADM batches keep one "
+                         f"integer class label per image there ({num_images})")
+    return labels
+
+
+def read_feature_rows(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Feature rows a reference stores beside its images (`feat_<array>`, written by `bench ref build` for networks
+    other than Inception, e.g. `feat_clip`), by array name; empty for a folder or an npz without them."""
+    path = Path(path)
+    if path.is_dir():
+        return {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n.removesuffix(".npy") for n in archive.namelist() if n.startswith("feat_") and n.endswith(".npy")]
+    except (zipfile.BadZipFile, OSError) as err:
+        raise _not_an_npz(path, err) from None
+    rows = {}
+    for name in names:
+        array = _read_member(path, name)
+        if array.ndim != 2 or array.dtype.kind != "f":
+            raise BenchError(f"{path}: {name} has shape {array.shape} and dtype {array.dtype}; stored features are "
+                             "float rows [N, D]")
+        rows[name.removeprefix("feat_")] = array
+    return rows
+
+
 class NpzWriter:
     """Write an `.npz` whose `arr_0` [N, *row_shape] is streamed in blocks, plus small extra arrays at the end.
 

@@ -281,10 +281,14 @@ def ref_group() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Which --subset is drawn.")
 @extraction_options
 @click.option("--dinov2", "with_dinov2", is_flag=True,
-              help="Also store DINOv2 statistics (mu_dinov2, sigma_dinov2) for FD_DINOv2.")
+              help="Also store DINOv2 statistics (mu_dinov2, sigma_dinov2) for FD_DINOv2 (and, with --include-images, "
+                   "the stored images' DINOv2 features as feat_dinov2).")
+@click.option("--clip", "with_clip", is_flag=True,
+              help="Also store CLIP statistics (mu_clip, sigma_clip) for FD_CLIP and, with --include-images, the "
+                   "stored images' CLIP embeddings as feat_clip for CMMD.")
 @click.pass_context
 def ref_build_command(ctx, source, output, image_size, no_crop, include_images, subset, seed, device, batch_size,
-                      with_dinov2):
+                      with_dinov2, with_clip):
     """Compute a reference batch (mu, sigma, mu_s, sigma_s[, arr_0]) from an .npz or an image folder.
 
     For an ImageNet-style folder (class subfolders of JPEGs) this reproduces how ADM's reference batches were
@@ -297,13 +301,13 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
     hidden folders (.thumbnails/) are skipped, with a notice that says how many and why.
 
     Beside OUTPUT, OUTPUT.json records how it was made: the source and its content digest, the images counted
-    and skipped, the crop, the stored subset, the Inception (and DINOv2) weights with their sha256 and the
+    and skipped, the crop, the stored subset, the Inception (DINOv2, CLIP) weights with their sha256 and the
     backend that ran them, the package versions, and OUTPUT's own sha256 (a record whose sha256 differs from
     OUTPUT's describes another build). It sits beside the .npz rather than inside it: ADM's evaluator and other
     tools read these .npz files and expect arrays only.
     """
     from bench.batches import FolderImages, open_images
-    from bench.features import load_extractors
+    from bench.features import load_extractors, weights_warnings
     from bench.references import build_reference
 
     target = Path(output).resolve()
@@ -331,10 +335,13 @@ def ref_build_command(ctx, source, output, image_size, no_crop, include_images, 
                          "drop --no-crop to center-crop them to --image-size")
     if subset is not None and subset > images.num_images:
         raise BenchError(f"--subset {subset}: {source} holds only {images.num_images} images")
-    arrays = ["pool", "spatial"] + (["dinov2"] if with_dinov2 else [])
+    extra = (["dinov2"] if with_dinov2 else []) + (["clip"] if with_clip else [])
+    arrays = ["pool", "spatial"] + extra
     extractors = load_extractors(arrays, device, options=given_options(ctx))
+    for warning in weights_warnings(extractors):
+        click.echo(f"Warning: {warning}", err=True)
     stored = build_reference(images, output, extractors, arrays, include_images=include_images, subset=subset,
-                             seed=seed, batch_size=batch_size)
+                             seed=seed, batch_size=batch_size, store_rows=extra if include_images else ())
     shown = f" and {stored} of the images" if include_images else ""
     click.echo(f"wrote {output}: statistics of {images.num_images} images{shown} (provenance: {output}.json)")
 
@@ -371,9 +378,9 @@ def report_command(results, compare, baseline, sort_by, csv_path, html_path, mar
     bench report runs/ --compare --baseline my-base    deltas, noise, comparability, what differs
     bench report runs/ --compare --html board.html --markdown board.md --latex board.tex
 
-    With --compare, rows whose reference batch, sample or reference count, Inception weights or Precision/Recall
-    distances differ from the baseline are marked not comparable, with the reason: a lower FID against another
-    reference batch is not a better model. A delta is beyond noise when |delta| > 2 sqrt(std_run^2 +
+    With --compare, rows whose reference batch, sample or reference count, Inception weights, Precision/Recall
+    distances, or DINOv2/CLIP weights (where both rows used them) differ from the baseline are marked not
+    comparable, with the reason: a lower FID against another reference batch is not a better model. A delta is beyond noise when |delta| > 2 sqrt(std_run^2 +
     std_baseline^2), from the bootstrap estimates results carry (docs/metrics.md).
     """
     from bench import report

@@ -8,6 +8,7 @@ raises one `MissingFilesError` that lists every missing file, its source and whe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -202,3 +203,17 @@ def resolve(remote: RemoteFile, explicit: str | os.PathLike | None = None, allow
     """Resolve one file; see `resolve_all`."""
     mapping = {remote.filename: explicit} if explicit is not None else None
     return resolve_all([remote], mapping, allow_download)[0]
+
+
+def resolve_weights(remote: RemoteFile, given: str | os.PathLike | None = None,
+                    allow_download: bool = True) -> tuple[Path, bool]:
+    """A feature network's weights and whether they are the published file.
+
+    A file the user names is theirs, as a checkpoint given by path is: it is used whatever its digest (only its
+    existence is checked) and it is the published file only when its sha256 is the pin. Without one, the cache
+    or a download supplies the published file, held to its pin as every download is.
+    """
+    if given is None:
+        return resolve(remote, None, allow_download), True
+    path = resolve(dataclasses.replace(remote, sha256=None), given, allow_download=False)
+    return path, remote.sha256 is not None and sha256_file(path) == remote.sha256

@@ -14,10 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.batches import FolderImages, NpzImages, has_images, open_images, read_statistics
+from bench.batches import (FolderImages, NpzImages, has_images, open_images, read_feature_rows, read_labels,
+                           read_statistics)
 from bench.download import sha256_file
 from bench.errors import BenchError
-from bench.features import FeatureSet
+from bench.features import FeatureSet, weights_warnings
 from bench.features.cache import extract_source
 from bench.features.featureset import statistics_keys
 from bench.metrics import registry
@@ -53,9 +54,10 @@ def _unavailable_arrays(extractors: Sequence, wanted: Sequence[str]) -> dict[str
 
 
 def load_batch(path: str | Path, extractors: Sequence, arrays: dict[str, str] | Sequence[str], role: str = "reference",
-               batch_size: int = 64, cache: bool = True) -> FeatureSet:
-    """One batch as a `FeatureSet`: its precomputed statistics (ADM's keys, `mu_<array>` for others) and the
-    features of its images for every wanted array whose rows are needed or whose statistics it lacks.
+               batch_size: int = 64, cache: bool = True, labels: bool = False) -> FeatureSet:
+    """One batch as a `FeatureSet`: its precomputed statistics (ADM's keys, `mu_<array>` for others), the feature
+    rows a reference stores (`feat_<array>`), and the features of its images for every other wanted array whose rows
+    are needed or whose statistics it lacks; with `labels`, the class labels of an npz's images (`arr_1`).
 
     `arrays`: array -> "features" | "statistics" (what this side must provide), or a list meaning "features".
     """
@@ -67,8 +69,9 @@ def load_batch(path: str | Path, extractors: Sequence, arrays: dict[str, str] | 
         mu_key, sigma_key = statistics_keys(array)
         if mu_key in stored and sigma_key in stored:
             given[array] = (stored[mu_key], stored[sigma_key])
-    to_extract = [a for a, what in need.items() if what == "features" or a not in given]
-    features: dict[str, np.ndarray] = {}
+    # rows stored with the reference take precedence over extraction, as its statistics do
+    features = {k: v for k, v in (read_feature_rows(path) if role == "reference" else {}).items() if k in need}
+    to_extract = [a for a, what in need.items() if a not in features and (what == "features" or a not in given)]
     num_images = None
     if has_images(path):
         source = open_images(path)
@@ -76,12 +79,19 @@ def load_batch(path: str | Path, extractors: Sequence, arrays: dict[str, str] | 
         if num_images < 2:
             raise BenchError(f"{path}: the {role} batch has {num_images} image(s); at least 2 are needed for a "
                              "covariance (and ~50k samples / 10k references for paper-comparable numbers)")
+        for array, rows in features.items():
+            if len(rows) != num_images:
+                raise BenchError(f"{path}: feat_{array} holds {len(rows)} rows for {num_images} images; stored "
+                                 "features are one row per image of arr_0")
         running = extractors_for(extractors, to_extract)
         if running:
-            features = {k: v for k, v in extract_source(source, running, batch_size, cache).items() if k in need}
-    elif not given:
+            features.update({k: v for k, v in extract_source(source, running, batch_size, cache).items() if k in need})
+    elif not given and not features:
         raise BenchError(f"{path}: the {role} batch has neither images ('arr_0') nor statistics (mu, sigma, ...)")
-    return FeatureSet(str(path), features, given, _unavailable_arrays(extractors, need), num_images)
+    class_labels = read_labels(path, num_images) if labels and num_images is not None else None
+    return FeatureSet(str(path), features, given, _unavailable_arrays(extractors, [a for a in need if a not in
+                                                                                   features]),
+                      num_images, labels=class_labels)
 
 
 def distances_label(exact: bool) -> str:
@@ -137,9 +147,11 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor=None, *, e
         raise BenchError(f"{sample_path}: the sample batch has no images ('arr_0'); statistics alone cannot give "
                          "Inception Score or Precision/Recall")
     warnings, resolution = size_checks(ref_path, sample_path, force)
+    warnings += weights_warnings(extractors)
     need = registry.arrays_needed(metrics)
     ref = load_batch(ref_path, extractors, need, "reference", batch_size, cache)
-    sample = load_batch(sample_path, extractors, list(need), "sample", batch_size, cache)
+    sample = load_batch(sample_path, extractors, list(need), "sample", batch_size, cache,
+                        labels=any(m.uses_labels for m in metrics))
     options = ScoreOptions(exact=exact, kid_subset_size=kid_subset_size)
     scored = registry.score(ref, sample, metrics, options)
     widths = {k: v.shape[1] for k, v in sample.arrays.items()}
@@ -177,12 +189,12 @@ def summary_lines(result: dict[str, Any]) -> str:
     for key in metrics:
         if key in dict((k, t) for t, k in adm):
             continue
-        title = registry.OUTPUTS[key].title_of(key) if key in registry.OUTPUTS else key
-        line = f"{title}: {show(key)}"
-        if key == "kid" and metrics[key] is not None:
-            details = result.get("details", {})
-            spread = details.get("kid_std")
+        line = f"{registry.OUTPUT_TITLES.get(key, key)}: {show(key)}"
+        if registry.OUTPUTS.get(key) is not None and registry.OUTPUTS[key].name.startswith("kid") and \
+                metrics[key] is not None:
+            details, network = result.get("details", {}), key.removeprefix("kid")  # "" or "_dinov2"
+            spread = details.get(f"kid_std{network}")
             line += (f" +- {spread!r}" if spread is not None else " (spread unavailable)") + \
-                    f" (subsets of {details.get('kid_subset_size')})"
+                    f" (subsets of {details.get(f'kid_subset_size{network}')})"
         lines.append(line)
     return "\n".join(lines)

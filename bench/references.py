@@ -4,8 +4,9 @@ building one from images (`bench ref build`).
 The registry is data, in `reference_stats/registry.json`; an entry resolves through `bench.download` like a
 checkpoint (cache, then download, checksum-verified where a digest is pinned), or ships with the package
 (`"packaged": true`, the demo's val split). A built reference is an ADM-format npz -- `mu`, `sigma`, `mu_s`,
-`sigma_s` (and `mu_<array>`/`sigma_<array>` for other networks), optionally `arr_0` -- with a provenance record
-beside it, `<output>.json`, since ADM's evaluator and other tools expect arrays only in the npz.
+`sigma_s` (and `mu_<array>`/`sigma_<array>` for other networks), optionally `arr_0` and, beside it, the rows of
+other networks' features for those images (`feat_clip`: CMMD then needs no CLIP pass over the reference) -- with a
+provenance record beside it, `<output>.json`, since ADM's evaluator and other tools expect arrays only in the npz.
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ def check_resolution(ref: Reference, eval_size: int, force: bool) -> str | None:
 
 def build_reference(source: ImageSource, output: str | Path, extractors: Sequence, arrays: Sequence[str], *,
                     include_images: bool = False, subset: int | None = None, seed: int = 0,
-                    batch_size: int = 64) -> int:
+                    batch_size: int = 64, store_rows: Sequence[str] = ()) -> int:
     """Write the reference npz for `source` (every image's features into the statistics; with `include_images`,
-    the images too, or a seeded random `subset` of them as ADM's 10,000) and its provenance record, both
-    atomically. Returns the number of images stored in `arr_0` (0 without `include_images`)."""
+    the images too, or a seeded random `subset` of them as ADM's 10,000, and the `store_rows` features of those
+    images as `feat_<array>`) and its provenance record, both atomically. Returns the number of images stored in
+    `arr_0` (0 without `include_images`)."""
     output, record_path = Path(output), Path(f"{output}.json")
     writer = store = None
     if include_images:
@@ -158,7 +160,8 @@ def build_reference(source: ImageSource, output: str | Path, extractors: Sequenc
             stats.update({mu_key: mu, sigma_key: sigma})
         record_path.unlink(missing_ok=True)  # an earlier build's record must not outlive its .npz
         if writer:
-            writer.close(**stats)
+            rows = {f"feat_{a}": features[a] if chosen is None else features[a][chosen] for a in store_rows}
+            writer.close(**stats, **rows)
         else:
             with atomic_path(output) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **stats)

@@ -335,7 +335,7 @@ def test_load_from_explicit_path_and_cache(tmp_path, small_sd, monkeypatch, pin)
     assert ex.provenance["weights"] == str(path)
     assert ex.provenance["weights_sha256"] == sha256_file(path)
     assert ex.provenance["weights_source"] == dinov2.WEIGHTS.url
-    assert ex.provenance["network"] == "dinov2_vitl14"
+    assert ex.provenance["network"] == "dinov2_vitl14" and ex.provenance["official_weights"] is True
     assert (ex.provenance["resize"], ex.provenance["device"], ex.provenance["torch"]) == ("tensor", "cpu",
                                                                                            torch.__version__)
     batch = images(2, 64, 64)
@@ -362,11 +362,25 @@ def test_load_refuses_a_file_of_another_size(tmp_path, small_sd, pin):
     assert "cls_token: expected [1, 1, 1024], found [1, 1, 64]" in message and "(35 in all)" in message
 
 
-def test_the_real_file_is_refused_unless_its_digest_matches(tmp_path):
-    path = tmp_path / "dinov2_vitl14_pretrain.pth"
-    torch.save({"cls_token": torch.zeros(1)}, path)
+def test_a_named_file_is_the_users_and_a_cached_one_is_held_to_the_pin(tmp_path, small_sd, monkeypatch, pin):
+    """Weights given by path are used whatever their digest, recorded as not the published file, with one warning;
+    the cache stands for the published file, so a file there with another digest is refused."""
+    from bench.features import UnofficialWeightsWarning, load_extractor
+
+    monkeypatch.setattr(dinov2, "VITL14", SMALL)
+    path = tmp_path / "my_dinov2.pth"
+    torch.save(small_sd, path)
+    ex = dinov2.load(weights=path)
+    assert ex.provenance["official_weights"] is False and ex.provenance["weights_sha256"] == sha256_file(path)
+    with pytest.warns(UnofficialWeightsWarning, match=r"DINOv2 weights .*my_dinov2.pth .* not comparable"):
+        load_extractor("dinov2", weights=path)
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    (cache_dir() / "dinov2_vitl14_pretrain.pth").write_bytes(path.read_bytes())
     with pytest.raises(BenchError, match="sha256 mismatch"):
-        dinov2.load(weights=path)
+        dinov2.load(allow_download=False)
+    pin(dinov2, "WEIGHTS", path)  # the same bytes, now the published file
+    assert dinov2.load(weights=path).provenance["official_weights"] is True
+    assert dinov2.load(allow_download=False).provenance["official_weights"] is True
 
 
 def test_pin_is_well_formed_and_documented():

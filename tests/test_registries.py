@@ -17,7 +17,7 @@ import bench.features.dinov2 as dinov2
 import bench.inception
 from bench.cli import cli
 from bench.errors import BenchError
-from bench.features import EXTRACTORS, load_extractor, network_for
+from bench.features import EXTRACTORS, FeatureSet, load_extractor, network_for
 from bench.metrics import registry
 from bench.result import Result, read
 from test_evaluate import fid_scipy
@@ -66,9 +66,60 @@ def test_every_array_a_metric_needs_has_a_network():
     for metric in registry.METRICS.values():
         for array in metric.needs:
             assert array in network_for(array).arrays
-    assert set(EXTRACTORS) == {"inception", "dinov2"}
+    assert set(EXTRACTORS) == {"inception", "dinov2", "clip"}
     with pytest.raises(BenchError, match="unknown feature network"):
-        load_extractor("clip")
+        load_extractor("siglip")
+
+
+def test_feature_space_metrics_are_defined_once_for_every_network():
+    """Each network with an embedding gets every family: Inception under ADM's bare names, others suffixed; a new
+    network gets them from its declaration alone."""
+    from bench.features import FeatureNetwork
+
+    families = {"fd": ("{fd}",), "kid": ("kid{s}",), "precision_recall": ("precision{s}", "recall{s}"),
+                "density_coverage": ("density{s}", "coverage{s}"), "vendi": ("vendi{s}", "vendi_per_class{s}")}
+    for network in ("inception", "dinov2", "clip"):
+        s = "" if network == "inception" else f"_{network}"
+        for base, outputs in families.items():
+            name = ("fid" if network == "inception" else f"fd_{network}") if base == "fd" else base + s
+            metric = registry.METRICS[name]
+            assert metric.outputs == tuple(o.format(s=s, fd=name) for o in outputs)
+            assert metric.needs == (EXTRACTORS[network].embedding,)
+            assert ("paper-comparable" in metric.follows) == (network == "inception" and base in ("fd",
+                                                                                             "precision_recall"))
+    assert registry.METRICS["cmmd"].needs == ("clip",) and registry.METRICS["cmmd"].reads == "features"
+    fake = FeatureNetwork("siglip", {"siglip": 1152}, load=lambda **kw: None, description="", embedding="siglip",
+                          title="SigLIP")
+    made = [family(registry.Space(fake)) for family in registry._FAMILIES]
+    assert [m.name for m in made] == ["fd_siglip", "kid_siglip", "precision_recall_siglip", "density_coverage_siglip",
+                                      "vendi_siglip"]
+    assert made[0].title == "FD_SigLIP" and made[2].output_titles == ("Precision_SigLIP", "Recall_SigLIP")
+
+
+def test_new_metrics_select_rank_and_resample_as_declared():
+    chosen = registry.select("+density,+cmmd,+precision_dinov2,+fd-clip,+vendi_per_class_clip")
+    assert [m.name for m in chosen][-5:] == ["density_coverage", "cmmd", "precision_recall_dinov2", "fd_clip",
+                                             "vendi_clip"]
+    assert registry.arrays_needed(registry.select("cmmd,vendi_dinov2")) == {"clip": "features",
+                                                                            "dinov2": "statistics"}
+    for key in ("cmmd", "fd_clip", "kid_dinov2"):
+        assert registry.lower_is_better(key)
+    for key in ("density", "coverage_clip", "vendi", "vendi_per_class_dinov2", "recall_clip"):
+        assert not registry.lower_is_better(key)
+    not_resampled = {m.name for m in registry.METRICS.values() if m.compute and not m.bootstrap}
+    assert not_resampled == {"precision_recall", "density_coverage", "cmmd"} | {
+        f"{base}_{n}" for base in ("precision_recall", "density_coverage") for n in ("dinov2", "clip")}
+    assert registry.OUTPUT_TITLES["coverage_dinov2"] == "Coverage_DINOv2" and registry.OUTPUT_TITLES["cmmd"] == "CMMD"
+
+
+def test_a_metric_may_give_some_outputs_and_say_why_not_the_others():
+    rng = np.random.default_rng(0)
+    sample = FeatureSet("s", {"clip": rng.standard_normal((6, 4))})
+    scored = registry.score(FeatureSet("r"), sample, registry.select("vendi_clip"))
+    assert scored["metrics"]["vendi_clip"] > 1 and scored["metrics"]["vendi_per_class_clip"] is None
+    assert "no class labels" in scored["unavailable"]["vendi_per_class_clip"]
+    with pytest.raises(BenchError, match="class labels of shape"):
+        FeatureSet("s", {"clip": rng.standard_normal((6, 4))}, labels=np.zeros(5, np.int64))
 
 
 def test_docs_metric_table_is_the_registry():

@@ -377,3 +377,33 @@ def test_latex_flags_are_words_and_markdown_marks(runs):
     assert " & no & " in to_latex(board) and "✗" not in to_latex(board)
     assert "| ✗ |" in to_markdown(board)
     assert json.loads(json.dumps(to_csv(board)))  # plain text
+
+
+def test_other_networks_weights_compare_where_both_rows_used_the_network(tmp_path):
+    """Rows whose DINOv2 or CLIP weights (or DINOv2 resize) differ from the baseline's are not comparable; a row that
+    did not use the network at all (FID only) stays comparable on what it has. New metrics get their own titles,
+    directions and precision on the board."""
+    def write(name, metrics, **features):
+        write_json(tmp_path / name / "result.json", {
+            "schema_version": 1, "task": "eval", "run_id": name, "metrics": metrics,
+            "reference": {"sha256": "ab", "num_ref": 20}, "samples": {"num_samples": 8}, "settings": {},
+            "provenance": {"features": {"inception": {"sha256": "cd"}, **features}}})
+
+    official = {"weights_sha256": "d5383ea8f487", "resize": "tensor", "official_weights": True}
+    write("base", {"fid": 3.0, "fd_dinov2": 100.0, "cmmd": 0.5}, dinov2=official,
+          clip={"weights_sha256": "3035c92b3509", "official_weights": True})
+    write("mine", {"fid": 2.9, "fd_dinov2": 90.0, "cmmd": 0.4}, dinov2={**official, "weights_sha256": "0123456789ab",
+                                                                        "official_weights": False},
+          clip={"weights_sha256": "3035c92b3509", "official_weights": True})
+    write("pil", {"fid": 2.8, "fd_dinov2": 95.0}, dinov2={**official, "resize": "pil"})
+    write("fid-only", {"fid": 2.7, "density": 1.02, "coverage": 0.81, "kid_dinov2": 0.0123456})
+    table, _ = compare(load_results([tmp_path / n for n in ("base", "mine", "pil", "fid-only")]), baseline="base")
+    assert table["comparable"].tolist() == [True, False, False, True]
+    why = table["why not comparable"].tolist()
+    assert why[1] == "DINOv2 weights 0123456789ab vs d5383ea8f487 in the baseline"
+    assert why[2] == "DINOv2 resize pil vs tensor in the baseline"
+    text = to_text(build([tmp_path], sort_by="cmmd").board)
+    assert all(title in text for title in ("FD_DINOv2", "CMMD", "Density", "Coverage", "KID_DINOv2"))
+    assert "0.01235" in text  # KID in any feature space is read to 5 decimals
+    assert build([tmp_path], sort_by="cmmd").board["run"].tolist()[:2] == ["mine", "base"]  # lower CMMD first
+    assert build([tmp_path], sort_by="coverage").board["run"].tolist()[0] == "fid-only"  # higher coverage first

@@ -549,7 +549,7 @@ def test_cli_metrics_plus_kid_reach_result_json(toy, tmp_path, monkeypatch):
     assert {"inception_score", "fid", "sfid", "precision", "recall", "kid"} == set(result["metrics"])
     assert result["metrics"]["kid"] is not None and result["details"]["kid_subset_size"] == 12  # half the 24 refs
     assert result["settings"]["metrics"] == ["inception_score", "fid", "sfid", "precision_recall", "kid"]
-    assert "kid: " in res.output
+    assert "KID: " in res.output
     res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--metrics", "+nope"])
     assert res.exit_code == 2 and "unknown metric 'nope'" in res.output
     # A network's own options reach its loader: --inception (issue: the IS warning named a flag bench run lacked)
@@ -708,3 +708,33 @@ def test_bench_run_without_a_generator_is_the_demo_and_refuses_run_options(monke
         res = cli(args)
         assert res.exit_code == 2 and "name the generator with -g" in res.output, (args, res.output)
     assert len(calls) == 2
+
+
+def test_runs_score_the_new_metrics_with_their_labels_and_name_what_noise_leaves_out(toy, tmp_path, monkeypatch):
+    """`bench run --metrics fid,vendi,density_coverage`: Vendi per class from the run's own labels and density/coverage,
+    recomputed here with the vendi-score and prdc packages from the run's shard features; the noise estimate
+    resamples Vendi and names the k-NN metrics it leaves out."""
+    from prdc import compute_prdc
+    from vendi_score import vendi
+
+    monkeypatch.setattr(bench.run.score, "RESAMPLE_PAIRS", 0)  # as if the batches were large
+    monkeypatch.setattr(bench.features, "load_extractor", lambda name, **kw: ProjectionExtractor())
+    res = cli(["-g", "toy", "--ref", str(toy), "--runs-dir", str(tmp_path / "runs"), "--run-id", "v", "--device", "cpu",
+               "--num-samples", "40", "--shard-size", "20", "--noise-resamples", "3",
+               "--metrics", "fid,vendi,density_coverage"])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "runs" / "v" / "result.json").read_text())
+    shards = sorted((tmp_path / "runs" / "v" / "shards").glob("*.features.npz"))
+    pool = np.concatenate([np.load(f)["pool"] for f in shards]).astype(np.float64)
+    labels = SamplingPlan(40, 10, 0, "random").labels(np.arange(40))
+    with np.load(toy) as npz:
+        ref = ProjectionExtractor().extract(npz["arr_0"])["pool"]
+    m = result["metrics"]
+    assert m["vendi"] == pytest.approx(vendi.score_dual(pool), rel=1e-9)
+    per_class = np.mean([vendi.score_K(pool[labels == c] @ pool[labels == c].T, normalize=True)
+                         for c in np.unique(labels)])
+    assert m["vendi_per_class"] == pytest.approx(per_class, rel=1e-9)
+    official = compute_prdc(ref, pool, nearest_k=5)
+    assert (m["density"], m["coverage"]) == pytest.approx((official["density"], official["coverage"]), rel=1e-12)
+    assert result["noise"]["not_estimated"] == ["density_coverage"]
+    assert {"fid", "vendi", "vendi_per_class"} <= set(result["noise"]["std"])

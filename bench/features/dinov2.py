@@ -48,13 +48,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 
-from bench.batches import check_images
 from bench.checkpoint import find_state_dict, load_torch_file
-from bench.device import check_device, exact_float32
-from bench.download import RemoteFile, resolve, sha256_file
+from bench.device import check_device
+from bench.download import RemoteFile, resolve_weights, sha256_file
 from bench.errors import BenchError
+from bench.features.chunked import ChunkedExtractor
 
 # The authors publish no digest. This is the one independent public projects pin for this URL, with its byte size
 # (1,217,586,395): finegrain-ai/refiners' DINOv2 conversion script (`src/refiners/conversion/models/dinov2.py`),
@@ -317,7 +316,7 @@ def preprocess(images: np.ndarray, resize: str = "tensor", device: str | torch.d
 # The extractor
 
 
-class DINOv2Extractor:
+class DINOv2Extractor(ChunkedExtractor):
     """`extract(images)` -> {"dinov2": float32 [N, 1024]}, in chunks of `batch_size`; `provenance`, `has_logits`."""
 
     name = "dinov2"
@@ -338,21 +337,8 @@ class DINOv2Extractor:
                            **(provenance or {}), "resize": resize, "resolution": RESOLUTION,
                            "device": str(device), "torch": torch.__version__, "python": platform.python_version()}
 
-    def extract(self, images) -> dict[str, np.ndarray]:
-        if isinstance(images, torch.Tensor):
-            images = images.detach().cpu().numpy()
-        images = check_images(images)
-        starts = range(0, len(images), self.batch_size)
-        parts = [self._forward(images[i:i + self.batch_size])
-                 for i in tqdm(starts, desc="dinov2", leave=False, disable=len(starts) < 8)]
-        if not parts:
-            return {"dinov2": np.zeros((0, self.config.dim), np.float32)}
-        return {"dinov2": np.concatenate(parts).astype(np.float32, copy=False)}
-
-    @torch.inference_mode()
     def _forward(self, images: np.ndarray) -> np.ndarray:
-        with exact_float32():
-            return self.net(preprocess(images, self.resize, self.device)).float().cpu().numpy()
+        return self.net(preprocess(images, self.resize, self.device)).float().cpu().numpy()
 
 
 def _check_options(batch_size: int, resize: str) -> None:
@@ -364,14 +350,16 @@ def _check_options(batch_size: int, resize: str) -> None:
 
 def load(weights: str | Path | None = None, device: str = "cpu", batch_size: int = 64, allow_download: bool = True,
          resize: str = "tensor") -> DINOv2Extractor:
-    """The FD_DINOv2 extractor with the official `dinov2_vitl14_pretrain.pth`: `weights` if given, else the cache,
-    else a download (1.2 GB); offline, a MissingFilesError says where to put the file. Options are checked before
+    """The FD_DINOv2 extractor: `weights` if given (the user's file, whatever its digest: `official_weights` says
+    whether it is the published one), else the official `dinov2_vitl14_pretrain.pth` from the cache or a download
+    (1.2 GB, held to its pin); offline, a MissingFilesError says where to put the file. Options are checked before
     anything is fetched."""
     _check_options(batch_size, resize)
     check_device(device)
-    path = resolve(WEIGHTS, weights, allow_download)
+    path, official = resolve_weights(WEIGHTS, weights, allow_download)
     state_dict = find_state_dict(load_torch_file(path, "DINOv2 checkpoint"), ("model", "state_dict"), path)
-    provenance = {"weights": str(path), "weights_sha256": sha256_file(path), "weights_source": WEIGHTS.source}
+    provenance = {"weights": str(path), "weights_sha256": sha256_file(path), "weights_source": WEIGHTS.source,
+                  "official_weights": official}
     return DINOv2Extractor(state_dict, VITL14, device, batch_size, resize, provenance, where=str(path))
 
 
@@ -383,9 +371,13 @@ NETWORK = FeatureNetwork(
     arrays={"dinov2": VITL14.dim},
     load=lambda **options: load(**options),  # looked up at call time, so a test may replace `load`
     description="DINOv2 ViT-L/14 final-norm CLS token, EDM2's preprocessing (FD_DINOv2)",
+    embedding="dinov2",
+    title="DINOv2",
     options=(
         NetworkOption("--dinov2-weights", "weights", is_path=True,
-                      help="FD_DINOv2: the official dinov2_vitl14_pretrain.pth [cache, else download]."),
+                      help="DINOv2 weights for FD_DINOv2 and the other *_dinov2 metrics: your file is used as given "
+                           "(results say when it is not the published one) [dinov2_vitl14_pretrain.pth: cache, else "
+                           "download]."),
         NetworkOption("--dinov2-resize", "resize", default="tensor", choices=RESIZE_MODES,
                       help="FD_DINOv2 preprocessing: EDM2's default bicubic antialiased tensor resize to 224, or "
                            "dgm-eval's PIL bicubic resize."),

@@ -33,6 +33,8 @@ class FeatureSet:
     #: array name -> why it is missing (e.g. Inception logits without softmax weights)
     unavailable: dict[str, str] = field(default_factory=dict)
     num_images: int | None = None
+    #: the class label of each image (an npz's `arr_1`, a class-conditional run's labels), for per-class metrics
+    labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name, values in self.arrays.items():
@@ -44,6 +46,11 @@ class FeatureSet:
                                  "(corrupt images or a broken extractor)")
         if self.num_images is None and self.arrays:
             self.num_images = len(next(iter(self.arrays.values())))
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels)
+            if self.labels.ndim != 1 or self.labels.dtype.kind not in "iu" or len(self.labels) != self.num_images:
+                raise BenchError(f"{self.label}: class labels of shape {self.labels.shape} and dtype "
+                                 f"{self.labels.dtype}; expected one integer per image ({self.num_images})")
         self._computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
@@ -70,4 +77,5 @@ class FeatureSet:
 
     def subset(self, rows: np.ndarray) -> "FeatureSet":
         """The same batch restricted to some rows (bootstrap resamples, shuffled orders); statistics are recomputed."""
-        return FeatureSet(self.label, {k: v[rows] for k, v in self.arrays.items()}, {}, dict(self.unavailable))
+        return FeatureSet(self.label, {k: v[rows] for k, v in self.arrays.items()}, {}, dict(self.unavailable),
+                          labels=None if self.labels is None else self.labels[rows])

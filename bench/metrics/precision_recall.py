@@ -4,7 +4,7 @@ Each feature set spans a manifold: the union of balls around its points whose ra
 k-th nearest neighbour, counting the point itself as neighbour 0 (ADM: `np.partition(d, kth=[0..k])[:, k]`
 over a row that includes the self-distance; k = 3). Precision is the fraction of samples inside the reference
 manifold (within the radius of ANY reference point), recall the fraction of references inside the sample
-manifold. Comparisons are `distance <= radius`.
+manifold. Comparisons are `distance <= radius` (`strict=True`: `<`, as the `prdc` package and dgm-eval compare).
 
 ADM's `DistanceBlock` computes squared distances in float16 with TensorFlow ops, which the default mode
 reproduces bit for bit on the CPU kernels TF uses:
@@ -170,8 +170,10 @@ def precision_recall(
     batch_size: int = 10000,
     device: str | torch.device | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> tuple[float, float]:
-    """(precision, recall) of samples against references; ADM's float16 distances unless `exact=True`."""
+    """(precision, recall) of samples against references; ADM's float16 distances unless `exact=True`, ADM's
+    `distance <= radius` unless `strict=True` (prdc's `<`, which dgm-eval uses with k=5 and exact distances)."""
     k, batch_size = check_count(k, "k"), check_count(batch_size, "batch_size")
     ref = check_features(ref_features, "ref_features", min_rows=k + 1)
     sample = check_features(sample_features, "sample_features", min_rows=k + 1)
@@ -181,6 +183,7 @@ def precision_recall(
     ref_t = torch.from_numpy(np.ascontiguousarray(ref)).to(device=device, dtype=dtype)
     sample_t = torch.from_numpy(np.ascontiguousarray(sample)).to(device=device, dtype=dtype)
     distances = exact_distances if exact else adm_fp16_distances
+    inside = torch.lt if strict else torch.le
 
     with torch.no_grad(), _full_precision_matmul():
         ref_radii = manifold_radii(ref_t, k, batch_size, distances, progress)
@@ -190,6 +193,6 @@ def precision_recall(
         blocks = [(r, c) for r in range(0, len(ref_t), batch_size) for c in range(0, len(sample_t), batch_size)]
         for row, col in tqdm(blocks, desc="precision/recall", disable=not progress, leave=False):
             d = distances(ref_t[row : row + batch_size], sample_t[col : col + batch_size])
-            ref_in[row : row + batch_size] |= (d <= sample_radii[None, col : col + batch_size]).any(dim=1)
-            sample_in[col : col + batch_size] |= (d <= ref_radii[row : row + batch_size, None]).any(dim=0)
+            ref_in[row : row + batch_size] |= inside(d, sample_radii[None, col : col + batch_size]).any(dim=1)
+            sample_in[col : col + batch_size] |= inside(d, ref_radii[row : row + batch_size, None]).any(dim=0)
     return float(sample_in.double().mean()), float(ref_in.double().mean())

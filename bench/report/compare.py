@@ -3,8 +3,8 @@
 A leaderboard is only honest if its rows were measured the same way, so comparing does more than subtract:
 
 * `comparable` / `why not comparable`: a row scored against another reference batch, with another sample or
-  reference count, other Inception weights or other Precision/Recall distances than the baseline is not
-  comparable with it, and the reason says which and how (a lower FID against another reference batch is not
+  reference count, other Inception weights, other Precision/Recall distances, or other DINOv2/CLIP weights than the
+  baseline is not comparable with it, and the reason says which and how (a lower FID against another reference batch is not
   a better model);
 * `differing_settings`: every recorded setting that differs between the rows, keyed by run; outcomes (metrics,
   timings, paths, versions, warnings) are not settings and are left out;
@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import BenchError
+from bench.features import EXTRACTORS
 from bench.features.cache import KEY_FIELDS
 from bench.report.load import metric_columns
 
@@ -32,6 +33,12 @@ COMPARABILITY = {
     "provenance.features.inception.sha256": "Inception weights",
     "provenance.distances": "Precision/Recall distances",
 }
+#: the other feature networks' weights and preprocessing: compared where both rows used the network (a row without
+#: FD_DINOv2 stays comparable on FID with one that has it)
+ONLY_WHERE_BOTH = {f"provenance.features.{name}.{field}": f"{network.title} {what}"
+                   for name, network in EXTRACTORS.items() if name != "inception"
+                   for field, what in (("weights_sha256", "weights"), ("resize", "resize"))}
+COMPARABILITY.update(ONLY_WHERE_BOTH)
 #: a comparability column -> a finer one that replaces it where both rows record it: the Inception weights'
 #: feature-tensor digest is the same for one set of weights in any file format (results before it: the file's)
 FORMAT_INDEPENDENT = {"provenance.features.inception.sha256": "provenance.features.inception.features_sha256"}
@@ -101,7 +108,8 @@ def comparability(table: pd.DataFrame, baseline: int) -> tuple[list[bool], list[
     comparable, why = [], []
     for _, row in table.iterrows():
         reasons = [f"{COMPARABILITY[c]} {_shown(k, row[k])} vs {_shown(k, base[k])} in the baseline"
-                   for c in keys for k in [decisive(c, row)] if _shown(k, row[k]) != _shown(k, base[k])]
+                   for c in keys for k in [decisive(c, row)] if _shown(k, row[k]) != _shown(k, base[k])
+                   and not (c in ONLY_WHERE_BOTH and "not recorded" in (_shown(k, row[k]), _shown(k, base[k])))]
         comparable.append(not reasons)
         why.append("; ".join(reasons))
     return comparable, why

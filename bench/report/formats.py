@@ -13,14 +13,15 @@ from typing import Any
 
 import pandas as pd
 
-from bench.metrics.registry import OUTPUTS
+from bench.metrics.registry import OUTPUT_TITLES, OUTPUTS
 from bench.report.board import UNDEFINED_WHY, Board
 from bench.report.compare import NOISE_RULE
 
 COLUMN_TITLES = {"cfg_scale": "cfg", "paper fid": "paper FID", "fid vs paper": "FID − paper",
                  "num_samples": "samples"}
 #: decimals each metric is read at (papers print FIDs to 2-3 decimals, IS to 2; KID is ~1e-3 in x1 units)
-DECIMALS = {"inception_score": 2, "psnr": 2, "kid": 5, "precision": 3, "recall": 3}
+DECIMALS = {"inception_score": 2, "psnr": 2, "kid": 5, "precision": 3, "recall": 3,
+            **{key: 5 for key, metric in OUTPUTS.items() if metric.name.startswith("kid")}}
 DEFAULT_DECIMALS = 3
 #: float columns that are counts or settings, shown as written ("300", not "300.000")
 PLAIN = {"epochs", "image_size", "eval_size", "params_m", "top_k", "top_p", "tokens", "codebook_usage"}
@@ -32,7 +33,7 @@ PAPER_COLUMNS = ["model", "image_size", "eval_size", "epochs", "cfg_scale", "fid
 def metric_title(key: str) -> str:
     """The registry's title of a result key ("inception_score" -> "IS", "recall" -> "Recall"); other keys as
     they are."""
-    return OUTPUTS[key].title_of(key) if key in OUTPUTS else key
+    return OUTPUT_TITLES.get(key, key)
 
 
 def title(column: str) -> str:

@@ -124,7 +124,7 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
         extractors = features.load_extractors(registry.arrays_needed(metrics), device, settings.allow_download,
                                               settings.feature_options)
     extractors = list(extractors)
-    warnings += [warn(w) for w in missing_array_warnings(extractors, metrics)]
+    warnings += [warn(w) for w in missing_array_warnings(extractors, metrics) + features.weights_warnings(extractors)]
     score = scorer(ref, extractors, metrics) if group.is_main else None  # reads the reference now: fails early
     config = run_config(task, settings, generator, checkpoints, extractors)
     run_id = settings.run_id or "-".join(filter(None, [settings.generator, task.run_id_tag, fingerprint(config)[:12]]))
@@ -229,13 +229,15 @@ def build_generator(settings: RunSettings, device: str, group: ProcessGroup = Pr
 
 
 def writable_folder(path: Path, option: str) -> None:
-    """Create `path` if needed and check it can be written, or say so in one line."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise BenchError(f"{option} {path}: cannot create it ({err.strerror}); the folder is not writable") from None
-    if not os.access(path, os.W_OK):
-        raise BenchError(f"{option} {path}: the folder is not writable")
+    """Say in one line, before any work, when `path` cannot be written or created (checked on its nearest existing
+    folder: nothing is created here, so a run refused later leaves no empty folder behind)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"{option} {path}: {existing} is a file, so the folder is not writable")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {path}: {existing} is not writable")
 
 
 def missing_array_warnings(extractors: Sequence, metrics: list[Metric]) -> list[str]:

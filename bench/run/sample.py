@@ -84,7 +84,7 @@ class SampleTask(Task):
         return {**extract(images), "label": labels, "images": images}
 
     def score(self, arrays: dict[str, np.ndarray], score: Score) -> dict[str, Any]:
-        return score(features_only(arrays))
+        return score(with_labels(arrays))
 
     def outputs(self, folder: RunFolder, shards: list[Shard], arrays: dict[str, np.ndarray], generator: Generator,
                 batch_size: int) -> dict[str, str]:
@@ -102,6 +102,11 @@ class SampleTask(Task):
 def features_only(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A shard's feature arrays, without its bookkeeping (sample index and label)."""
     return {k: v for k, v in arrays.items() if k not in ("index", "label")}
+
+
+def with_labels(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feature arrays and the samples' class labels (`label`), which per-class metrics (Vendi) read."""
+    return {**features_only(arrays), "label": arrays["label"]}
 
 
 def write_npz(folder: RunFolder, shards: list[Shard], labels: np.ndarray, path: Path) -> Path:

@@ -34,25 +34,28 @@ class Scorer:
     def num_ref(self) -> int | None:
         return self.ref.num_images
 
+    def _samples(self, features: dict[str, np.ndarray]) -> FeatureSet:
+        """The samples' feature arrays (and their class labels, `label`, when the run has them)."""
+        return FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
+                          unavailable=dict(self.unavailable), labels=features.get("label"))
+
     def __call__(self, features: dict[str, np.ndarray], metrics: list[Metric] | None = None) -> dict[str, Any]:
         """{"metrics", "unavailable", "details"} for the samples' arrays (as `registry.score` returns), with the
         selected metrics or the subset `metrics` of them (the noise estimate repeats only the cheap ones)."""
-        sample = FeatureSet("<samples>", {k: v for k, v in features.items() if k in self.need},
-                            unavailable=dict(self.unavailable))
-        return registry.score(self.ref, sample, self.metrics if metrics is None else metrics, self.options)
+        return registry.score(self.ref, self._samples(features), self.metrics if metrics is None else metrics,
+                              self.options)
 
 
-#: metrics the run's noise estimate leaves out when the batches are large: a 50k x 10k k-NN per resample would cost
-#: more than the run's scoring. Below `RESAMPLE_PAIRS` sample x reference pairs (the demo's 400 x 512) they are
-#: resampled like the others.
-NOT_RESAMPLED = ("precision_recall",)
+#: below this many sample x reference pairs (the demo's 400 x 512) every metric is resampled for the noise estimate,
+#: also those whose resample costs as much as the metric itself at full size (`Metric.bootstrap` False: the k-NN
+#: metrics' 50k x 10k distances, CMMD's 50k x 50k kernel)
 RESAMPLE_PAIRS = 4_000_000
 
 
 def resampled_metrics(metrics: list[Metric], num_samples: int, num_ref: int | None) -> tuple[list[Metric], list[str]]:
     """(the metrics the noise estimate resamples, the names of those it leaves out for their cost)."""
     cheap = num_ref is not None and num_samples * num_ref <= RESAMPLE_PAIRS
-    kept = [m for m in metrics if cheap or m.name not in NOT_RESAMPLED]
+    kept = [m for m in metrics if cheap or m.bootstrap]
     return kept, [m.name for m in metrics if m not in kept]
 
 
