@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from bench.cli import cli
 from bench.errors import BenchError
-from bench.report import build, compare, leaderboard, load_results, to_csv, to_latex, to_markdown, to_text
+from bench.report import build, compare, leaderboard, load_results, report_text, to_csv, to_latex, to_markdown, to_text
 from test_report_helpers import REF_B, write_json, write_result
 
 
@@ -407,3 +407,32 @@ def test_other_networks_weights_compare_where_both_rows_used_the_network(tmp_pat
     assert "0.01235" in text  # KID in any feature space is read to 5 decimals
     assert build([tmp_path], sort_by="cmmd").board["run"].tolist()[:2] == ["mine", "base"]  # lower CMMD first
     assert build([tmp_path], sort_by="coverage").board["run"].tolist()[0] == "fid-only"  # higher coverage first
+
+
+def test_the_terminal_table_fits_120_columns_and_says_what_it_left_out(tmp_path):
+    """The demo's table was ~260 columns wide; the terminal gets the run, cfg and metrics that fit, the CSV and HTML
+    every column."""
+    from bench.report.formats import TERMINAL_WIDTH
+
+    for i, cfg in enumerate((1.0, 1.5, 2.0, 4.0)):
+        write_result(tmp_path / f"r{i}", f"llamagen-demo-cfg{cfg:g}", 290.0 + i, cfg=cfg, noise={"fid": 1.0},
+                     kid=0.2, sfid=80.0)
+    board = build([tmp_path], compare=True)
+    full = to_text(board.board)
+    assert max(map(len, full.splitlines())) > TERMINAL_WIDTH
+    out = report(tmp_path, "--compare").stdout
+    table = out.split("\n\n")[0].splitlines()
+    note = " ".join(line for line in table if not line.startswith(" ") and not line.startswith("llamagen"))
+    assert max(map(len, table)) <= TERMINAL_WIDTH and "columns left out to fit 120 characters" in note
+    assert table[0].split()[:3] == ["run", "cfg", "FID"] and "bench" in note
+    assert "bench" in to_csv(board.board).splitlines()[0]
+
+
+def test_a_board_can_say_what_it_is_in_one_line(tmp_path):
+    from bench.report import to_html
+
+    write_result(tmp_path / "a", "a", 2.0)
+    board = build([tmp_path])
+    board.about = "What to look at: <guidance> trades recall for precision."
+    assert report_text(board).splitlines()[0] == board.about
+    assert "<p class='about'>What to look at: &lt;guidance&gt; trades recall for precision.</p>" in to_html(board)

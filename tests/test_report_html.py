@@ -112,7 +112,8 @@ def test_charts_are_svg_images_and_escape_their_text(board_page):
     _, text = board_page
     charts = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'", text)
     titles = [alt.split(":")[0] for _, alt in charts]
-    assert titles == ["FID and IS vs cfg scale", "FID vs model size", "Precision vs recall", "IS vs FID"]
+    assert titles == ["FID and IS vs cfg scale", "FID vs model size", "Precision vs recall", "FID vs seconds per image",
+                      "IS vs FID"]
     for svg, _ in charts:
         decoded = base64.b64decode(svg).decode()
         assert decoded.lstrip().startswith("<?xml") and "<svg" in decoded
@@ -137,6 +138,38 @@ def test_cfg_chart_without_inception_score_has_no_empty_panel(tmp_path):
     svg, alt = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'",
                           to_html(build([tmp_path])))[0]
     assert alt.startswith("FID and IS vs cfg scale:") and 'id="axes_2"' in base64.b64decode(svg).decode()
+
+
+def test_precision_recall_chart_reads_when_points_coincide(tmp_path):
+    """Four demo runs at precision 0, recall 0 drew four labels on top of each other on an axis from -0.04 to 0.04:
+    now one label names them all, on the unit square."""
+    for name in ("a", "b", "c"):
+        write_result(tmp_path / name, name, 2.0, model=None, precision=0.0, recall=0.0)
+    write_result(tmp_path / "d", "d", 3.0, model=None, precision=0.5, recall=0.25)
+    charts = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'",
+                        to_html(build([tmp_path])))
+    svg = next(base64.b64decode(s).decode() for s, alt in charts if alt.startswith("Precision vs recall"))
+    labels = re.findall(r"<!-- (.*?) -->", svg)
+    assert "a, b, c" in labels and "d" in labels and not {"a", "b", "c"} & set(labels)
+    ticks = re.findall(r"<!-- (-?[0-9.]+) -->", svg)
+    assert "1.0" in ticks and "0.04" not in ticks
+
+
+def test_fid_vs_seconds_per_image_by_device(tmp_path):
+    """Speed beside quality: each run's FID at its recorded seconds per image, grouped by the device it ran on."""
+    write_result(tmp_path / "fast", "fast", 4.0)
+    write_result(tmp_path / "slow", "slow", 2.0)
+    for name, speed, device in (("fast", 50.0, "cuda (NVIDIA H100)"), ("slow", 0.5, "cpu (x86_64)")):
+        path = tmp_path / name / "result.json"
+        result = json.loads(path.read_text())
+        result["timing"]["images_per_s"], result["provenance"]["device"] = speed, device
+        path.write_text(json.dumps(result))
+    charts = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'",
+                        to_html(build([tmp_path])))
+    svg, alt = next((base64.b64decode(s).decode(), a) for s, a in charts if a.startswith("FID vs seconds per image"))
+    assert "2 runs; speeds compare only runs of the same device" in alt
+    labels = re.findall(r"<!-- (.*?) -->", svg)
+    assert {"fast", "slow", "cuda (NVIDIA H100)", "cpu (x86_64)"} <= set(labels)
 
 
 def test_sample_grids_are_inlined_up_to_a_size(tmp_path, monkeypatch):

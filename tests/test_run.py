@@ -738,3 +738,14 @@ def test_runs_score_the_new_metrics_with_their_labels_and_name_what_noise_leaves
     assert (m["density"], m["coverage"]) == pytest.approx((official["density"], official["coverage"]), rel=1e-12)
     assert result["noise"]["not_estimated"] == ["density_coverage"]
     assert {"fid", "vendi", "vendi_per_class"} <= set(result["noise"]["std"])
+
+
+def test_warnings_can_be_left_to_the_board(toy, tmp_path, capsys):
+    """The demo's runs record their warnings without printing each (its board says each once, with the runs)."""
+    task, s = settings(tmp_path, toy, num_samples=3)
+    quiet = dataclasses.replace(s, echo_warnings=False)
+    result = go((task, quiet))
+    assert any("FID is unreliable" in w for w in result["warnings"])
+    assert "Warning:" not in capsys.readouterr().err
+    go((task, dataclasses.replace(s, run_id="loud")))
+    assert "Warning: FID is unreliable" in capsys.readouterr().err

@@ -41,6 +41,9 @@ class Board:
     paper: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: files skipped, one message each naming the file
     skipped: list[str] = field(default_factory=list)
+    #: one line under the title: what the board is and what to look at (the demo's says how guidance trades recall
+    #: for precision)
+    about: str = ""
 
 
 def rank(table: pd.DataFrame, sort_by: str = "fid") -> pd.DataFrame:

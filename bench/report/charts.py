@@ -10,6 +10,7 @@ so a "$" in a run name is just a dollar sign, and `svg.hashsalt` and no date mak
     FID vs model size         runs at their model's parameter count, the family's published curve
     Precision vs recall       runs and the published rows they match
     IS vs FID                 the same, the trade-off guidance moves along
+    FID vs seconds per image  the runs' own sampling speed, by device
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _points(board: Board) -> pd.DataFrame:
             "cfg": 1.0 if published.unguided(cfg) and cfg is not None else cfg,
             "image_size": published.run_field(row, "image_size"), "eval_size": published.run_field(row, "eval_size"),
             "params": params.get(model) if model else None, "paper row": match["paper row"],
-            **{m: row.get(m) for m in ("fid", "inception_score", "precision", "recall")}})
+            **{m: row.get(m) for m in ("fid", "inception_score", "precision", "recall")},
+            "images_per_s": row.get("timing.images_per_s"), "device": row.get("provenance.device")})
     return pd.DataFrame(rows)
 
 
@@ -92,10 +94,15 @@ def _group_label(model: str | None, generator: Any, image: Any, evaluated: Any) 
 
 
 def _annotate(axes, xs, ys, labels, many: bool) -> None:
+    """Each point's label; points that coincide (to 3 significant digits) share one label listing them all, since
+    labels drawn on top of each other cannot be read (four demo runs used to sit at precision 0, recall 0)."""
     if many:
         return
+    shared: dict[tuple[str, str], list] = {}
     for x, y, label in zip(xs, ys, labels):
-        axes.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.85)
+        shared.setdefault((f"{float(x):.3g}", f"{float(y):.3g}"), [x, y, []])[2].append(str(label))
+    for x, y, names in shared.values():
+        axes.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.85)
 
 
 def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
@@ -201,8 +208,10 @@ def _paper_points(points: pd.DataFrame) -> pd.DataFrame:
     return published.published().loc[list(rows)] if len(rows) else pd.DataFrame()
 
 
-def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlabel: str, ylabel: str) -> Chart | None:
-    """Runs (labelled) and the published rows they match, one metric against another."""
+def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlabel: str, ylabel: str,
+                  unit_square: bool = False) -> Chart | None:
+    """Runs (labelled) and the published rows they match, one metric against another. `unit_square`: both are
+    fractions, drawn on [0, 1] (an autoscaled axis from -0.04 to 0.04 around points at 0 says nothing)."""
     from matplotlib.ticker import MaxNLocator
 
     runs = points[[_finite(a) and _finite(b) for a, b in zip(points[x], points[y])]]
@@ -221,11 +230,39 @@ def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlab
                   for model, cfg in zip(paper["model"], paper["cfg_scale"])]
         _annotate(axes, paper[x], paper[y], labels, len(paper) > MAX_LABELS)
     axes.xaxis.set_major_locator(MaxNLocator(5))  # tiny ranges (recall 0 to 0.002) would crowd the labels
+    if unit_square:
+        axes.set_xlim(-0.02, 1.02)
+        axes.set_ylim(-0.02, 1.02)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.legend(fontsize=7)
     return Chart(title, _svg(figure), _count(len(runs), "run") + (f", {_count(len(paper), 'published row')}"
                                                                    if len(paper) else ""))
+
+
+def speed_chart(points: pd.DataFrame, Figure) -> Chart | None:
+    """FID over seconds per image (log scale), each run where it recorded its sampling speed: what a model's
+    quality costs. Speeds are measured on each run's own device (named in the label), so they compare only runs
+    of one machine; the papers' timing columns are on their hardware and are not drawn here."""
+    from matplotlib.ticker import FuncFormatter
+
+    runs = points[[_finite(s) and s > 0 and _finite(f) for s, f in zip(points["images_per_s"], points["fid"])]]
+    if runs.empty:
+        return None
+    figure = Figure(figsize=(5.2, 3.6), layout="constrained")
+    axes = figure.subplots()
+    seconds = 1.0 / runs["images_per_s"].astype(float)
+    for i, (device, group) in enumerate(runs.groupby(runs["device"].fillna("device not recorded"), sort=False)):
+        axes.plot(1.0 / group["images_per_s"].astype(float), group["fid"], "o", color=f"C{i % 10}",
+                  label=str(device)[:60])
+    _annotate(axes, seconds, runs["fid"], runs["run"], len(runs) > MAX_LABELS)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.set_xlabel("seconds per image (sampling + decode + features, this run's device)")
+    axes.set_ylabel("FID (lower is better)")
+    axes.legend(fontsize=7, title="measured on", title_fontsize=7)
+    return Chart("FID vs seconds per image", _svg(figure),
+                 f"{_count(len(runs), 'run')}; speeds compare only runs of the same device")
 
 
 def charts(board: Board) -> list[Chart]:
@@ -235,7 +272,9 @@ def charts(board: Board) -> list[Chart]:
     with matplotlib.rc_context(RC):
         drawn = [cfg_chart(points, Figure), size_chart(points, Figure),
                  scatter_chart(points, Figure, "recall", "precision", "Precision vs recall",
-                               "Recall (coverage, higher is better)", "Precision (fidelity, higher is better)"),
+                               "Recall (coverage, higher is better)", "Precision (fidelity, higher is better)",
+                               unit_square=True),
+                 speed_chart(points, Figure),
                  scatter_chart(points, Figure, "fid", "inception_score", "IS vs FID",
                                "FID (lower is better)", "Inception Score (higher is better)")]
     return [chart for chart in drawn if chart is not None]

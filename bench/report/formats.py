@@ -9,6 +9,7 @@ from users, so each format escapes them for itself (Markdown's `|`, `*` and inli
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 import pandas as pd
@@ -93,10 +94,37 @@ def _numeric(board: pd.DataFrame) -> list[bool]:
             for c in board.columns]
 
 
-def to_text(board: pd.DataFrame) -> str:
-    """The table for a terminal."""
-    shown = pd.DataFrame(_cells(board), columns=[title(c) for c in board.columns])
-    return shown.to_string(index=False)
+#: the terminal table's width; the CSV and HTML keep every column
+TERMINAL_WIDTH = 120
+#: columns the terminal leaves out first when the table is too wide, in this order (then the metrics, last first)
+TERMINAL_DROPS = ("bench", "created", "paper source", "why not comparable", "reference", "generator", "baseline",
+                  "num_samples", "fid vs paper")
+
+
+def _text(board: pd.DataFrame) -> str:
+    return pd.DataFrame(_cells(board), columns=[title(c) for c in board.columns]).to_string(index=False)
+
+
+def to_text(board: pd.DataFrame, width: int | None = None) -> str:
+    """The table for a terminal; with `width`, columns are left out (said under the table) until it fits: first
+    provenance and noise verdicts, then the metrics from the last."""
+    text = _text(board)
+    if width is None or max(map(len, text.splitlines()), default=0) <= width:
+        return text
+    metrics = [c for c in board.columns if c not in TERMINAL_DROPS and c not in ("run", "cfg_scale")
+               and not c.endswith((" noise", " delta"))]
+    order = [c for c in TERMINAL_DROPS if c in board] + [c for c in board.columns if c.endswith(" noise")]
+    for metric in reversed(metrics[1:]):
+        order += [c for c in (f"{metric} delta", metric, f"paper {metric}") if c in board]
+    kept, dropped = board, []
+    for column in order:
+        kept, dropped = kept.drop(columns=[column]), dropped + [column]
+        text = _text(kept)
+        if max(map(len, text.splitlines()), default=0) <= width:
+            break
+    note = f"({len(dropped)} columns left out to fit {width} characters: {', '.join(map(title, dropped))}; the CSV " \
+           "and HTML boards have every column)"
+    return text + "\n" + textwrap.fill(note, width)
 
 
 def to_csv(board: pd.DataFrame) -> str:
@@ -163,7 +191,7 @@ def unrecorded_note(board: Board) -> str:
 def report_text(board: Board) -> str:
     """What `bench report` prints: the table, then (with --compare) the published rows matched, the settings
     that differ (keyed by run, in board order), and the warnings the runs recorded (each said once)."""
-    parts = [to_text(board.board)]
+    parts = ([board.about] if board.about else []) + [to_text(board.board, TERMINAL_WIDTH)]
     if board.compared and not board.paper.empty:
         parts.append("Published numbers at the runs' settings (reports/published.csv):\n"
                      + to_text(paper_table(board)))

@@ -37,7 +37,7 @@ STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#222}
 p,ul,.warn{max-width:100em}
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em}
-.meta{color:#555;margin:.2em 0 1em}.note{color:#555;font-size:.9em}
+.meta{color:#555;margin:.2em 0 1em}.about{max-width:60em;margin:0 0 1em}.note{color:#555;font-size:.9em}
 table{border-collapse:collapse;font-size:.88em}
 th,td{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top;white-space:nowrap}
 th{background:#f4f4f6;cursor:pointer;user-select:none;position:sticky;top:0}
@@ -294,6 +294,7 @@ def to_html(board: Board, title_text: str = "bench leaderboard") -> str:
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<link rel='icon' href='data:,'><title>{esc(title_text)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{esc(title_text)}</h1><p class='meta'>{esc(' · '.join(meta))}</p>"
+            + (f"<p class='about'>{esc(board.about)}</p>" if board.about else "")
             + "".join(sections)
             + f"<script type='application/json' id='board-data'>{script_json(data)}</script>"
             f"<script>{SCRIPT}</script></body></html>\n")

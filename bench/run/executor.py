@@ -70,6 +70,8 @@ class RunSettings:
     runs_dir: str = "runs"
     device: str = "cpu"
     allow_download: bool = True
+    #: print each warning when it arises (they are in the result either way); the demo says them once per board
+    echo_warnings: bool = True
 
     def __post_init__(self):
         if self.run_id is not None and (self.run_id in ("", ".", "..") or Path(self.run_id).name != self.run_id):
@@ -111,6 +113,7 @@ def _execute(task: Task, settings: RunSettings, group: ProcessGroup, device: str
              scorer: ScorerFactory, on_shard_done: Callable[[Shard], None] | None) -> dict[str, Any] | None:
     started = time.perf_counter()
     metrics = registry.select(settings.metrics)
+    warn = say if settings.echo_warnings else (lambda message: message)
     if group.is_main:
         writable_folder(Path(settings.runs_dir), "--runs-dir")  # before any weights, reference or sampling
     generator, checkpoints = build_generator(settings, device, group, check=task.check)
@@ -287,7 +290,7 @@ def device_description(device: str) -> str:
     return f"{device} ({platform.processor() or platform.machine()})"
 
 
-def warn(message: str) -> str:
+def say(message: str) -> str:
     """Print a warning now (not after hours of sampling) and return it for the result file."""
     click.echo(f"Warning: {message}", err=True)
     return message
