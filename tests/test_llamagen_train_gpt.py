@@ -65,6 +65,7 @@ def test_training_reduces_loss_and_writes_a_loadable_checkpoint(codes, tmp_path)
     model = GPT(GPTConfig(**ckpt["gpt_config"]))
     model.load_state_dict(ckpt["model"])  # upstream layout {"model": state_dict}: the sampler loads it as is
     assert model.config.num_classes == CLASSES and model.config.vocab_size == VOCAB
+    assert not (tmp_path / "run" / ".lock").exists()  # released, and its file removed, when training finishes
 
 
 def test_resume_continues_exactly(codes, tmp_path):

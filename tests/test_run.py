@@ -749,3 +749,19 @@ def test_warnings_can_be_left_to_the_board(toy, tmp_path, capsys):
     assert "Warning:" not in capsys.readouterr().err
     go((task, dataclasses.replace(s, run_id="loud")))
     assert "Warning: FID is unreliable" in capsys.readouterr().err
+
+
+def test_a_finished_run_folder_keeps_no_lock_file(toy, tmp_path, held_lock):
+    """Empty `.lock` files stayed in finished run and training folders; a released lock's file is removed (while a
+    run holds the folder, a second one is still refused)."""
+    from bench.locks import lock_folder, release_folder
+
+    go(settings(tmp_path, toy, num_samples=4))
+    assert not (tmp_path / "runs" / "r" / ".lock").exists() and (tmp_path / "runs" / "r" / "result.json").exists()
+    lock_folder(tmp_path / "train", "is in use")
+    assert (tmp_path / "train" / ".lock").exists()
+    release_folder(tmp_path / "train")  # what the trainers call when they finish
+    assert list((tmp_path / "train").iterdir()) == []
+    with held_lock(tmp_path / "runs" / "r"):
+        with pytest.raises(BenchError, match="is in use by another bench run"):
+            go(settings(tmp_path, toy, num_samples=4))
