@@ -103,6 +103,20 @@ def test_mar_through_bench_run_with_the_schedule_recorded_and_changing_the_sampl
         assert a["arr_0"].shape == (4, 64, 64, 3) and not np.array_equal(a["arr_0"], b["arr_0"])
 
 
+def test_every_family_records_its_forward_passes_per_image():
+    """Speed beside quality: LlamaGen one GPT step per token, DiT one forward per step, VAR one per scale, each
+    doubled by guidance's [cond; uncond] rows; MAR its transformer and diffusion-head passes apart."""
+    from generators.dit.plugin import presets as dit
+    from generators.llamagen.plugin import presets as llamagen
+
+    passes = lambda preset, **kw: preset(**kw).config()["forward_passes_per_image"]  # noqa: E731
+    assert passes(llamagen()["llamagen-b-256"]) == 256 * 2 and passes(llamagen()["llamagen-b"], cfg_scale=1.0) == 576
+    assert passes(dit()["dit-xl-2"]) == 250 * 2 and passes(dit()["dit-xl-2"], steps="ddim25", cfg_scale=1.0) == 25
+    assert passes(var_plugin.presets()["var-d30"]) == 10 * 2
+    mar = mar_plugin.presets()["mar-b"](num_iter=64).config()
+    assert (mar["transformer_passes_per_image"], mar["diffloss_mlp_passes_per_image"]) == (128, 256 * 100 * 2)
+
+
 def test_presets_options_and_refusals_before_any_work():
     var, mar = var_plugin.presets(), mar_plugin.presets()
     assert set(var) == {"var-d16", "var-d20", "var-d24", "var-d30", "var-vae"} and set(mar) == {"mar-b", "mar-l", "mar-h"}
