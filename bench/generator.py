@@ -84,7 +84,7 @@ class Generator(abc.ABC):
     def load(self, files: dict[str, Path]) -> None:
         """Load weights from resolved, checksum-verified files (keyed by `RemoteFile.filename`).
 
-        The default does nothing, for generators that need no files or load them in their factory.
+        The default does nothing, for generators that need no files or load them when built.
         """
 
     @abc.abstractmethod

@@ -154,7 +154,7 @@ def test_cli_reconstruct_needs_data(tokenizer, tmp_path, monkeypatch):
                                      str(image_folder(tmp_path / "val", n=6)), "--ref", str(tokenizer),
                                      "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
-    assert "psnr: " in res.output and "ssim_llamagen: " in res.output and "rfid_vs_originals: " in res.output
+    assert "PSNR: " in res.output and "SSIM (LlamaGen): " in res.output and "rFID vs originals: " in res.output
 
 
 def test_reconstructions_are_scored_in_a_seeded_shuffled_order(tokenizer, tmp_path):

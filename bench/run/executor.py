@@ -53,7 +53,7 @@ class RunSettings:
     """What every `bench run` is asked, whatever its task."""
 
     generator: str
-    #: sampling settings for the generator's factory: the common flags and --set NAME=VALUE, given ones only
+    #: sampling settings for the generator's preset: the common flags and --set NAME=VALUE, given ones only
     overrides: dict[str, Any] = field(default_factory=dict)
     ckpt: str | None = None
     batch_size: int = 32
