@@ -85,3 +85,15 @@ def test_an_unwritable_runs_dir_is_a_clean_error(tmp_path):
     out = run("-g", "llamagen-demo-random", "--num-samples", "4", "--runs-dir", tmp_path / "a_file" / "runs",
               "--offline", "--ref", "demo64")
     assert out.exit_code == 2 and "not writable" in out.output and "Traceback" not in out.output, out.output
+
+
+def test_bench_eval_takes_the_registered_reference_names_bench_run_takes(tmp_path, shared_cache):
+    """`bench eval demo64 SAMPLES` (the packaged reference by its name, as `bench run --ref demo64`)."""
+    images, _ = build_split("val")
+    np.savez(tmp_path / "samples.npz", images[::37][:12])
+    out = CliRunner().invoke(cli, ["eval", "demo64", str(tmp_path / "samples.npz"), "--json", str(tmp_path / "r.json")])
+    assert out.exit_code == 0, out.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["reference"]["name"] == "demo64" and result["reference"]["num_ref"] == 512
+    out = CliRunner().invoke(cli, ["eval", "no-such-ref", str(tmp_path / "samples.npz")])
+    assert out.exit_code == 2 and "neither a known reference" in out.output and "demo64" in out.output
