@@ -167,7 +167,7 @@ def test_charts_and_grid_render_at_a_visible_size(opened):
 
     driver, _, _ = opened
     images = driver.find_elements(By.CSS_SELECTOR, "img.chart") + driver.find_elements(By.CSS_SELECTOR, ".grids img")
-    assert len(images) == 5
+    assert len(images) == 6  # cfg, size, precision-recall, seconds per image, IS-FID charts and one grid
     for image in images:
         assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", image)
         size = image.size

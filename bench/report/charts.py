@@ -94,15 +94,23 @@ def _group_label(model: str | None, generator: Any, image: Any, evaluated: Any) 
 
 
 def _annotate(axes, xs, ys, labels, many: bool) -> None:
-    """Each point's label; points that coincide (to 3 significant digits) share one label listing them all, since
-    labels drawn on top of each other cannot be read (four demo runs used to sit at precision 0, recall 0)."""
+    """Each point's label; points that coincide (to 3 significant digits) share one label listing them all, and a
+    label that would land on an earlier one is moved down a line (four demo runs used to sit at precision 0,
+    recall 0 under four unreadable labels; runs of one speed crowd the speed chart the same way)."""
     if many:
         return
     shared: dict[tuple[str, str], list] = {}
     for x, y, label in zip(xs, ys, labels):
-        shared.setdefault((f"{float(x):.3g}", f"{float(y):.3g}"), [x, y, []])[2].append(str(label))
-    for x, y, names in shared.values():
-        axes.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.85)
+        shared.setdefault((f"{float(x):.3g}", f"{float(y):.3g}"), [float(x), float(y), []])[2].append(str(label))
+    axes.autoscale_view()
+    placed: list[tuple[float, float]] = []  # label anchors in display points
+    for x, y, names in sorted(shared.values(), key=lambda p: -p[1]):
+        px, py = axes.transData.transform((x, y)) * 72 / axes.figure.dpi
+        dy = 4
+        while any(abs(px - qx) < 70 and abs(py + dy - qy) < 8 for qx, qy in placed):
+            dy -= 8
+        placed.append((px, py + dy))
+        axes.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, dy), fontsize=7, alpha=0.85)
 
 
 def cfg_chart(points: pd.DataFrame, Figure) -> Chart | None:
@@ -191,12 +199,12 @@ def size_chart(points: pd.DataFrame, Figure) -> Chart | None:
                   label=f"paper {_group_label(None, str(model).split('-')[0], image, evaluated)}, "
                         f"{cfg_words}{_training(family.iloc[0])}")
     axes.plot(runs["params"], runs["fid"], "o", color="black", label="your runs")
-    _annotate(axes, runs["params"], runs["fid"], runs["run"], len(runs) > MAX_LABELS)
     axes.set_xscale("log")
     axes.set_xticks(sorted(sizes))  # each model's size, written out (log ticks would need mathtext, which is off)
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.tick_params(axis="x", labelrotation=45)
+    _annotate(axes, runs["params"], runs["fid"], runs["run"], len(runs) > MAX_LABELS)  # once the axes are set
     axes.set_xlabel("parameters (millions, from reports/published.csv)")
     axes.set_ylabel("FID (lower is better)")
     axes.legend(fontsize=7)
@@ -220,19 +228,20 @@ def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlab
     figure = Figure(figsize=(5.2, 3.6), layout="constrained")
     axes = figure.subplots()
     axes.plot(runs[x], runs[y], "o", color="black", label="your runs")
-    _annotate(axes, runs[x], runs[y], runs["run"], len(runs) > MAX_LABELS)
     paper = _paper_points(points)
     if not paper.empty:
         paper = paper[[_finite(a) and _finite(b) for a, b in zip(paper[x], paper[y])]]
     if not paper.empty:
         axes.plot(paper[x], paper[y], "s", color="C1", mfc="none", label="paper, at the runs' settings")
-        labels = [f"{model} " + ("no cfg" if pd.isna(cfg) else f"cfg {cfg:g}")
-                  for model, cfg in zip(paper["model"], paper["cfg_scale"])]
-        _annotate(axes, paper[x], paper[y], labels, len(paper) > MAX_LABELS)
     axes.xaxis.set_major_locator(MaxNLocator(5))  # tiny ranges (recall 0 to 0.002) would crowd the labels
     if unit_square:
         axes.set_xlim(-0.02, 1.02)
         axes.set_ylim(-0.02, 1.02)
+    _annotate(axes, runs[x], runs[y], runs["run"], len(runs) > MAX_LABELS)  # once the axes are set
+    if not paper.empty:
+        labels = [f"{model} " + ("no cfg" if pd.isna(cfg) else f"cfg {cfg:g}")
+                  for model, cfg in zip(paper["model"], paper["cfg_scale"])]
+        _annotate(axes, paper[x], paper[y], labels, len(paper) > MAX_LABELS)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.legend(fontsize=7)
@@ -255,8 +264,8 @@ def speed_chart(points: pd.DataFrame, Figure) -> Chart | None:
     for i, (device, group) in enumerate(runs.groupby(runs["device"].fillna("device not recorded"), sort=False)):
         axes.plot(1.0 / group["images_per_s"].astype(float), group["fid"], "o", color=f"C{i % 10}",
                   label=str(device)[:60])
-    _annotate(axes, seconds, runs["fid"], runs["run"], len(runs) > MAX_LABELS)
     axes.set_xscale("log")
+    _annotate(axes, seconds, runs["fid"], runs["run"], len(runs) > MAX_LABELS)
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axes.set_xlabel("seconds per image (sampling + decode + features, this run's device)")
     axes.set_ylabel("FID (lower is better)")
