@@ -9,8 +9,8 @@ Chromium is required, not optional: CI installs it (`apt-get install chromium ch
 so a missing browser fails here with the command that installs it rather than skipping silently. Selenium
 Manager never downloads a driver: the driver and browser paths are given, and SE_OFFLINE is set.
 
-Set BENCH_BOARD_SCREENSHOT=docs/board.png to refresh the README's screenshot; otherwise it is written only to
-the test's temporary folder (a test run must not rewrite tracked files).
+The screenshot is written to the test's temporary folder (set BENCH_BOARD_SCREENSHOT=PATH to keep it). The
+README's picture is not this synthetic board but the demo's real one (README, "Leaderboards").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from bench.demo.benchmark import RANDOM, TRAINED, demo_runs, run_demo
+from bench.demo.benchmark import ABOUT, RANDOM, TRAINED, demo_runs, run_demo
 from bench.references import resolve_reference
 
 
@@ -23,9 +23,16 @@ def test_the_packaged_reference_is_the_val_split_and_verified():
         np.testing.assert_array_equal(npz["arr_0"], images)  # statistics come from these images (activation cache)
 
 
-def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(tmp_path, monkeypatch, shared_cache):
+def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(tmp_path, monkeypatch, shared_cache,
+                                                                                 capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     html = run_demo(runs_dir=tmp_path / "demo", num_samples=48, batch_size=48, cfg_scales=(2.0,), noise_resamples=2)
+    printed = capsys.readouterr()
+    # each warning said once, on the board (with the runs it concerns), not once per run; the table fits 120 columns
+    assert "Warning:" not in printed.err and printed.out.count("FID is unreliable") == 1
+    assert printed.out.lstrip().startswith(ABOUT)
+    table = printed.out.split("\n\n")[1].splitlines()
+    assert max(map(len, table)) <= 120
     runs = demo_runs((2.0,))
     assert [r.generator for r in runs] == [RANDOM, TRAINED]
     results = {r.generator: json.loads((tmp_path / "demo" / r.run_id / "result.json").read_text()) for r in runs}
