@@ -29,7 +29,8 @@ def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(
     html = run_demo(runs_dir=tmp_path / "demo", num_samples=48, batch_size=48, cfg_scales=(2.0,), noise_resamples=2)
     printed = capsys.readouterr()
     # each warning said once, on the board (with the runs it concerns), not once per run; the table fits 120 columns
-    assert "Warning:" not in printed.err and printed.out.count("FID is unreliable") == 1
+    assert "Warning:" not in printed.err, printed.err
+    assert printed.out.count("] FID is unreliable") == 1
     assert printed.out.lstrip().startswith(ABOUT)
     table = printed.out.split("\n\n")[1].splitlines()
     assert max(map(len, table)) <= 120
