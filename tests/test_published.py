@@ -17,12 +17,12 @@ CSV = Path(__file__).resolve().parent.parent / "reports" / "published.csv"
 COLUMNS = [
     "model", "family", "params_m", "image_size", "eval_size", "epochs", "cfg_scale", "top_k", "top_p",
     "fid", "sfid", "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens",
-    "source", "note",
+    "time", "time_unit", "source", "note",
 ]
 REQUIRED = ["model", "family", "image_size", "eval_size", "source"]
 NUMERIC = [
     "params_m", "image_size", "eval_size", "epochs", "cfg_scale", "top_k", "top_p", "fid", "sfid",
-    "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens",
+    "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens", "time",
 ]
 KEY = ["model", "image_size", "eval_size", "epochs", "cfg_scale", "source"]
 LLAMAGEN = "arXiv:2406.06525"
@@ -199,3 +199,18 @@ def test_mar_tables_repeat_one_setting(df):
         a, b = one(df, source=f"{MAR} {t1}", model=m1), one(df, source=f"{MAR} {t2}", model=m2)
         assert (a["fid"], a["inception_score"]) == (b["fid"], b["inception_score"]), (m1, m2)
     assert len(df[df["source"].str.startswith(MAR)]) == 62
+
+
+def test_timing_columns_as_printed(df, raw):
+    """VAR's Table 1 prints wall-clock time per image relative to VAR-d30 (its GPU): VAR-d16 0.4 ... d30 1, and its
+    comparison rows DiT-L/2 31 and DiT-XL/2 45 (the text: "DiT-XL/2 requires 45x the wall-clock time")."""
+    var = "arXiv:2404.02905v2 Table 1"
+    times = {m: one(df, source=var, model=m)["time"] for m in
+             ("VAR-d16", "VAR-d20", "VAR-d24", "VAR-d30", "VAR-d30-re", "DiT-L/2", "DiT-XL/2")}
+    assert times == {"VAR-d16": 0.4, "VAR-d20": 0.5, "VAR-d24": 0.6, "VAR-d30": 1, "VAR-d30-re": 1,
+                     "DiT-L/2": 31, "DiT-XL/2": 45}
+    dit = one(df, source=var, model="DiT-XL/2")
+    assert (dit["fid"], dit["inception_score"], dit["precision"], dit["recall"]) == (2.27, 278.2, 0.83, 0.57)
+    # a time always says its unit, and a unit never stands without a time
+    assert ((raw["time"] == "") == (raw["time_unit"] == "")).all()
+    assert set(raw.loc[raw["time"] != "", "time_unit"]) == {"x VAR-d30"}

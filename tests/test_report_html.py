@@ -2,7 +2,9 @@
 settings behind each row, charts, sample grids. A real browser loads it in test_board_browser.py."""
 
 import base64
+import html
 import json
+import math
 import re
 from html.parser import HTMLParser
 
@@ -194,3 +196,27 @@ def test_sample_grids_are_inlined_up_to_a_size(tmp_path, monkeypatch):
 def test_sort_values_keep_numbers_numbers():
     assert page.sort_value(float("inf")) == "Infinity" and page.sort_value(float("nan")) is None
     assert page.sort_value(np.int64(3)) == 3.0 and page.sort_value(True) == 1 and page.sort_value("x") == "x"
+
+
+def test_the_papers_own_timing_column_is_drawn_in_its_own_unit(tmp_path):
+    """A VAR run brings VAR's Table 1 Time column (relative to VAR-d30, the authors' GPU) onto the speed chart, in a
+    panel of its own: its points sit at the printed times on a log axis (checked against log10 of the times), and
+    a board with no timed model has no such panel."""
+    write_result(tmp_path / "var", "var", 3.5, model="VAR-d16", image_size=256, cfg=1.5)
+    charts = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'",
+                        to_html(build([tmp_path])))
+    svg, alt = next((base64.b64decode(s).decode(), a) for s, a in charts if a.startswith("FID vs seconds per image"))
+    assert "the papers' own timing of DiT-L/2, DiT-XL/2, VAR-d16, VAR-d20, VAR-d24, VAR-d30, VAR-d30-re" in html.unescape(alt)
+    assert "arXiv:2404.02905v2 Table 1, time x VAR-d30" in re.findall(r"<!-- (.*?) -->", svg)
+    # each label is a text group right after its comment; the x of its translate() is the point's x + 4 pt
+    label = r"<!-- ((?:VAR|DiT)-[^ ]*?) -->\s*<g [^>]*?transform=\"translate\(([-0-9.]+) "
+    x = {name: float(at) for name, at in re.findall(label, svg)}
+    assert set(x) >= {"VAR-d16", "VAR-d20", "VAR-d24", "DiT-L/2", "DiT-XL/2"}, x
+    per_decade = (x["DiT-XL/2"] - x["VAR-d16"]) / (math.log10(45) - math.log10(0.4))
+    for name, time in (("VAR-d20", 0.5), ("VAR-d24", 0.6), ("DiT-L/2", 31)):
+        assert x[name] - x["VAR-d16"] == pytest.approx(per_decade * (math.log10(time) - math.log10(0.4)), abs=0.5)
+
+    other = tmp_path / "only-gpt"
+    write_result(other, "gpt", 3.0)  # LlamaGen-B: no paper prints its time
+    alts = re.findall(r"alt='(FID vs [^']*)'", to_html(build([other])))
+    assert alts and not any("papers' own timing" in html.unescape(a) for a in alts)

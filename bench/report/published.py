@@ -29,7 +29,7 @@ import pandas as pd
 from bench.errors import BenchError
 
 NUMERIC = ("params_m", "image_size", "eval_size", "epochs", "cfg_scale", "top_k", "top_p", "fid", "sfid",
-           "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens")
+           "inception_score", "precision", "recall", "rfid", "psnr", "ssim", "codebook_usage", "tokens", "time")
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,6 +50,16 @@ def published() -> pd.DataFrame:
                          for epochs, note in zip(table["epochs"], raw["note"])]
     table["fid_decimals"] = [len(v.partition(".")[2]) if v else -1 for v in raw["fid"]]
     return table
+
+
+def timed_rows(models: "set[str] | list[str]") -> pd.DataFrame:
+    """The papers' own timing columns that concern these models (the CSV's names): every row with a `time` from
+    each table that prints one for any of them (VAR's Table 1 times VAR-d16 ... d30 and the DiTs relative to
+    VAR-d30, on the authors' GPU). Times are comparable only within one table: its `time_unit` says how."""
+    table = published()
+    timed = table[table["time"].notna()]
+    sources = set(timed.loc[timed["model"].isin(set(models)), "source"])
+    return timed[timed["source"].isin(sources)].sort_values(["source", "time"], kind="stable")
 
 
 def _steps(note: str) -> float:
