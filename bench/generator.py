@@ -115,6 +115,15 @@ class Generator(abc.ABC):
         """Tokenizers only: encode and decode uint8 [B, H, W, 3] images, returning the same shape."""
         raise BenchError(f"generator {self.name!r} is not a tokenizer: it cannot reconstruct images")
 
+    def codebook_size(self) -> int | None:
+        """Discrete tokenizers: entries in the codebook `encode` indexes (None: no codebook, no usage metric)."""
+        return None
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Discrete tokenizers: the codebook indices of uint8 [B, H, W, 3] images, int64 [B, tokens], so that
+        `--task reconstruct` can report the codebook usage the tokenizer papers print (LlamaGen's Table 2)."""
+        raise BenchError(f"generator {self.name!r} has no codebook to encode with")
+
 
 @dataclass(frozen=True)
 class PresetInfo:

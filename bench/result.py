@@ -199,7 +199,7 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "fid": (0, math.inf), "sfid": (0, math.inf), "rfid": (0, math.inf), "fd": (0, math.inf),
     "inception": (0, math.inf), "precision": (0, 1), "recall": (0, 1), "coverage": (0, 1), "density": (0, math.inf),
-    "psnr": (0, math.inf), "ssim": (-1, 1), "cmmd": (0, math.inf), "vendi": (0, math.inf),
+    "psnr": (0, math.inf), "ssim": (-1, 1), "cmmd": (0, math.inf), "vendi": (0, math.inf), "codebook": (0, 1),
 }
 MAY_BE_INFINITE = ("psnr",)
 

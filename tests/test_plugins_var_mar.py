@@ -22,6 +22,7 @@ from generators.mar.model import MAR
 from generators.mar.presets import PRESETS as MAR_PRESETS, MARPreset
 from generators.mar.vae import KLConfig, KLVAE, load_kl_vae
 from generators.var import plugin as var_plugin
+from generators.var import encode_scales
 from generators.var.model import VAR, var_config
 from generators.var.presets import PRESETS as VAR_PRESETS, VARPreset
 from generators.var.vqvae import VQVAE, VQVAEConfig
@@ -73,6 +74,12 @@ def test_var_through_bench_run_to_a_board_row(tmp_path, monkeypatch):
     assert out.exit_code == 0, out.output
     metrics = json.loads((tmp_path / "runs" / "r" / "result.json").read_text())["metrics"]
     assert metrics["psnr"] > 5 and -1 <= metrics["ssim"] <= 1 and np.isfinite(metrics["rfid_vs_originals"])
+    # codebook usage over all 10 scales' tokens, counted here from one batched encode of the same images
+    x = torch.from_numpy(np.load(ref)["arr_0"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        used = torch.unique(torch.cat(encode_scales(vae, x), dim=1)).numel()
+    vocab = vae.config.vocab_size
+    assert 0 < used < vocab and metrics["codebook_usage"] == pytest.approx(used / vocab, abs=2 / vocab)
 
 
 def test_mar_through_bench_run_with_the_schedule_recorded_and_changing_the_samples(tmp_path, monkeypatch):

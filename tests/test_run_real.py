@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
@@ -56,6 +57,16 @@ def test_reconstruct_with_the_real_scorer_and_its_noise_estimate(tmp_path, val, 
     rng = np.random.default_rng(0)
     spread = np.std([per_image[rng.integers(0, 8, 8)].mean() for _ in range(10)], ddof=1)
     assert noise["std"]["psnr"] == pytest.approx(spread, rel=1e-9)
+    # codebook usage: the entries that encode any token, by a float64 nearest-neighbour search done here
+    _, vq = tokenizer._models()
+    with torch.no_grad():
+        latents = torch.cat([vq.quant_conv(vq.encoder(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 127.5 - 1))
+                             for im in x]).permute(0, 2, 3, 1).reshape(-1, vq.config.codebook_embed_dim).double()
+    codebook = vq.quantize.embedding.weight.detach().double()
+    latents, codebook = (torch.nn.functional.normalize(t, dim=-1) for t in (latents, codebook))  # l2-normalised codes
+    used = torch.unique((latents @ codebook.T).argmax(1)).numel()
+    assert result["metrics"]["codebook_usage"] == pytest.approx(used / 512, abs=2 / 512)
+    assert 0 < result["metrics"]["codebook_usage"] <= 8 * 64 / 512 and "Codebook usage:" in out.output
 
 
 def test_sample_with_the_real_scorer_and_its_noise_estimate(tmp_path, shared_cache):

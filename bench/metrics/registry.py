@@ -374,6 +374,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            description="structural similarity (scikit-image's 7x7 uniform window; data_range 1, and 2 as "
                        "LlamaGen's script uses)", output_titles=("SSIM", "SSIM (LlamaGen)"),
            follows="scikit-image; ssim_llamagen: LlamaGen's data_range=2 (inflated)"),
+    Metric("codebook_usage", "Codebook usage", ("codebook_usage",), (), "pairs", lower_is_better=False,
+           units="fraction of entries, 0 .. 1", follows="LlamaGen Table 2 (printed in percent)",
+           description="fraction of the tokenizer's codebook entries that encode at least one token of the data "
+                       "(discrete tokenizers only)", typical="LlamaGen VQ-16: 97%"),
 ]}
 
 #: every result key -> the metric that writes it

@@ -66,6 +66,7 @@ class ReconstructTask(Task):
         num = self.source.num_images
         if num < 2:
             raise BenchError(f"{data}: {num} image; FID needs at least 2 (tokenizer papers use the 50,000 val images)")
+        self.codebook_size = generator.codebook_size()
         self.shard_size = shard_size
         self._shards = [(s, min(s + shard_size, num)) for s in range(0, num, shard_size)]
 
@@ -99,7 +100,10 @@ class ReconstructTask(Task):
             raise BenchError(f"generator {generator.name!r} reconstructed {found}; expected uint8 {rows.shape}")
         orig_eval, recon_eval = generator.to_eval_size(rows), generator.to_eval_size(recon)
         x, y = orig_eval.astype(np.float64) / 255, recon_eval.astype(np.float64) / 255
-        return {"psnr": np.atleast_1d(psnr(y, x, data_range=1.0)),
+        codes = {}
+        if self.codebook_size:
+            codes = {"codes": np.asarray(generator.encode(rows), dtype=np.int64).reshape(len(rows), -1)}
+        return {**codes, "psnr": np.atleast_1d(psnr(y, x, data_range=1.0)),
                 "ssim": np.atleast_1d(ssim(y, x, data_range=1.0)),
                 "ssim_llamagen": np.atleast_1d(ssim(y, x, data_range=2.0)),
                 **{f"orig_{k}": v for k, v in extract(orig_eval).items()},
@@ -119,6 +123,8 @@ class ReconstructTask(Task):
             else:
                 metrics[key], unavailable[key] = None, f"the feature networks gave no {array!r} features"
         metrics.update({key: float(arrays[key].mean()) for key in ("psnr", "ssim", "ssim_llamagen")})
+        if "codes" in arrays:  # the codebook entries that encode at least one token of the data
+            metrics["codebook_usage"] = np.unique(arrays["codes"]).size / self.codebook_size
         return {"metrics": metrics, "unavailable": unavailable,
                 "details": {**vs_reference.get("details", {}), "conventions": CONVENTIONS}}
 

@@ -185,6 +185,17 @@ class LlamaGen(Generator):
         return np.concatenate([to_uint8(vq.decode_codes(vq.encode_to_codes(x[i:i + 1].to(self.device))))
                                for i in range(x.shape[0])])
 
+    def codebook_size(self) -> int | None:
+        return None if self.preset.gpt_model is not None else self._models()[1].config.codebook_size
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        if self.preset.gpt_model is not None:
+            return super().encode(images)
+        _, vq = self._models()
+        x = from_uint8(images)
+        return np.concatenate([vq.encode_to_codes(x[i:i + 1].to(self.device)).reshape(1, -1).cpu().numpy()
+                               for i in range(x.shape[0])]).astype(np.int64)
+
     # ---- internals ------------------------------------------------------------------------------------
 
     def _sample_float(self, labels: torch.Tensor, seeds: torch.Tensor) -> list[torch.Tensor]:

@@ -114,6 +114,18 @@ class VARGenerator(Generator):
         return np.concatenate([to_uint8(decode_scales(self.vae, encode_scales(self.vae, x[i:i + 1])))
                                for i in range(x.shape[0])])
 
+    def codebook_size(self) -> int | None:
+        """The one codebook all 10 scales share (4096 entries in the release)."""
+        return None if self.can_sample or self.vae is None else self.vae.config.vocab_size
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """All 10 token maps of each image, coarse to fine: int64 [B, 680]."""
+        if self.can_sample:
+            return super().encode(images)
+        x = from_uint8(images).to(self.device)
+        return np.concatenate([torch.cat(encode_scales(self.vae, x[i:i + 1]), dim=1).cpu().numpy()
+                               for i in range(x.shape[0])]).astype(np.int64)
+
 
 def _info(preset: VARPreset) -> PresetInfo:
     if preset.depth is None:

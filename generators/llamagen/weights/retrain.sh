@@ -19,12 +19,16 @@ echo "work folder: $WORK"
 # 1. The demo dataset as an ImageNet-style folder: 8 classes x 500 crops, 64x64 (bench/demo/README.md).
 python -m bench.demo train "$WORK/train"
 
-# 2. Tokenizer: VQ-demo (64 px -> 8x8 codes of a 512-entry codebook). No LPIPS (its weights need a download) and
-#    no GAN (disc-start is beyond the run); the entropy term keeps the whole codebook in use (without it the
+# 2. Tokenizer: VQ-demo (64 px -> 8x8 codes of a 512-entry codebook). L2 reconstruction + codebook terms for the
+#    first 400 steps, then LlamaGen's PatchGAN (hinge losses, weight 0.5) balanced by taming's adaptive weight (the
+#    GAN gradient at the decoder's last layer scaled to half the reconstruction's: without LPIPS, a fixed weight
+#    of 0.5 swamps the L2 term). No LPIPS: its VGG weights need a download (pass --lpips-heads/--vgg-weights and
+#    drop --perceptual-weight 0 to use them). The entropy term keeps the whole codebook in use (without it the
 #    run settles on ~40 of the 512 codes).
-VQ_STEPS=800
+VQ_STEPS=@VQ_STEPS@
 bench llamagen train-vq "$WORK/train" -o "$WORK/vq" --vq-model VQ-demo --image-size 64 \
     --global-batch-size 32 --max-steps "$VQ_STEPS" --lr 1e-3 --entropy-loss-ratio 0.1 --perceptual-weight 0 \
+    --disc-start 401 --disc-weight 0.5 --disc-adaptive-weight \
     --mixed-precision none --num-workers 1 --log-every 25 --ckpt-every 200 --seed 0
 VQ_CKPT="$WORK/vq/checkpoints/$(printf %07d "$VQ_STEPS")/model.pt"
 
