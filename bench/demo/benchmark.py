@@ -32,8 +32,10 @@ CFG_SCALES = (1.0, 1.5, 2.0, 4.0)
 
 #: the line under the board's title: what the demo is and what to look at
 ABOUT = ("A tiny LlamaGen trained on 8 photographs, sampled at several guidance (cfg) scales, against the same "
-         "network with random weights. Look at how guidance moves precision (fidelity) and recall (variety), and at "
-         "which scale FID is best (on ImageNet, guidance trades recall for precision and FID has a best scale).")
+         "network with random weights. On ImageNet, guidance trades recall for precision and FID has a best scale; "
+         "here FID is best without guidance and precision stays at 0, because the 8x8-token tokenizer's images are "
+         "too blurry for any sample to land among the real images' Inception neighbours (rFID of its own "
+         "reconstructions: 270). The trained rows' distance below the random row is what training bought.")
 
 
 @dataclass(frozen=True)

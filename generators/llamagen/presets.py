@@ -41,8 +41,8 @@ SHA256: dict[str, str | None] = {
     "c2i_XXL_384.pt": None,
     "c2i_3B_384.pt": None,
     # shipped in weights/ (weights/retrain.sh makes them)
-    "demo_vq.safetensors": "7b7c1ec3832073961911141aff3b69a64646051bc7a1d863d1c26b33eb226951",
-    "demo_gpt.safetensors": "9a9793c7eec423a386bd7db7c33f10b11e43df6249c0ffddf98161fb96eefa3a",
+    "demo_vq.safetensors": "c30f43f04cba8594a464ea7315490e10a29e8f8392b28ac85bd8c7a060962832",
+    "demo_gpt.safetensors": "8687174c67000ceebe7df9a49cac35dcbd088ae5a4c5cef5b62808d7125cc5e8",
 }
 
 

@@ -25,7 +25,7 @@ python -m bench.demo train "$WORK/train"
 #    of 0.5 swamps the L2 term). No LPIPS: its VGG weights need a download (pass --lpips-heads/--vgg-weights and
 #    drop --perceptual-weight 0 to use them). The entropy term keeps the whole codebook in use (without it the
 #    run settles on ~40 of the 512 codes).
-VQ_STEPS=@VQ_STEPS@
+VQ_STEPS=1600
 bench llamagen train-vq "$WORK/train" -o "$WORK/vq" --vq-model VQ-demo --image-size 64 \
     --global-batch-size 32 --max-steps "$VQ_STEPS" --lr 1e-3 --entropy-loss-ratio 0.1 --perceptual-weight 0 \
     --disc-start 401 --disc-weight 0.5 --disc-adaptive-weight \
@@ -37,7 +37,7 @@ bench llamagen extract-codes "$WORK/train" -o "$WORK/codes" --vq-ckpt "$VQ_CKPT"
     --batch-size 64 --num-workers 0 --device cpu
 
 # 4. GPT-demo on the codes (8 classes, 64 tokens, class dropout 0.1 for classifier-free guidance).
-GPT_STEPS=600
+GPT_STEPS=1200
 bench llamagen train-gpt "$WORK/codes" -o "$WORK/gpt" --gpt-model GPT-demo --global-batch-size 64 \
     --max-steps "$GPT_STEPS" --lr 1e-3 --mixed-precision none --num-workers 0 --log-every 25 \
     --ckpt-every "$GPT_STEPS" --seed 0
