@@ -26,7 +26,9 @@ def test_the_packaged_reference_is_the_val_split_and_verified():
 def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(tmp_path, monkeypatch, shared_cache,
                                                                                  capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    html = run_demo(runs_dir=tmp_path / "demo", num_samples=48, batch_size=48, cfg_scales=(2.0,), noise_resamples=2)
+    # cfg 1, the trained model's best scale: at 48 samples it scores 0.72x the random row on the machine the weights
+    # were trained on (328.5 vs 455.1; at 400 samples 0.64x), so the 0.75x bound leaves ~13 FID of margin
+    html = run_demo(runs_dir=tmp_path / "demo", num_samples=48, batch_size=48, cfg_scales=(1.0,), noise_resamples=2)
     printed = capsys.readouterr()
     # each warning said once, on the board (with the runs it concerns), not once per run; the table fits 120 columns
     assert "Warning:" not in printed.err, printed.err
@@ -34,7 +36,7 @@ def test_demo_benchmark_runs_offline_and_the_trained_model_beats_random_weights(
     assert printed.out.lstrip().startswith(ABOUT)
     table = printed.out.split("\n\n")[1].splitlines()
     assert max(map(len, table)) <= 120
-    runs = demo_runs((2.0,))
+    runs = demo_runs((1.0,))
     assert [r.generator for r in runs] == [RANDOM, TRAINED]
     results = {r.generator: json.loads((tmp_path / "demo" / r.run_id / "result.json").read_text()) for r in runs}
     for result in results.values():

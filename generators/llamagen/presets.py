@@ -94,7 +94,7 @@ OFFICIAL_COMMAND = "the official GETTING_STARTED.md sampling command"
 NO_COMMAND = "assumed: no published command"
 
 #: the demo presets' default guidance scale: the GPT-B/L presets' 2.0. For the demo model FID barely depends on it
-#: (288.0 / 289.1 / 290.8 at cfg 1 / 2 / 4, weights/README.md): its tokenizer, not the guidance, limits the samples
+#: (278.7 / 284.8 / 288.9 at cfg 1 / 2 / 4, weights/README.md): its tokenizer, not the guidance, limits the samples
 DEMO_CFG = 2.0
 DEMO_SETTINGS = "the demo's choice: the GPT-B/L presets' cfg, see weights/README.md"
 
