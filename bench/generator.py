@@ -115,14 +115,16 @@ class Generator(abc.ABC):
         """Tokenizers only: encode and decode uint8 [B, H, W, 3] images, returning the same shape."""
         raise BenchError(f"generator {self.name!r} is not a tokenizer: it cannot reconstruct images")
 
-    def codebook_size(self) -> int | None:
-        """Discrete tokenizers: entries in the codebook `encode` indexes (None: no codebook, no usage metric)."""
-        return None
+    def reconstruct_with_codes(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """What `--task reconstruct` calls: the reconstructions and, for a discrete tokenizer, the codebook indices
+        it decoded them from, int64 [B, tokens], so the task can count the codebook usage the tokenizer papers print
+        (LlamaGen's Table 2). Discrete tokenizers override this to return both from one encoder pass; by default
+        there are no codes."""
+        return self.reconstruct(images), None
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Discrete tokenizers: the codebook indices of uint8 [B, H, W, 3] images, int64 [B, tokens], so that
-        `--task reconstruct` can report the codebook usage the tokenizer papers print (LlamaGen's Table 2)."""
-        raise BenchError(f"generator {self.name!r} has no codebook to encode with")
+    def codebook_size(self) -> int | None:
+        """Discrete tokenizers: entries in the codebook the codes index (None: no codebook, no usage metric)."""
+        return None
 
 
 @dataclass(frozen=True)

@@ -94,16 +94,15 @@ class ReconstructTask(Task):
         """Features of originals and reconstructions at eval size, and per-image PSNR / SSIM."""
         from bench.metrics import psnr, ssim
 
-        recon = generator.reconstruct(rows)
+        recon, codes = generator.reconstruct_with_codes(rows)
         if not isinstance(recon, np.ndarray) or recon.dtype != np.uint8 or recon.shape != rows.shape:
             found = (recon.dtype, recon.shape) if isinstance(recon, np.ndarray) else type(recon).__name__
             raise BenchError(f"generator {generator.name!r} reconstructed {found}; expected uint8 {rows.shape}")
         orig_eval, recon_eval = generator.to_eval_size(rows), generator.to_eval_size(recon)
         x, y = orig_eval.astype(np.float64) / 255, recon_eval.astype(np.float64) / 255
-        codes = {}
-        if self.codebook_size:
-            codes = {"codes": np.asarray(generator.encode(rows), dtype=np.int64).reshape(len(rows), -1)}
-        return {**codes, "psnr": np.atleast_1d(psnr(y, x, data_range=1.0)),
+        counted = {} if codes is None or not self.codebook_size else \
+            {"codes": np.asarray(codes, dtype=np.int64).reshape(len(rows), -1)}
+        return {**counted, "psnr": np.atleast_1d(psnr(y, x, data_range=1.0)),
                 "ssim": np.atleast_1d(ssim(y, x, data_range=1.0)),
                 "ssim_llamagen": np.atleast_1d(ssim(y, x, data_range=2.0)),
                 **{f"orig_{k}": v for k, v in extract(orig_eval).items()},

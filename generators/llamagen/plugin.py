@@ -174,27 +174,23 @@ class LlamaGen(Generator):
                          for image in self._sample_float(labels, seeds)], self.eval_size)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        return self.reconstruct_with_codes(images)[0]
+
+    def reconstruct_with_codes(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.preset.gpt_model is not None:
-            return super().reconstruct(images)
+            return super().reconstruct(images), None  # refused: not a tokenizer
         x = from_uint8(images)
         d = self.preset.downsample
         if x.shape[-1] % d or x.shape[-2] % d:
             raise BenchError(f"image sides must be multiples of {d} for {self.name}, found {tuple(x.shape[-2:])}")
         _, vq = self._models()
         # One image at a time: conv kernels round differently for different batch sizes.
-        return np.concatenate([to_uint8(vq.decode_codes(vq.encode_to_codes(x[i:i + 1].to(self.device))))
-                               for i in range(x.shape[0])])
+        codes = [vq.encode_to_codes(x[i:i + 1].to(self.device)) for i in range(x.shape[0])]
+        return (np.concatenate([to_uint8(vq.decode_codes(c)) for c in codes]),
+                torch.cat([c.reshape(1, -1) for c in codes]).cpu().numpy().astype(np.int64))
 
     def codebook_size(self) -> int | None:
         return None if self.preset.gpt_model is not None else self._models()[1].config.codebook_size
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        if self.preset.gpt_model is not None:
-            return super().encode(images)
-        _, vq = self._models()
-        x = from_uint8(images)
-        return np.concatenate([vq.encode_to_codes(x[i:i + 1].to(self.device)).reshape(1, -1).cpu().numpy()
-                               for i in range(x.shape[0])]).astype(np.int64)
 
     # ---- internals ------------------------------------------------------------------------------------
 

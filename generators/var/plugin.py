@@ -108,23 +108,20 @@ class VARGenerator(Generator):
                                for i in range(labels.shape[0])])
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        return self.reconstruct_with_codes(images)[0]
+
+    def reconstruct_with_codes(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The codes are all 10 token maps of each image, coarse to fine: int64 [B, 680]."""
         if self.can_sample:
-            return super().reconstruct(images)
+            return super().reconstruct(images), None  # refused: not a tokenizer
         x = from_uint8(images).to(self.device)
-        return np.concatenate([to_uint8(decode_scales(self.vae, encode_scales(self.vae, x[i:i + 1])))
-                               for i in range(x.shape[0])])
+        scales = [encode_scales(self.vae, x[i:i + 1]) for i in range(x.shape[0])]  # one image at a time, as sampled
+        return (np.concatenate([to_uint8(decode_scales(self.vae, s)) for s in scales]),
+                torch.cat([torch.cat(s, dim=1) for s in scales]).cpu().numpy().astype(np.int64))
 
     def codebook_size(self) -> int | None:
         """The one codebook all 10 scales share (4096 entries in the release)."""
         return None if self.can_sample or self.vae is None else self.vae.config.vocab_size
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """All 10 token maps of each image, coarse to fine: int64 [B, 680]."""
-        if self.can_sample:
-            return super().encode(images)
-        x = from_uint8(images).to(self.device)
-        return np.concatenate([torch.cat(encode_scales(self.vae, x[i:i + 1]), dim=1).cpu().numpy()
-                               for i in range(x.shape[0])]).astype(np.int64)
 
 
 def _info(preset: VARPreset) -> PresetInfo:
