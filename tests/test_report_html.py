@@ -206,7 +206,8 @@ def test_the_papers_own_timing_column_is_drawn_in_its_own_unit(tmp_path):
     charts = re.findall(r"<img class='chart' src='data:image/svg\+xml;base64,([^']+)' alt='([^']*)'",
                         to_html(build([tmp_path])))
     svg, alt = next((base64.b64decode(s).decode(), a) for s, a in charts if a.startswith("FID vs seconds per image"))
-    assert "the papers' own timing of DiT-L/2, DiT-XL/2, VAR-d16, VAR-d20, VAR-d24, VAR-d30, VAR-d30-re" in html.unescape(alt)
+    timed = "DiT-L/2, DiT-XL/2, VAR-d16, VAR-d20, VAR-d24, VAR-d30, VAR-d30-re"
+    assert f"the papers' own timing of {timed}" in html.unescape(alt)
     assert "arXiv:2404.02905v2 Table 1, time x VAR-d30" in re.findall(r"<!-- (.*?) -->", svg)
     # each label is a text group right after its comment; the x of its translate() is the point's x + 4 pt
     label = r"<!-- ((?:VAR|DiT)-[^ ]*?) -->\s*<g [^>]*?transform=\"translate\(([-0-9.]+) "

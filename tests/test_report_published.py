@@ -16,7 +16,7 @@ def test_the_csv_is_package_data():
 
     assert (files("reports") / "published.csv").is_file()
     table = published.published()
-    assert len(table) == 307 and table["fid"].dtype == "float64"  # 238 LlamaGen + DiT rows, 7 VAR (2 of them DiT), 62 MAR
+    assert len(table) == 307 and table["fid"].dtype == "float64"  # 238 LlamaGen + DiT, 7 VAR Table 1 (2 DiT), 62 MAR
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -249,46 +249,48 @@ def scatter_chart(points: pd.DataFrame, Figure, x: str, y: str, title: str, xlab
                                                                    if len(paper) else ""))
 
 
+def _fid_over_log_time(axes, xlabel: str):
+    """FID over a log time axis with plain tick labels, set before any label is placed (`_annotate` spaces labels
+    in display coordinates, which the log scale changes)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("FID (lower is better)")
+    return axes
+
+
 def speed_chart(points: pd.DataFrame, Figure) -> Chart | None:
     """FID over seconds per image (log scale), each run where it recorded its sampling speed: what a model's
     quality costs. Speeds are measured on each run's own device (named in the legend), so they compare only runs
     of one machine. Where a paper prints its own timing column for the runs' models (VAR's Table 1: wall-clock
     relative to VAR-d30, on the authors' GPU), a second panel draws that table as printed, in its own unit: it
     cannot share an axis with seconds measured here."""
-    from matplotlib.ticker import FuncFormatter
-
     runs = points[[_finite(s) and s > 0 and _finite(f) for s, f in zip(points["images_per_s"], points["fid"])]]
     paper = published.timed_rows(set(points["model"].dropna()))
     paper = paper[[_finite(f) for f in paper["fid"]]]
     if runs.empty and paper.empty:
         return None
-    panels = [p for p in ("runs", "paper") if not (runs if p == "runs" else paper).empty]
-    figure = Figure(figsize=(5.2 * len(panels), 3.6), layout="constrained")
-    axes_of = dict(zip(panels, figure.subplots(1, len(panels), squeeze=False)[0]))
+    count = (not runs.empty) + (not paper.empty)
+    figure = Figure(figsize=(5.2 * count, 3.6), layout="constrained")
+    panels = iter(figure.subplots(1, count, squeeze=False)[0])
     described = []
     if not runs.empty:
-        axes = axes_of["runs"]
+        axes = _fid_over_log_time(next(panels), "seconds per image (sampling + decode + features, this run's device)")
         seconds = 1.0 / runs["images_per_s"].astype(float)
         for i, (device, group) in enumerate(runs.groupby(runs["device"].fillna("device not recorded"), sort=False)):
             axes.plot(1.0 / group["images_per_s"].astype(float), group["fid"], "o", color=f"C{i % 10}",
                       label=str(device)[:60])
-        axes.set_xscale("log")
         _annotate(axes, seconds, runs["fid"], runs["run"], len(runs) > MAX_LABELS)
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.set_xlabel("seconds per image (sampling + decode + features, this run's device)")
-        axes.set_ylabel("FID (lower is better)")
         axes.legend(fontsize=7, title="measured on", title_fontsize=7)
         described.append(f"{_count(len(runs), 'run')}; speeds compare only runs of the same device")
     if not paper.empty:
-        axes = axes_of["paper"]
+        axes = _fid_over_log_time(next(panels), "time per image as the paper prints it (its unit, its own GPU)")
         for i, ((source, unit), table) in enumerate(paper.groupby(["source", "time_unit"], sort=False)):
             axes.plot(table["time"], table["fid"], "s", color=f"C{i % 10}", mfc="none",
                       label=f"{source}, time {unit}")
             _annotate(axes, table["time"], table["fid"], list(table["model"]), len(table) > MAX_LABELS)
-        axes.set_xscale("log")
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.set_xlabel("time per image as the paper prints it (its unit, its own GPU)")
-        axes.set_ylabel("FID (lower is better)")
         axes.legend(fontsize=7, title="the paper's own timing column", title_fontsize=7)
         described.append(f"the papers' own timing of {', '.join(sorted(set(paper['model'])))}, measured on their "
                          "hardware, in their unit (not comparable with seconds measured here)")

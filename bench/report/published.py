@@ -22,7 +22,7 @@ import math
 import re
 from io import StringIO
 from importlib.resources import files
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -52,7 +52,7 @@ def published() -> pd.DataFrame:
     return table
 
 
-def timed_rows(models: "set[str] | list[str]") -> pd.DataFrame:
+def timed_rows(models: Iterable[str]) -> pd.DataFrame:
     """The papers' own timing columns that concern these models (the CSV's names): every row with a `time` from
     each table that prints one for any of them (VAR's Table 1 times VAR-d16 ... d30 and the DiTs relative to
     VAR-d30, on the authors' GPU). Times are comparable only within one table: its `time_unit` says how."""
